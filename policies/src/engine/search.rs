@@ -1,0 +1,590 @@
+//! The search for an assignment: most workloads placed first, lowest objective second.
+//!
+//! Construction is regret-ordered greedy (the workload that loses most by not getting
+//! its best cluster goes first), followed by local search to a fixed point:
+//! - *repair*: place unplaced workloads, relocating others out of the way (ejection);
+//! - *trade*: unplace one workload when that lets two or more others in;
+//! - *shift*: move one share to a better cluster with room;
+//! - *swap*: exchange two shares between clusters when that lowers the objective.
+//!
+//! On small instances several construction orders are tried and the best result kept.
+//! Every loop runs in index order and ties break by index, so the result is deterministic.
+
+use super::resolve::{CPU, MEMORY, Problem};
+
+/// Improvements smaller than this are noise, not progress; it keeps loops finite.
+const EPSILON: f64 = 1e-7;
+/// Above this many workloads, the quadratic neighbourhoods are bounded.
+const SMALL: usize = 400;
+
+/// A complete decision: the clusters of each workload's shares.
+#[derive(Clone)]
+pub(crate) struct Assignment {
+    /// Per workload, share `i` runs on `clusters[w][i]`; empty means unplaced.
+    pub clusters: Vec<Vec<u16>>,
+    /// Per workload, why the rebalancer kept or moved it, when it had a say.
+    pub notes: Vec<Option<String>>,
+}
+
+/// Replicas of share `i` when `replicas` are divided over `k` clusters: the first
+/// `replicas % k` shares take one more.
+pub(crate) fn share_replicas(replicas: u32, k: usize, i: usize) -> u32 {
+    let k = u32::try_from(k).unwrap_or(u32::MAX).max(1);
+    let i = u32::try_from(i).unwrap_or(u32::MAX);
+    replicas / k + u32::from(i < replicas % k)
+}
+
+/// The mutable search state over a problem.
+#[derive(Clone)]
+pub(crate) struct State<'p, 'a> {
+    pub problem: &'p Problem<'a>,
+    /// Free capacity per cluster and resource; may be negative for a kept current placement.
+    pub free: Vec<[i64; 2]>,
+    /// Monthly cost placed so far per policy.
+    pub spent: Vec<f64>,
+    /// Per workload, the clusters of its shares.
+    pub clusters: Vec<Vec<u16>>,
+    /// Whether the search may place or move a workload.
+    pub movable: Vec<bool>,
+}
+
+impl<'p, 'a> State<'p, 'a> {
+    pub fn new(problem: &'p Problem<'a>) -> State<'p, 'a> {
+        State {
+            problem,
+            free: problem.clusters.iter().map(|c| c.allocatable).collect(),
+            spent: vec![0.0; problem.policies.len()],
+            clusters: vec![Vec::new(); problem.workloads.len()],
+            movable: vec![true; problem.workloads.len()],
+        }
+    }
+
+    fn demand(&self, w: usize, k: usize, i: usize) -> [i64; 2] {
+        let r = i64::from(share_replicas(
+            self.problem.workloads[w].workload.replicas,
+            k,
+            i,
+        ));
+        let unit = self.problem.workloads[w].unit;
+        let scale = |x: u64| i64::try_from(x).unwrap_or(i64::MAX).saturating_mul(r);
+        [scale(unit[CPU]), scale(unit[MEMORY])]
+    }
+
+    fn share_cost(&self, w: usize, k: usize, i: usize, c: u16) -> f64 {
+        f64::from(share_replicas(
+            self.problem.workloads[w].workload.replicas,
+            k,
+            i,
+        )) * self.problem.unit_cost(w, c)
+    }
+
+    fn share_value(&self, w: usize, k: usize, i: usize, c: u16) -> f64 {
+        f64::from(share_replicas(
+            self.problem.workloads[w].workload.replicas,
+            k,
+            i,
+        )) * self.problem.unit_value(w, c)
+    }
+
+    fn fits(&self, c: u16, demand: [i64; 2]) -> bool {
+        let free = self.free[usize::from(c)];
+        free[CPU] >= demand[CPU] && free[MEMORY] >= demand[MEMORY]
+    }
+
+    /// Whether `w`'s policy can absorb `delta` more monthly cost.
+    pub fn budget_allows(&self, w: usize, delta: f64) -> bool {
+        match self.problem.workloads[w].policy {
+            None => true,
+            Some(p) => delta <= 0.0 || self.spent[p] + delta <= self.problem.budgets[p] + EPSILON,
+        }
+    }
+
+    /// Places `w`'s shares on `clusters` without checking; callers checked.
+    pub fn place(&mut self, w: usize, clusters: Vec<u16>) {
+        let k = clusters.len();
+        for (i, &c) in clusters.iter().enumerate() {
+            let demand = self.demand(w, k, i);
+            let free = &mut self.free[usize::from(c)];
+            free[CPU] -= demand[CPU];
+            free[MEMORY] -= demand[MEMORY];
+            let cost = self.share_cost(w, k, i, c);
+            if let Some(p) = self.problem.workloads[w].policy {
+                self.spent[p] += cost;
+            }
+        }
+        self.clusters[w] = clusters;
+    }
+
+    /// Removes `w`'s placement, returning its clusters.
+    pub fn unplace(&mut self, w: usize) -> Vec<u16> {
+        let clusters = std::mem::take(&mut self.clusters[w]);
+        let k = clusters.len();
+        for (i, &c) in clusters.iter().enumerate() {
+            let demand = self.demand(w, k, i);
+            let free = &mut self.free[usize::from(c)];
+            free[CPU] += demand[CPU];
+            free[MEMORY] += demand[MEMORY];
+            if let Some(p) = self.problem.workloads[w].policy {
+                self.spent[p] -= self.share_cost(w, k, i, c);
+            }
+        }
+        clusters
+    }
+
+    /// Moves share `i` of `w` to `to`.
+    fn move_share(&mut self, w: usize, i: usize, to: u16) {
+        let mut clusters = self.unplace(w);
+        clusters[i] = to;
+        self.place(w, clusters);
+    }
+
+    /// Places `w` on the best clusters with room, trying `min..=max` clusters in turn.
+    pub fn try_place(&mut self, w: usize) -> bool {
+        let info = &self.problem.workloads[w];
+        for k in info.min_clusters..=info.max_clusters {
+            let k = usize::try_from(k).unwrap_or(usize::MAX);
+            let mut chosen: Vec<u16> = Vec::with_capacity(k);
+            let mut cost = 0.0;
+            for i in 0..k {
+                let demand = self.demand(w, k, i);
+                let pick = info.candidates.iter().copied().find(|&c| {
+                    !chosen.contains(&c)
+                        && self.fits(c, demand)
+                        && self.budget_allows(w, cost + self.share_cost(w, k, i, c))
+                });
+                match pick {
+                    Some(c) => {
+                        cost += self.share_cost(w, k, i, c);
+                        // Two shares on one cluster would overlap: reserve as we go.
+                        let free = &mut self.free[usize::from(c)];
+                        free[CPU] -= demand[CPU];
+                        free[MEMORY] -= demand[MEMORY];
+                        chosen.push(c);
+                    }
+                    None => break,
+                }
+            }
+            for (i, &c) in chosen.iter().enumerate() {
+                let demand = self.demand(w, k, i);
+                let free = &mut self.free[usize::from(c)];
+                free[CPU] += demand[CPU];
+                free[MEMORY] += demand[MEMORY];
+            }
+            if chosen.len() == k {
+                self.place(w, chosen);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether all of single-cluster workload `w` fits on `c` now, budget included.
+    pub fn whole_fits(&self, w: usize, c: u16) -> bool {
+        let from_cost = self.clusters[w]
+            .first()
+            .map_or(0.0, |&f| self.share_cost(w, 1, 0, f));
+        let counted_here = self.clusters[w].first() == Some(&c);
+        counted_here
+            || (self.fits(c, self.demand(w, 1, 0))
+                && self.budget_allows(w, self.share_cost(w, 1, 0, c) - from_cost))
+    }
+
+    /// Places unplaced single-cluster workload `w` on `c` if it fits.
+    pub fn try_place_on(&mut self, w: usize, c: u16) -> bool {
+        if self.whole_fits(w, c) {
+            self.place(w, vec![c]);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The best cluster with room for all of single-cluster workload `w`, other than `from`.
+    pub fn best_destination_for_whole(&self, w: usize, from: u16) -> Option<u16> {
+        self.best_destination(w, 0, from)
+    }
+
+    pub fn placed_count(&self) -> usize {
+        self.clusters.iter().filter(|c| !c.is_empty()).count()
+    }
+
+    pub fn objective(&self) -> f64 {
+        let mut total = 0.0;
+        for (w, clusters) in self.clusters.iter().enumerate() {
+            let k = clusters.len();
+            for (i, &c) in clusters.iter().enumerate() {
+                total += self.share_value(w, k, i, c);
+            }
+        }
+        total
+    }
+
+    /// Lexicographic: more placed, then lower objective.
+    fn better_than(&self, other: &State<'_, '_>) -> bool {
+        let (mine, theirs) = (self.placed_count(), other.placed_count());
+        mine > theirs || (mine == theirs && self.objective() < other.objective() - EPSILON)
+    }
+
+    /// Runs the local search to a fixed point (bounded in rounds).
+    pub fn improve(&mut self) {
+        for _round in 0..50 {
+            let mut improved = self.repair();
+            if self.problem.workloads.len() <= SMALL {
+                improved |= self.trade();
+            }
+            improved |= self.shift();
+            improved |= self.swap();
+            if !improved {
+                break;
+            }
+        }
+    }
+
+    /// Unplaced movable workloads, smallest first: placing small ones maximises the count.
+    fn unplaced_by_size(&self) -> Vec<usize> {
+        let mut unplaced: Vec<usize> = (0..self.clusters.len())
+            .filter(|&w| {
+                self.clusters[w].is_empty()
+                    && self.movable[w]
+                    && self.problem.workloads[w].placeable()
+            })
+            .collect();
+        unplaced.sort_by_key(|&w| (size_key(self.problem, w), w));
+        unplaced
+    }
+
+    /// Places what it can of the unplaced, relocating others out of the way if needed.
+    fn repair(&mut self) -> bool {
+        let mut improved = false;
+        for w in self.unplaced_by_size() {
+            if self.try_place(w) || self.eject_for(w) {
+                improved = true;
+            }
+        }
+        improved
+    }
+
+    /// Makes room for single-cluster workload `w` on one of its candidates by relocating
+    /// shares that can go elsewhere; keeps the cheapest such change. Nothing changes on failure.
+    fn eject_for(&mut self, w: usize) -> bool {
+        let info = &self.problem.workloads[w];
+        if info.min_clusters != 1 {
+            return false;
+        }
+        let demand = self.demand(w, 1, 0);
+        for &c in &info.candidates {
+            if !self.budget_allows(w, self.share_cost(w, 1, 0, c)) {
+                continue;
+            }
+            let mut relocations = self.relocation_options(c, w);
+            relocations.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let mut done: Vec<(usize, usize, u16)> = Vec::new();
+            for &(_, w2, i2) in &relocations {
+                if self.fits(c, demand) {
+                    break;
+                }
+                if let Some(to) = self.best_destination(w2, i2, c) {
+                    self.move_share(w2, i2, to);
+                    done.push((w2, i2, c));
+                }
+            }
+            if self.fits(c, demand) {
+                self.place(w, vec![c]);
+                return true;
+            }
+            for (w2, i2, back) in done.into_iter().rev() {
+                self.move_share(w2, i2, back);
+            }
+        }
+        false
+    }
+
+    /// Shares on cluster `c` (other than `w`'s) that could move elsewhere, with the
+    /// objective increase of their best move.
+    fn relocation_options(&self, c: u16, w: usize) -> Vec<(f64, usize, usize)> {
+        let mut options = Vec::new();
+        for (w2, clusters) in self.clusters.iter().enumerate() {
+            if w2 == w || !self.movable[w2] {
+                continue;
+            }
+            for (i2, &c2) in clusters.iter().enumerate() {
+                if c2 != c {
+                    continue;
+                }
+                if let Some(to) = self.best_destination(w2, i2, c) {
+                    let k = clusters.len();
+                    options.push((
+                        self.share_value(w2, k, i2, to) - self.share_value(w2, k, i2, c),
+                        w2,
+                        i2,
+                    ));
+                }
+            }
+        }
+        options
+    }
+
+    /// The best cluster other than `from` (and `w`'s other shares) with room for share `i`.
+    fn best_destination(&self, w: usize, i: usize, from: u16) -> Option<u16> {
+        let k = self.clusters[w].len();
+        let demand = self.demand(w, k, i);
+        let delta_base = self.share_cost(w, k, i, from);
+        self.problem.workloads[w]
+            .candidates
+            .iter()
+            .copied()
+            .find(|&d| {
+                d != from
+                    && !self.clusters[w].contains(&d)
+                    && self.fits(d, demand)
+                    && self.budget_allows(w, self.share_cost(w, k, i, d) - delta_base)
+            })
+    }
+
+    /// Tries unplacing one single-cluster workload to let at least two others in.
+    fn trade(&mut self) -> bool {
+        if self.unplaced_by_size().len() < 2 {
+            return false;
+        }
+        let mut improved = false;
+        for w in 0..self.clusters.len() {
+            if self.clusters[w].len() != 1 || !self.movable[w] {
+                continue;
+            }
+            let before = self.clone();
+            self.unplace(w);
+            for u in self.unplaced_by_size() {
+                if u != w {
+                    self.try_place(u);
+                }
+            }
+            self.try_place(w);
+            if self.placed_count() > before.placed_count() {
+                improved = true;
+            } else {
+                *self = before;
+            }
+        }
+        improved
+    }
+
+    /// Moves single shares to better clusters with room.
+    fn shift(&mut self) -> bool {
+        let mut improved = false;
+        for w in 0..self.clusters.len() {
+            if !self.movable[w] {
+                continue;
+            }
+            for i in 0..self.clusters[w].len() {
+                let c = self.clusters[w][i];
+                let k = self.clusters[w].len();
+                let current = self.problem.unit_value(w, c);
+                let demand = self.demand(w, k, i);
+                let cost_now = self.share_cost(w, k, i, c);
+                let target = self.problem.workloads[w]
+                    .candidates
+                    .iter()
+                    .copied()
+                    .take_while(|&d| self.problem.unit_value(w, d) < current - EPSILON)
+                    .find(|&d| {
+                        !self.clusters[w].contains(&d)
+                            && self.fits(d, demand)
+                            && self.budget_allows(w, self.share_cost(w, k, i, d) - cost_now)
+                    });
+                if let Some(d) = target {
+                    self.move_share(w, i, d);
+                    improved = true;
+                }
+            }
+        }
+        improved
+    }
+
+    /// Exchanges two shares on different clusters when that lowers the objective.
+    fn swap(&mut self) -> bool {
+        let large = self.problem.workloads.len() > SMALL;
+        // Which shares sit on each cluster; kept as a superset and checked on use.
+        let mut on_cluster: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.free.len()];
+        for (w, clusters) in self.clusters.iter().enumerate() {
+            for (i, &c) in clusters.iter().enumerate() {
+                if self.movable[w] {
+                    on_cluster[usize::from(c)].push((w, i));
+                }
+            }
+        }
+        let mut improved = false;
+        for w in 0..self.clusters.len() {
+            if !self.movable[w] {
+                continue;
+            }
+            for i in 0..self.clusters[w].len() {
+                let Some((w2, i2, d)) = self.find_swap(w, i, &on_cluster, large) else {
+                    continue;
+                };
+                let c = self.clusters[w][i];
+                // Take both out first so that neither move sees the other's old demand.
+                let mut first = self.unplace(w);
+                let mut second = self.unplace(w2);
+                first[i] = d;
+                second[i2] = c;
+                self.place(w, first);
+                self.place(w2, second);
+                on_cluster[usize::from(d)].push((w, i));
+                on_cluster[usize::from(c)].push((w2, i2));
+                improved = true;
+            }
+        }
+        improved
+    }
+
+    fn find_swap(
+        &self,
+        w: usize,
+        i: usize,
+        on_cluster: &[Vec<(usize, usize)>],
+        large: bool,
+    ) -> Option<(usize, usize, u16)> {
+        let c = self.clusters[w][i];
+        let k = self.clusters[w].len();
+        let value_here = self.share_value(w, k, i, c);
+        let demand = self.demand(w, k, i);
+        let better = self.problem.workloads[w]
+            .candidates
+            .iter()
+            .copied()
+            .filter(|&d| d != c && !self.clusters[w].contains(&d));
+        let limit = if large { 3 } else { usize::MAX };
+        for d in better.take(limit) {
+            let gain = self.share_value(w, k, i, d) - value_here;
+            if gain >= -EPSILON {
+                break;
+            }
+            let scan = if large { 64 } else { usize::MAX };
+            for &(w2, i2) in on_cluster[usize::from(d)].iter().take(scan) {
+                if w2 == w || self.clusters[w2].get(i2) != Some(&d) {
+                    continue;
+                }
+                let info2 = &self.problem.workloads[w2];
+                if !info2.is_eligible(c) || self.clusters[w2].contains(&c) {
+                    continue;
+                }
+                let k2 = self.clusters[w2].len();
+                let delta =
+                    gain + self.share_value(w2, k2, i2, c) - self.share_value(w2, k2, i2, d);
+                if delta >= -EPSILON {
+                    continue;
+                }
+                let demand2 = self.demand(w2, k2, i2);
+                let (free_c, free_d) = (self.free[usize::from(c)], self.free[usize::from(d)]);
+                let fits = (0..2).all(|r| {
+                    free_d[r] + demand2[r] - demand[r] >= 0
+                        && free_c[r] + demand[r] - demand2[r] >= 0
+                });
+                if !fits {
+                    continue;
+                }
+                let cost1 = self.share_cost(w, k, i, d) - self.share_cost(w, k, i, c);
+                let cost2 = self.share_cost(w2, k2, i2, c) - self.share_cost(w2, k2, i2, d);
+                let budgets_ok = match (self.problem.workloads[w].policy, info2.policy) {
+                    (Some(p1), Some(p2)) if p1 == p2 => self.budget_allows(w, cost1 + cost2),
+                    _ => self.budget_allows(w, cost1) && self.budget_allows(w2, cost2),
+                };
+                if budgets_ok {
+                    return Some((w2, i2, d));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Total demand as a fraction of the average cluster's allocatable: comparable across
+/// cpu and memory, so that "small" means small in the scarcer dimension.
+fn size_key(problem: &Problem<'_>, w: usize) -> u64 {
+    let info = &problem.workloads[w];
+    let n = problem.clusters.len().max(1) as f64;
+    let total: [f64; 2] = [0, 1].map(|r| {
+        problem
+            .clusters
+            .iter()
+            .map(|c| c.allocatable[r].max(1) as f64)
+            .sum::<f64>()
+            / n
+    });
+    let replicas = f64::from(info.workload.replicas);
+    let share = (info.unit[CPU] as f64 * replicas / total[CPU])
+        .max(info.unit[MEMORY] as f64 * replicas / total[MEMORY]);
+    // Scaled to an integer so that ordering is total and deterministic.
+    (share * 1e9) as u64
+}
+
+/// Construction orders: by regret (what a workload loses if it misses its best cluster),
+/// and, on small instances, by size, largest first, which packs tight capacity better.
+fn orders(problem: &Problem<'_>) -> Vec<Vec<usize>> {
+    let n = problem.workloads.len();
+    let regret = |w: usize| -> f64 {
+        let info = &problem.workloads[w];
+        match info.candidates.as_slice() {
+            [] => 0.0,
+            [_] => f64::INFINITY,
+            [first, second, ..] => {
+                (problem.unit_value(w, *second) - problem.unit_value(w, *first))
+                    * f64::from(info.workload.replicas)
+            }
+        }
+    };
+    let regrets: Vec<f64> = (0..n).map(regret).collect();
+    let mut by_regret: Vec<usize> = (0..n).collect();
+    by_regret.sort_by(|&a, &b| {
+        regrets[b]
+            .total_cmp(&regrets[a])
+            .then(size_key(problem, b).cmp(&size_key(problem, a)))
+            .then(a.cmp(&b))
+    });
+    if n > SMALL {
+        return vec![by_regret];
+    }
+    let mut by_size: Vec<usize> = (0..n).collect();
+    by_size.sort_by_key(|&w| (std::cmp::Reverse(size_key(problem, w)), w));
+    let mut by_fewest_options: Vec<usize> = (0..n).collect();
+    by_fewest_options.sort_by(|&a, &b| {
+        problem.workloads[a]
+            .candidates
+            .len()
+            .cmp(&problem.workloads[b].candidates.len())
+            .then(regrets[b].total_cmp(&regrets[a]))
+            .then(a.cmp(&b))
+    });
+    vec![by_regret, by_size, by_fewest_options]
+}
+
+/// Builds from `start` (fixed and already placed workloads) with every construction
+/// order and keeps the best improved result.
+pub(crate) fn search_from<'p, 'a>(start: &State<'p, 'a>) -> State<'p, 'a> {
+    let mut best: Option<State<'p, 'a>> = None;
+    for order in orders(start.problem) {
+        let mut state = start.clone();
+        for &w in &order {
+            if state.movable[w]
+                && state.clusters[w].is_empty()
+                && state.problem.workloads[w].placeable()
+            {
+                state.try_place(w);
+            }
+        }
+        state.improve();
+        if best.as_ref().is_none_or(|b| state.better_than(b)) {
+            best = Some(state);
+        }
+    }
+    best.unwrap_or_else(|| start.clone())
+}
+
+/// Fresh planning: the best assignment found from scratch.
+pub(crate) fn solve(problem: &Problem<'_>) -> Assignment {
+    let state = search_from(&State::new(problem));
+    Assignment {
+        notes: vec![None; problem.workloads.len()],
+        clusters: state.clusters,
+    }
+}

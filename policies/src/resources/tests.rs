@@ -1,0 +1,180 @@
+//! Decoding tests: each case is a file and the exact diagnostics it must produce.
+
+use super::*;
+
+const CLUSTER: &str = "\
+apiVersion: ferry.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: openstack-dc1
+  labels: { provider: openstack, residency: eu }
+spec:
+  provider: sim
+  pricing: { cpuCoreHour: 0.031, memoryGiBHour: 0.004, egressGiB: 0.01 }
+  capacity: { cpu: \"64\", memory: 256Gi }
+  reserved: { cpu: \"4\", memory: 8Gi }
+  taints:
+    - { key: maintenance, value: \"true\", effect: NoSchedule }
+status:
+  health: Ready
+";
+
+fn diagnostics(text: &str) -> Vec<String> {
+    parse_source("f.yaml", text)
+        .1
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn a_valid_cluster_decodes_completely() {
+    let (resources, diagnostics) = parse_source("f.yaml", CLUSTER);
+    assert_eq!(diagnostics, vec![]);
+    let [
+        Located {
+            value: Resource::Cluster(cluster),
+            pos,
+            ..
+        },
+    ] = resources.as_slice()
+    else {
+        panic!("expected one cluster, got {resources:?}")
+    };
+    assert_eq!(*pos, Pos { line: 1, column: 1 });
+    assert_eq!(cluster.name, "openstack-dc1");
+    assert_eq!(cluster.capacity, Some(Resources::new(64_000, 256 << 30)));
+    assert_eq!(cluster.reserved, Resources::new(4_000, 8 << 30));
+    assert_eq!(cluster.taints[0].effect, TaintEffect::NoSchedule);
+    assert_eq!(cluster.health, Some(Health::Ready));
+    assert_eq!(cluster.pricing.currency, "USD");
+}
+
+#[test]
+fn typo_wrong_type_and_bad_quantity_are_all_reported() {
+    let text = CLUSTER
+        .replace("cpuCoreHour: 0.031", "cpuCoreHuor: 0.031")
+        .replace("egressGiB: 0.01", "egressGiB: cheap")
+        .replace("memory: 256Gi", "memory: 256GB");
+    assert_eq!(
+        diagnostics(&text),
+        vec![
+            "f.yaml:8:12: spec.pricing.cpuCoreHour: missing required field",
+            "f.yaml:8:14: spec.pricing.cpuCoreHuor: unknown field `cpuCoreHuor`; did you mean `cpuCoreHour`?",
+            "f.yaml:8:67: spec.pricing.egressGiB: expected a number, found `cheap`",
+            "f.yaml:9:34: spec.capacity.memory: `256GB` is not a memory quantity (like 512Mi, 4Gi, 1G or bytes)",
+        ]
+    );
+}
+
+#[test]
+fn document_level_errors() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "kind: Cluster\n",
+            &[
+                "f.yaml:1:1: apiVersion: missing required field",
+                "f.yaml:1:1: metadata: missing required field",
+                "f.yaml:1:1: spec: missing required field",
+            ],
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {}\n",
+            &[
+                "f.yaml:1:13: apiVersion: expected `ferry.dev/v1alpha1`, found `v1`",
+                "f.yaml:2:7: kind: unknown kind `Pod`; expected Cluster, Workload or PlacementPolicy",
+            ],
+        ),
+        (
+            "- a\n- b\n",
+            &["f.yaml:1:1: expected a mapping, found a sequence"],
+        ),
+        (
+            "a: [\n",
+            &["f.yaml:2:1: invalid YAML: while parsing a node, did not find expected node content"],
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(diagnostics(text), *expected, "input:\n{text}");
+    }
+}
+
+#[test]
+fn workload_and_policy_errors_carry_field_paths() {
+    let text = "\
+apiVersion: ferry.dev/v1alpha1
+kind: Workload
+metadata: { name: Checkout, namespace: shop }
+spec:
+  replicas: 0
+  resources: { cpu: 500x, memory: 1Gi }
+  tolerations:
+    - { key: a, operator: Exists, value: b }
+status: { cluster: dc1 }
+---
+apiVersion: ferry.dev/v1alpha1
+kind: PlacementPolicy
+metadata: { name: eu-web }
+spec:
+  priority: high
+  spread: { minClusters: 3, maxClusters: 2 }
+  clusterAffinity:
+    required:
+      matchExpressions:
+        - { key: provider, operator: In }
+    preferred:
+      - { weight: 500, matchLabels: { provider: openstack } }
+  rebalance: { cooldown: soon, windows: [\"Mon-Fri 22:00-06:00\", \"Someday\"] }
+";
+    assert_eq!(
+        diagnostics(text),
+        vec![
+            "f.yaml:3:19: metadata.name: `Checkout` is not a DNS-1123 label (lowercase letters, digits and '-', at most 63)",
+            "f.yaml:5:13: spec.replicas: expected an integer from 1 to 100000, found `0`",
+            "f.yaml:6:21: spec.resources.cpu: `500x` is not a cpu quantity (like 500m, 2 or 1.5)",
+            "f.yaml:8:7: spec.tolerations[0].value: a toleration with operator Exists takes no value",
+            "f.yaml:15:13: spec.priority: expected an integer, found `high`",
+            "f.yaml:16:42: spec.spread.maxClusters: maxClusters (2) is less than minClusters (3)",
+            "f.yaml:20:38: spec.clusterAffinity.required.matchExpressions[0].values: operator In needs a non-empty `values` list",
+            "f.yaml:22:19: spec.clusterAffinity.preferred[0].weight: expected an integer from 1 to 100, found `500`",
+            "f.yaml:23:26: spec.rebalance.cooldown: `soon` is not a duration (like 90s, 30m, 1h or 1h30m)",
+            "f.yaml:23:65: spec.rebalance.windows[1]: `Someday` is not a window (like \"Mon-Fri 22:00-06:00\")",
+        ]
+    );
+}
+
+#[test]
+fn connection_blocks_must_match_the_provider() {
+    let gke = CLUSTER.replace("provider: sim", "provider: gke");
+    assert_eq!(
+        diagnostics(&gke),
+        vec![
+            "f.yaml:7:3: spec: provider `gke` needs exactly one connection block `gke`; found none"
+        ]
+    );
+    let kube = CLUSTER.replace(
+        "provider: sim",
+        "provider: kubernetes\n  kubernetes: { kubeconfig: /k, context: c }",
+    );
+    assert_eq!(diagnostics(&kube), Vec::<String>::new());
+}
+
+#[test]
+fn references_across_documents() {
+    let mut set = ResourceSet::default();
+    assert!(set.add_source("a.yaml", CLUSTER).is_empty());
+    assert!(set.add_source("b.yaml", CLUSTER).is_empty());
+    let workload = "apiVersion: ferry.dev/v1alpha1\nkind: Workload\nmetadata: {name: w}\nspec: {replicas: 1, resources: {cpu: 1}}\nstatus: {cluster: nowhere}\n";
+    assert!(set.add_source("c.yaml", workload).is_empty());
+    let found: Vec<String> = check_references(&set)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            "b.yaml:1:1: metadata.name: duplicate cluster `openstack-dc1`, first defined at a.yaml:1:1",
+            "c.yaml:1:1: status.cluster: no Cluster named `nowhere` in the given files",
+        ]
+    );
+}
