@@ -47,8 +47,9 @@ pub(crate) fn solve(problem: &Problem<'_>) -> Assignment {
     loop {
         let mut candidates = Vec::new();
         let kept = (0..n).filter(|&w| !state.movable[w] && !moved[w]);
-        let candidates_now: Vec<Candidate> =
-            kept.filter_map(|w| savings_move(&state, &target, w, &moves_per_policy, &mut notes)).collect();
+        let candidates_now: Vec<Candidate> = kept
+            .filter_map(|w| savings_move(&state, &target, w, &moves_per_policy, &mut notes))
+            .collect();
         candidates.extend(candidates_now);
         candidates.sort_by(|a, b| {
             b.savings

@@ -138,13 +138,15 @@ impl<'p, 'a> State<'p, 'a> {
         self.place(w, clusters);
     }
 
-    /// Places `w` on the best clusters with room, trying `min..=max` clusters in turn.
+    /// Places `w` on the best clusters with room. With spread, every allowed number of
+    /// clusters is tried and the lowest objective wins.
     pub fn try_place(&mut self, w: usize) -> bool {
         let info = &self.problem.workloads[w];
+        let mut best: Option<(f64, Vec<u16>)> = None;
         for k in info.min_clusters..=info.max_clusters {
             let k = usize::try_from(k).unwrap_or(usize::MAX);
             let mut chosen: Vec<u16> = Vec::with_capacity(k);
-            let mut cost = 0.0;
+            let (mut cost, mut value) = (0.0, 0.0);
             for i in 0..k {
                 let demand = self.demand(w, k, i);
                 let pick = info.candidates.iter().copied().find(|&c| {
@@ -152,30 +154,23 @@ impl<'p, 'a> State<'p, 'a> {
                         && self.fits(c, demand)
                         && self.budget_allows(w, cost + self.share_cost(w, k, i, c))
                 });
-                match pick {
-                    Some(c) => {
-                        cost += self.share_cost(w, k, i, c);
-                        // Two shares on one cluster would overlap: reserve as we go.
-                        let free = &mut self.free[usize::from(c)];
-                        free[CPU] -= demand[CPU];
-                        free[MEMORY] -= demand[MEMORY];
-                        chosen.push(c);
-                    }
-                    None => break,
-                }
+                let Some(c) = pick else { break };
+                cost += self.share_cost(w, k, i, c);
+                value += self.share_value(w, k, i, c);
+                // Shares go to distinct clusters, so each `fits` sees the others' room intact.
+                chosen.push(c);
             }
-            for (i, &c) in chosen.iter().enumerate() {
-                let demand = self.demand(w, k, i);
-                let free = &mut self.free[usize::from(c)];
-                free[CPU] += demand[CPU];
-                free[MEMORY] += demand[MEMORY];
-            }
-            if chosen.len() == k {
-                self.place(w, chosen);
-                return true;
+            if chosen.len() == k && best.as_ref().is_none_or(|(v, _)| value < *v - EPSILON) {
+                best = Some((value, chosen));
             }
         }
-        false
+        match best {
+            Some((_, clusters)) => {
+                self.place(w, clusters);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Whether all of single-cluster workload `w` fits on `c` now, budget included.
@@ -234,6 +229,9 @@ impl<'p, 'a> State<'p, 'a> {
             }
             improved |= self.shift();
             improved |= self.swap();
+            if self.problem.workloads.len() <= SMALL {
+                improved |= self.refill();
+            }
             if !improved {
                 break;
             }
@@ -255,28 +253,58 @@ impl<'p, 'a> State<'p, 'a> {
 
     /// Places what it can of the unplaced, relocating others out of the way if needed.
     fn repair(&mut self) -> bool {
+        let unplaced = self.unplaced_by_size();
+        if unplaced.is_empty() {
+            return false;
+        }
+        let mut on_cluster = self.shares_by_cluster();
         let mut improved = false;
-        for w in self.unplaced_by_size() {
-            if self.try_place(w) || self.eject_for(w) {
+        for w in unplaced {
+            if self.try_place(w) || self.eject_for(w, &mut on_cluster) {
                 improved = true;
             }
         }
         improved
     }
 
+    /// Which movable shares sit on each cluster. Kept as a superset as shares move
+    /// (callers push the new position) and checked on use.
+    fn shares_by_cluster(&self) -> Vec<Vec<(usize, usize)>> {
+        let mut on_cluster: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.free.len()];
+        for (w, clusters) in self.clusters.iter().enumerate() {
+            for (i, &c) in clusters.iter().enumerate() {
+                if self.movable[w] {
+                    on_cluster[usize::from(c)].push((w, i));
+                }
+            }
+        }
+        on_cluster
+    }
+
     /// Makes room for single-cluster workload `w` on one of its candidates by relocating
-    /// shares that can go elsewhere; keeps the cheapest such change. Nothing changes on failure.
-    fn eject_for(&mut self, w: usize) -> bool {
+    /// shares that can go elsewhere; keeps the first change that works. Nothing changes on
+    /// failure. On large instances only the best few candidates and shares are tried.
+    fn eject_for(&mut self, w: usize, on_cluster: &mut [Vec<(usize, usize)>]) -> bool {
         let info = &self.problem.workloads[w];
         if info.min_clusters != 1 {
             return false;
         }
+        let large = self.problem.workloads.len() > SMALL;
         let demand = self.demand(w, 1, 0);
-        for &c in &info.candidates {
+        for &c in info
+            .candidates
+            .iter()
+            .take(if large { 3 } else { usize::MAX })
+        {
             if !self.budget_allows(w, self.share_cost(w, 1, 0, c)) {
                 continue;
             }
-            let mut relocations = self.relocation_options(c, w);
+            let mut relocations = self.relocation_options(
+                c,
+                w,
+                &on_cluster[usize::from(c)],
+                if large { 64 } else { usize::MAX },
+            );
             relocations.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             let mut done: Vec<(usize, usize, u16)> = Vec::new();
             for &(_, w2, i2) in &relocations {
@@ -285,40 +313,46 @@ impl<'p, 'a> State<'p, 'a> {
                 }
                 if let Some(to) = self.best_destination(w2, i2, c) {
                     self.move_share(w2, i2, to);
-                    done.push((w2, i2, c));
+                    done.push((w2, i2, to));
                 }
             }
             if self.fits(c, demand) {
                 self.place(w, vec![c]);
+                for &(w2, i2, to) in &done {
+                    on_cluster[usize::from(to)].push((w2, i2));
+                }
+                on_cluster[usize::from(c)].push((w, 0));
                 return true;
             }
-            for (w2, i2, back) in done.into_iter().rev() {
-                self.move_share(w2, i2, back);
+            for (w2, i2, _) in done.into_iter().rev() {
+                self.move_share(w2, i2, c);
             }
         }
         false
     }
 
     /// Shares on cluster `c` (other than `w`'s) that could move elsewhere, with the
-    /// objective increase of their best move.
-    fn relocation_options(&self, c: u16, w: usize) -> Vec<(f64, usize, usize)> {
+    /// objective increase of their best move; at most `limit` shares are looked at.
+    fn relocation_options(
+        &self,
+        c: u16,
+        w: usize,
+        here: &[(usize, usize)],
+        limit: usize,
+    ) -> Vec<(f64, usize, usize)> {
         let mut options = Vec::new();
-        for (w2, clusters) in self.clusters.iter().enumerate() {
-            if w2 == w || !self.movable[w2] {
-                continue;
-            }
-            for (i2, &c2) in clusters.iter().enumerate() {
-                if c2 != c {
-                    continue;
-                }
-                if let Some(to) = self.best_destination(w2, i2, c) {
-                    let k = clusters.len();
-                    options.push((
-                        self.share_value(w2, k, i2, to) - self.share_value(w2, k, i2, c),
-                        w2,
-                        i2,
-                    ));
-                }
+        for &(w2, i2) in here
+            .iter()
+            .filter(|&&(w2, i2)| w2 != w && self.clusters[w2].get(i2) == Some(&c))
+            .take(limit)
+        {
+            if let Some(to) = self.best_destination(w2, i2, c) {
+                let k = self.clusters[w2].len();
+                options.push((
+                    self.share_value(w2, k, i2, to) - self.share_value(w2, k, i2, c),
+                    w2,
+                    i2,
+                ));
             }
         }
         options
@@ -368,6 +402,72 @@ impl<'p, 'a> State<'p, 'a> {
         improved
     }
 
+    /// A compound move that single shifts and swaps cannot make: move one share off its
+    /// cluster (even at a loss), then fill the room it left with the shares that gain most
+    /// from it. Kept only when the whole change lowers the objective.
+    fn refill(&mut self) -> bool {
+        let mut improved = false;
+        for w in 0..self.clusters.len() {
+            if !self.movable[w] {
+                continue;
+            }
+            for i in 0..self.clusters[w].len() {
+                let c = self.clusters[w][i];
+                let Some(to) = self.best_destination(w, i, c) else {
+                    continue;
+                };
+                let before = self.clone();
+                let objective_before = self.objective();
+                self.move_share(w, i, to);
+                self.fill(c, w);
+                if self.objective() < objective_before - EPSILON {
+                    improved = true;
+                } else {
+                    *self = before;
+                }
+            }
+        }
+        improved
+    }
+
+    /// Moves onto `c` the shares (other than `w`'s) that gain most from it, while they fit.
+    fn fill(&mut self, c: u16, w: usize) {
+        let mut gains: Vec<(f64, usize, usize)> = Vec::new();
+        for (w2, clusters) in self.clusters.iter().enumerate() {
+            if w2 == w
+                || !self.movable[w2]
+                || clusters.contains(&c)
+                || !self.problem.workloads[w2].is_eligible(c)
+            {
+                continue;
+            }
+            let k = clusters.len();
+            for (i2, &d) in clusters.iter().enumerate() {
+                let gain = self.share_value(w2, k, i2, d) - self.share_value(w2, k, i2, c);
+                if gain > EPSILON {
+                    gains.push((gain, w2, i2));
+                }
+            }
+        }
+        gains.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        for (_, w2, i2) in gains {
+            let k = self.clusters[w2].len();
+            if self.clusters[w2].contains(&c) {
+                continue;
+            }
+            let d = self.clusters[w2][i2];
+            let demand = self.demand(w2, k, i2);
+            if self.fits(c, demand)
+                && self.budget_allows(
+                    w2,
+                    self.share_cost(w2, k, i2, c) - self.share_cost(w2, k, i2, d),
+                )
+            {
+                self.move_share(w2, i2, c);
+            }
+        }
+    }
+
     /// Moves single shares to better clusters with room.
     fn shift(&mut self) -> bool {
         let mut improved = false;
@@ -403,15 +503,7 @@ impl<'p, 'a> State<'p, 'a> {
     /// Exchanges two shares on different clusters when that lowers the objective.
     fn swap(&mut self) -> bool {
         let large = self.problem.workloads.len() > SMALL;
-        // Which shares sit on each cluster; kept as a superset and checked on use.
-        let mut on_cluster: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.free.len()];
-        for (w, clusters) in self.clusters.iter().enumerate() {
-            for (i, &c) in clusters.iter().enumerate() {
-                if self.movable[w] {
-                    on_cluster[usize::from(c)].push((w, i));
-                }
-            }
-        }
+        let mut on_cluster = self.shares_by_cluster();
         let mut improved = false;
         for w in 0..self.clusters.len() {
             if !self.movable[w] {

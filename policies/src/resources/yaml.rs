@@ -77,6 +77,16 @@ pub struct SyntaxError {
 /// are dropped. Anchors are allowed; aliases are refused, because resource files do not
 /// need them and expanding them is the classic way to make a small file huge.
 pub fn parse_documents(source: &str) -> Result<Vec<Node>, SyntaxError> {
+    // A byte order mark may open the stream (Windows editors write one); it is not content.
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
+    // yaml-rust2 takes NUL for the end of input and would drop the rest silently; YAML
+    // does not allow it in a stream anyway.
+    if let Some(index) = source.find('\0') {
+        return Err(SyntaxError {
+            pos: position_of(source, index),
+            message: "NUL character is not allowed in YAML".into(),
+        });
+    }
     let mut parser = Parser::new_from_str(source);
     let mut documents = Vec::new();
     // Open collections: the node being built and, for mappings, a pending key.
@@ -179,6 +189,24 @@ pub fn parse_documents(source: &str) -> Result<Vec<Node>, SyntaxError> {
         documents.push(root);
     }
     Ok(documents)
+}
+
+/// The line and column of byte `index`, counting line breaks as YAML does (`\n`, `\r\n`
+/// or a lone `\r`).
+fn position_of(source: &str, index: usize) -> Pos {
+    let mut pos = Pos { line: 1, column: 1 };
+    let mut chars = source[..index].chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\n' || (c == '\r' && chars.peek() != Some(&'\n')) {
+            pos = Pos {
+                line: pos.line + 1,
+                column: 1,
+            };
+        } else if c != '\r' {
+            pos.column += 1;
+        }
+    }
+    pos
 }
 
 #[cfg(test)]
