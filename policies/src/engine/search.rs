@@ -222,8 +222,10 @@ impl<'p, 'a> State<'p, 'a> {
 
     /// Runs the local search to a fixed point (bounded in rounds).
     pub fn improve(&mut self) {
-        for _round in 0..50 {
-            let mut improved = self.repair();
+        let large = self.problem.workloads.len() > SMALL;
+        for round in 0..(if large { 8 } else { 50 }) {
+            // Ejection is the costly neighbourhood: on large instances it runs once.
+            let mut improved = self.repair(!large || round == 0);
             if self.problem.workloads.len() <= SMALL {
                 improved |= self.trade();
             }
@@ -252,7 +254,7 @@ impl<'p, 'a> State<'p, 'a> {
     }
 
     /// Places what it can of the unplaced, relocating others out of the way if needed.
-    fn repair(&mut self) -> bool {
+    fn repair(&mut self, eject: bool) -> bool {
         let unplaced = self.unplaced_by_size();
         if unplaced.is_empty() {
             return false;
@@ -260,7 +262,7 @@ impl<'p, 'a> State<'p, 'a> {
         let mut on_cluster = self.shares_by_cluster();
         let mut improved = false;
         for w in unplaced {
-            if self.try_place(w) || self.eject_for(w, &mut on_cluster) {
+            if self.try_place(w) || (eject && self.eject_for(w, &mut on_cluster)) {
                 improved = true;
             }
         }
