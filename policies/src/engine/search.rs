@@ -377,14 +377,16 @@ impl<'p, 'a> State<'p, 'a> {
             })
     }
 
-    /// Tries unplacing one single-cluster workload to let at least two others in.
+    /// Tries unplacing one workload to let others in: kept when more workloads end up
+    /// placed, or as many at a lower objective. The second matters because the plan's
+    /// objective is over the placed workloads: which ones stay out is part of the choice.
     fn trade(&mut self) -> bool {
-        if self.unplaced_by_size().len() < 2 {
+        if self.unplaced_by_size().is_empty() {
             return false;
         }
         let mut improved = false;
         for w in 0..self.clusters.len() {
-            if self.clusters[w].len() != 1 || !self.movable[w] {
+            if self.clusters[w].is_empty() || !self.movable[w] {
                 continue;
             }
             let before = self.clone();
@@ -395,7 +397,7 @@ impl<'p, 'a> State<'p, 'a> {
                 }
             }
             self.try_place(w);
-            if self.placed_count() > before.placed_count() {
+            if self.better_than(&before) {
                 improved = true;
             } else {
                 *self = before;
