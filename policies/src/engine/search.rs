@@ -141,6 +141,12 @@ impl<'p, 'a> State<'p, 'a> {
     /// Places `w` on the best clusters with room. With spread, every allowed number of
     /// clusters is tried and the lowest objective wins.
     pub fn try_place(&mut self, w: usize) -> bool {
+        self.try_place_skipping(w, &mut || false)
+    }
+
+    /// [`State::try_place`], except that a fitting cluster is passed over whenever `skip`
+    /// says so: the "blinks" that let ruin and recreate try a second-best choice.
+    fn try_place_skipping(&mut self, w: usize, skip: &mut dyn FnMut() -> bool) -> bool {
         let info = &self.problem.workloads[w];
         let mut best: Option<(f64, Vec<u16>)> = None;
         for k in info.min_clusters..=info.max_clusters {
@@ -149,12 +155,22 @@ impl<'p, 'a> State<'p, 'a> {
             let (mut cost, mut value) = (0.0, 0.0);
             for i in 0..k {
                 let demand = self.demand(w, k, i);
-                let pick = info.candidates.iter().copied().find(|&c| {
+                let fitting = info.candidates.iter().copied().filter(|&c| {
                     !chosen.contains(&c)
                         && self.fits(c, demand)
                         && self.budget_allows(w, cost + self.share_cost(w, k, i, c))
                 });
-                let Some(c) = pick else { break };
+                let mut last = None;
+                let mut pick = None;
+                for c in fitting {
+                    last = Some(c);
+                    if !skip() {
+                        pick = Some(c);
+                        break;
+                    }
+                }
+                // Skipping every option would leave the workload out: take the last seen.
+                let Some(c) = pick.or(last) else { break };
                 cost += self.share_cost(w, k, i, c);
                 value += self.share_value(w, k, i, c);
                 // Shares go to distinct clusters, so each `fits` sees the others' room intact.
@@ -201,6 +217,16 @@ impl<'p, 'a> State<'p, 'a> {
 
     pub fn placed_count(&self) -> usize {
         self.clusters.iter().filter(|c| !c.is_empty()).count()
+    }
+
+    /// Objective value of `w`'s placement (0 when unplaced).
+    fn workload_value(&self, w: usize) -> f64 {
+        let clusters = &self.clusters[w];
+        clusters
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| self.share_value(w, clusters.len(), i, c))
+            .sum()
     }
 
     pub fn objective(&self) -> f64 {
@@ -473,7 +499,7 @@ impl<'p, 'a> State<'p, 'a> {
     }
 
     /// Moves single shares to better clusters with room.
-    fn shift(&mut self) -> bool {
+    pub fn shift(&mut self) -> bool {
         let mut improved = false;
         for w in 0..self.clusters.len() {
             if !self.movable[w] {
@@ -630,18 +656,19 @@ fn orders(problem: &Problem<'_>) -> Vec<Vec<usize>> {
         }
     };
     let regrets: Vec<f64> = (0..n).map(regret).collect();
+    let sizes: Vec<u64> = (0..n).map(|w| size_key(problem, w)).collect();
     let mut by_regret: Vec<usize> = (0..n).collect();
     by_regret.sort_by(|&a, &b| {
         regrets[b]
             .total_cmp(&regrets[a])
-            .then(size_key(problem, b).cmp(&size_key(problem, a)))
+            .then(sizes[b].cmp(&sizes[a]))
             .then(a.cmp(&b))
     });
+    let mut by_size: Vec<usize> = (0..n).collect();
+    by_size.sort_by_key(|&w| (std::cmp::Reverse(sizes[w]), w));
     if n > SMALL {
         return vec![by_regret];
     }
-    let mut by_size: Vec<usize> = (0..n).collect();
-    by_size.sort_by_key(|&w| (std::cmp::Reverse(size_key(problem, w)), w));
     let mut by_fewest_options: Vec<usize> = (0..n).collect();
     by_fewest_options.sort_by(|&a, &b| {
         problem.workloads[a]
@@ -655,7 +682,8 @@ fn orders(problem: &Problem<'_>) -> Vec<Vec<usize>> {
 }
 
 /// Builds from `start` (fixed and already placed workloads) with every construction
-/// order and keeps the best improved result.
+/// order, keeps the best improved result, and on small instances refines it further by
+/// ruin and recreate.
 pub(crate) fn search_from<'p, 'a>(start: &State<'p, 'a>) -> State<'p, 'a> {
     let mut best: Option<State<'p, 'a>> = None;
     for order in orders(start.problem) {
@@ -673,7 +701,140 @@ pub(crate) fn search_from<'p, 'a>(start: &State<'p, 'a>) -> State<'p, 'a> {
             best = Some(state);
         }
     }
-    best.unwrap_or_else(|| start.clone())
+    let best = best.unwrap_or_else(|| start.clone());
+    if start.problem.workloads.len() <= SMALL {
+        ruin_and_recreate(best)
+    } else {
+        best
+    }
+}
+
+/// splitmix64: a small, well-mixed generator. Seeded from the problem's size so that the
+/// same input always walks the same path.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        // n is small (workload and cluster counts), so the modulo bias is negligible.
+        usize::try_from(self.next() % (n.max(1) as u64)).unwrap_or(0)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Large-neighbourhood search: remove a group of workloads (random ones, or everything
+/// on one cluster), put them and the unplaced back in a perturbed largest-first order,
+/// and keep the result under threshold acceptance (slightly worse plans are accepted
+/// early on, never later), remembering the best. This reaches what single moves cannot:
+/// which workloads stay out, and exact packings of tight clusters. The iteration count
+/// is fixed, so the result is deterministic.
+fn ruin_and_recreate<'p, 'a>(start: State<'p, 'a>) -> State<'p, 'a> {
+    let problem = start.problem;
+    let n = problem.workloads.len();
+    let m = problem.clusters.len().max(1);
+    let movable: Vec<usize> = (0..n)
+        .filter(|&w| start.movable[w] && problem.workloads[w].placeable())
+        .collect();
+    if movable.len() < 2 {
+        return start;
+    }
+    let iterations = (4_000_000 / (n * m).max(1)).clamp(500, 20_000);
+    let sizes: Vec<u64> = (0..n).map(|w| size_key(problem, w)).collect();
+    let mut rng = SplitMix(0x0f3e_77a1_u64 ^ ((n as u64) << 20) ^ m as u64);
+    let mut current = start.clone();
+    let mut current_objective = current.objective();
+    let mut best = start;
+    let scale = best.objective().abs().max(1.0);
+    for iteration in 0..iterations {
+        let mut candidate = current.clone();
+        let mut removed: Vec<usize> = Vec::new();
+        if rng.below(2) == 0 {
+            let count = 1 + rng.below((movable.len() / 4).max(2));
+            for _ in 0..count {
+                let w = movable[rng.below(movable.len())];
+                if !candidate.clusters[w].is_empty() {
+                    candidate.unplace(w);
+                    removed.push(w);
+                }
+            }
+        } else {
+            let c = u16::try_from(rng.below(m)).unwrap_or(0);
+            for &w in &movable {
+                if candidate.clusters[w].contains(&c) {
+                    candidate.unplace(w);
+                    removed.push(w);
+                }
+            }
+            let w = movable[rng.below(movable.len())];
+            if !candidate.clusters[w].is_empty() {
+                candidate.unplace(w);
+                removed.push(w);
+            }
+        }
+        if rng.below(2) == 0 {
+            // Worst removal: the most expensive placements are what the optimum most often
+            // leaves out when capacity is short. Rank-biased so that it is not always the same.
+            let mut by_value: Vec<(f64, usize)> = movable
+                .iter()
+                .filter(|&&w| !candidate.clusters[w].is_empty())
+                .map(|&w| (candidate.workload_value(w), w))
+                .collect();
+            by_value.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            for _ in 0..1 + rng.below(2) {
+                if by_value.is_empty() {
+                    break;
+                }
+                let index = (rng.unit().powi(3) * by_value.len() as f64) as usize;
+                let (_, w) = by_value.remove(index.min(by_value.len() - 1));
+                candidate.unplace(w);
+            }
+        }
+        let uniform = rng.below(2) == 0;
+        let mut order: Vec<(f64, usize)> = movable
+            .iter()
+            .filter(|&&w| candidate.clusters[w].is_empty())
+            .map(|&w| {
+                // Half the time largest-first with noise; half the time any order, which is
+                // what lets a different set of workloads claim tight room.
+                let key = if uniform {
+                    rng.unit()
+                } else {
+                    sizes[w] as f64 * (0.7 + 0.6 * rng.unit())
+                };
+                (key, w)
+            })
+            .collect();
+        order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let blink = [0.0, 0.05, 0.15][rng.below(3)];
+        for (_, w) in order {
+            candidate.try_place_skipping(w, &mut || blink > 0.0 && rng.unit() < blink);
+        }
+        candidate.shift();
+        let objective = candidate.objective();
+        let threshold = 0.01 * scale * (1.0 - iteration as f64 / iterations as f64);
+        let (placed, placed_now) = (candidate.placed_count(), current.placed_count());
+        if placed > placed_now
+            || (placed == placed_now && objective < current_objective + threshold)
+        {
+            if candidate.better_than(&best) {
+                best = candidate.clone();
+            }
+            current = candidate;
+            current_objective = objective;
+        }
+    }
+    best.improve();
+    best
 }
 
 /// Fresh planning: the best assignment found from scratch.
