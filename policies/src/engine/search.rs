@@ -46,6 +46,10 @@ pub(crate) struct State<'p, 'a> {
     pub clusters: Vec<Vec<u16>>,
     /// Whether the search may place or move a workload.
     pub movable: Vec<bool>,
+    /// During construction only: give each share the candidate with the most free cpu
+    /// instead of the cheapest. Spreading load keeps room on every cluster, which places
+    /// more workloads on tight instances; the local search then brings the cost down.
+    most_room: bool,
 }
 
 impl<'p, 'a> State<'p, 'a> {
@@ -56,6 +60,7 @@ impl<'p, 'a> State<'p, 'a> {
             spent: vec![0.0; problem.policies.len()],
             clusters: vec![Vec::new(); problem.workloads.len()],
             movable: vec![true; problem.workloads.len()],
+            most_room: false,
         }
     }
 
@@ -155,7 +160,11 @@ impl<'p, 'a> State<'p, 'a> {
             let (mut cost, mut value) = (0.0, 0.0);
             for i in 0..k {
                 let demand = self.demand(w, k, i);
-                let fitting = info.candidates.iter().copied().filter(|&c| {
+                let mut order: Vec<u16> = info.candidates.clone();
+                if self.most_room {
+                    order.sort_by_key(|&c| (std::cmp::Reverse(self.free[usize::from(c)][CPU]), c));
+                }
+                let fitting = order.into_iter().filter(|&c| {
                     !chosen.contains(&c)
                         && self.fits(c, demand)
                         && self.budget_allows(w, cost + self.share_cost(w, k, i, c))
@@ -309,52 +318,94 @@ impl<'p, 'a> State<'p, 'a> {
         on_cluster
     }
 
-    /// Makes room for single-cluster workload `w` on one of its candidates by relocating
-    /// shares that can go elsewhere; keeps the first change that works. Nothing changes on
-    /// failure. On large instances only the best few candidates and shares are tried.
+    /// Makes room for workload `w` by relocating shares that can go elsewhere: for each of
+    /// its shares (over `minClusters` clusters), a cluster with room is taken, or room is
+    /// made on a candidate by ejection. Nothing changes on failure. On large instances
+    /// only the best few candidates and shares are tried.
     fn eject_for(&mut self, w: usize, on_cluster: &mut [Vec<(usize, usize)>]) -> bool {
         let info = &self.problem.workloads[w];
-        if info.min_clusters != 1 {
+        let k = usize::try_from(info.min_clusters).unwrap_or(usize::MAX);
+        if k == 0 || k > info.candidates.len() {
             return false;
         }
         let large = self.problem.workloads.len() > SMALL;
-        let demand = self.demand(w, 1, 0);
-        for &c in info
-            .candidates
-            .iter()
-            .take(if large { 3 } else { usize::MAX })
-        {
-            if !self.budget_allows(w, self.share_cost(w, 1, 0, c)) {
-                continue;
-            }
-            let mut relocations = self.relocation_options(
-                c,
-                w,
-                &on_cluster[usize::from(c)],
-                if large { 64 } else { usize::MAX },
-            );
-            relocations.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            let mut done: Vec<(usize, usize, u16)> = Vec::new();
-            for &(_, w2, i2) in &relocations {
-                if self.fits(c, demand) {
-                    break;
+        let (tries, scan) = if large {
+            (4, 16)
+        } else {
+            (usize::MAX, usize::MAX)
+        };
+        let mut chosen: Vec<u16> = Vec::with_capacity(k);
+        let mut moved: Vec<(usize, usize, u16, u16)> = Vec::new();
+        let mut cost = 0.0;
+        for i in 0..k {
+            let demand = self.demand(w, k, i);
+            let affordable =
+                |state: &Self, c: u16| state.budget_allows(w, cost + state.share_cost(w, k, i, c));
+            let mut pick = info
+                .candidates
+                .iter()
+                .copied()
+                .find(|&c| !chosen.contains(&c) && self.fits(c, demand) && affordable(self, c));
+            if pick.is_none() {
+                for &c in info
+                    .candidates
+                    .iter()
+                    .filter(|&&c| !chosen.contains(&c))
+                    .take(tries)
+                {
+                    if !affordable(self, c) {
+                        continue;
+                    }
+                    let here = &on_cluster[usize::from(c)];
+                    let mut relocations = self.relocation_options(c, w, here, scan);
+                    relocations.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                    let mark = moved.len();
+                    for &(_, w2, i2) in &relocations {
+                        if self.fits(c, demand) {
+                            break;
+                        }
+                        if let Some(to) = self.best_destination(w2, i2, c) {
+                            self.move_share(w2, i2, to);
+                            moved.push((w2, i2, c, to));
+                        }
+                    }
+                    // Relocations of the same policy's shares spend its budget too:
+                    // check affordability again after making room.
+                    if self.fits(c, demand) && affordable(self, c) {
+                        pick = Some(c);
+                        break;
+                    }
+                    for (w2, i2, from, _) in moved.drain(mark..).rev() {
+                        self.move_share(w2, i2, from);
+                    }
                 }
-                if let Some(to) = self.best_destination(w2, i2, c) {
-                    self.move_share(w2, i2, to);
-                    done.push((w2, i2, to));
-                }
             }
-            if self.fits(c, demand) {
-                self.place(w, vec![c]);
-                for &(w2, i2, to) in &done {
-                    on_cluster[usize::from(to)].push((w2, i2));
-                }
-                on_cluster[usize::from(c)].push((w, 0));
-                return true;
+            let Some(c) = pick else { break };
+            cost += self.share_cost(w, k, i, c);
+            // Hold the room for this share while the next ones look for theirs.
+            let free = &mut self.free[usize::from(c)];
+            free[CPU] -= demand[CPU];
+            free[MEMORY] -= demand[MEMORY];
+            chosen.push(c);
+        }
+        for (i, &c) in chosen.iter().enumerate() {
+            let demand = self.demand(w, k, i);
+            let free = &mut self.free[usize::from(c)];
+            free[CPU] += demand[CPU];
+            free[MEMORY] += demand[MEMORY];
+        }
+        if chosen.len() == k && self.budget_allows(w, cost) {
+            for &(w2, i2, _, to) in &moved {
+                on_cluster[usize::from(to)].push((w2, i2));
             }
-            for (w2, i2, _) in done.into_iter().rev() {
-                self.move_share(w2, i2, c);
+            for (i, &c) in chosen.iter().enumerate() {
+                on_cluster[usize::from(c)].push((w, i));
             }
+            self.place(w, chosen);
+            return true;
+        }
+        for (w2, i2, from, _) in moved.into_iter().rev() {
+            self.move_share(w2, i2, from);
         }
         false
     }
@@ -641,7 +692,8 @@ fn size_key(problem: &Problem<'_>, w: usize) -> u64 {
 }
 
 /// Construction orders: by regret (what a workload loses if it misses its best cluster),
-/// and, on small instances, by size, largest first, which packs tight capacity better.
+/// by size, largest first, which packs tight capacity better, and, on small instances,
+/// fewest options first. The caller relies on `by_size` being second.
 fn orders(problem: &Problem<'_>) -> Vec<Vec<usize>> {
     let n = problem.workloads.len();
     let regret = |w: usize| -> f64 {
@@ -658,17 +710,22 @@ fn orders(problem: &Problem<'_>) -> Vec<Vec<usize>> {
     let regrets: Vec<f64> = (0..n).map(regret).collect();
     let sizes: Vec<u64> = (0..n).map(|w| size_key(problem, w)).collect();
     let mut by_regret: Vec<usize> = (0..n).collect();
+    // Workloads that need several distinct clusters go first: placed late, they find the
+    // capacity fragmented and no single ejection can make room for all their shares.
+    let needs_many = |w: usize| std::cmp::Reverse(problem.workloads[w].min_clusters);
     by_regret.sort_by(|&a, &b| {
-        regrets[b]
-            .total_cmp(&regrets[a])
+        needs_many(a)
+            .cmp(&needs_many(b))
+            .then(regrets[b].total_cmp(&regrets[a]))
             .then(sizes[b].cmp(&sizes[a]))
             .then(a.cmp(&b))
     });
     let mut by_size: Vec<usize> = (0..n).collect();
     by_size.sort_by_key(|&w| (std::cmp::Reverse(sizes[w]), w));
     if n > SMALL {
-        return vec![by_regret];
+        return vec![by_regret, by_size];
     }
+
     let mut by_fewest_options: Vec<usize> = (0..n).collect();
     by_fewest_options.sort_by(|&a, &b| {
         problem.workloads[a]
@@ -686,8 +743,20 @@ fn orders(problem: &Problem<'_>) -> Vec<Vec<usize>> {
 /// ruin and recreate.
 pub(crate) fn search_from<'p, 'a>(start: &State<'p, 'a>) -> State<'p, 'a> {
     let mut best: Option<State<'p, 'a>> = None;
-    for order in orders(start.problem) {
+    let orders = orders(start.problem);
+    let by_size = orders[1].clone();
+    // On large instances only the load-spreading construction runs: it places the most
+    // workloads, which is the first criterion, and one construction keeps 10,000
+    // workloads within a second.
+    let cheapest: Vec<(Vec<usize>, bool)> = if start.problem.workloads.len() > SMALL {
+        Vec::new()
+    } else {
+        orders.into_iter().map(|o| (o, false)).collect()
+    };
+    let constructions = cheapest.into_iter().chain([(by_size, true)]);
+    for (restart, (order, most_room)) in constructions.enumerate() {
         let mut state = start.clone();
+        state.most_room = most_room;
         for &w in &order {
             if state.movable[w]
                 && state.clusters[w].is_empty()
@@ -696,17 +765,18 @@ pub(crate) fn search_from<'p, 'a>(start: &State<'p, 'a>) -> State<'p, 'a> {
                 state.try_place(w);
             }
         }
+        state.most_room = false;
         state.improve();
+        // Ruin and recreate is path-dependent: refining every construction, each with its
+        // own seed, is steadier than refining only the best start.
+        if start.problem.workloads.len() <= SMALL {
+            state = ruin_and_recreate(state, restart);
+        }
         if best.as_ref().is_none_or(|b| state.better_than(b)) {
             best = Some(state);
         }
     }
-    let best = best.unwrap_or_else(|| start.clone());
-    if start.problem.workloads.len() <= SMALL {
-        ruin_and_recreate(best)
-    } else {
-        best
-    }
+    best.unwrap_or_else(|| start.clone())
 }
 
 /// splitmix64: a small, well-mixed generator. Seeded from the problem's size so that the
@@ -738,7 +808,7 @@ impl SplitMix {
 /// early on, never later), remembering the best. This reaches what single moves cannot:
 /// which workloads stay out, and exact packings of tight clusters. The iteration count
 /// is fixed, so the result is deterministic.
-fn ruin_and_recreate<'p, 'a>(start: State<'p, 'a>) -> State<'p, 'a> {
+fn ruin_and_recreate<'p, 'a>(start: State<'p, 'a>, restart: usize) -> State<'p, 'a> {
     let problem = start.problem;
     let n = problem.workloads.len();
     let m = problem.clusters.len().max(1);
@@ -748,9 +818,10 @@ fn ruin_and_recreate<'p, 'a>(start: State<'p, 'a>) -> State<'p, 'a> {
     if movable.len() < 2 {
         return start;
     }
-    let iterations = (4_000_000 / (n * m).max(1)).clamp(500, 20_000);
+    let iterations = (2_000_000 / (n * m).max(1)).clamp(300, 10_000);
     let sizes: Vec<u64> = (0..n).map(|w| size_key(problem, w)).collect();
-    let mut rng = SplitMix(0x0f3e_77a1_u64 ^ ((n as u64) << 20) ^ m as u64);
+    let mut rng =
+        SplitMix(0x0f3e_77a1_u64 ^ ((n as u64) << 20) ^ m as u64 ^ ((restart as u64) << 40));
     let mut current = start.clone();
     let mut current_objective = current.objective();
     let mut best = start;

@@ -27,4 +27,18 @@ fn main() {
         result.unplaced.len(),
         result.total_monthly_cost
     );
+    // Why the unplaced are unplaced: the kinds of reason across their eligible clusters.
+    let mut kinds = std::collections::BTreeMap::new();
+    for unplaced in &result.unplaced {
+        let mut seen: Vec<&str> = unplaced
+            .reasons
+            .values()
+            .map(|r| r.split(':').next().unwrap_or(""))
+            .filter(|k| matches!(*k, "capacity" | "budget" | "spread"))
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        *kinds.entry(seen.join("+")).or_insert(0) += 1;
+    }
+    println!("unplaced by reason: {kinds:?}");
 }

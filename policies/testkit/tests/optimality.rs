@@ -36,10 +36,10 @@ const MIP_TIME_LIMIT: f64 = 20.0;
 
 /// Largest tolerated (engine value - optimal value) / optimal cost.
 const MAX_GAP: f64 = 0.01;
-/// The engine's measured worst gap and count shortfalls on this suite (2026-11-25): the
-/// ratchet the test enforces while the 1% target is not met. Lower them as the engine improves.
-const BASELINE_WORST_GAP: f64 = 0.135;
-const BASELINE_SHORTFALLS: usize = 3;
+/// Instances where the engine misses MAX_GAP today, with the gap it must not exceed
+/// (measured 2026-11-26; see docs/benchmarks.md). Remove an entry when the engine meets
+/// the target there.
+const KNOWN_OVER_TARGET: &[(u64, f64)] = &[(1044, 0.135)];
 
 /// Sizes (workloads, clusters), five seeds each: 60 instances.
 const SIZES: [(usize, usize); 12] = [
@@ -433,19 +433,26 @@ fn engine_is_within_one_percent_of_the_optimum() {
         println!("could not write {}: {error}", path.display());
     }
 
-    // Broken hard rules, objective mismatches and unproven optima are failures outright.
-    // Falling short of the optimum (fewer placed, or a gap over MAX_GAP) is the target that
-    // the engine does not meet yet (see docs/benchmarks.md): until it does, this suite is a
-    // ratchet that fails when the engine gets worse than the recorded baseline.
-    let is_shortfall = |problem: &String| problem.starts_with("engine placed");
+    // Every instance must meet the target: the hard rules hold, as many workloads are
+    // placed as in the optimum, and the gap is at most MAX_GAP. The one exception is named
+    // below with the gap it has today, so that it cannot get worse unnoticed and its
+    // entry goes as soon as the engine reaches the target there too.
     let failures: Vec<String> = rows
         .iter()
         .flat_map(|row| {
             let size = format!("seed {} ({}x{})", row.seed, row.workloads, row.clusters);
+            let limit = KNOWN_OVER_TARGET
+                .iter()
+                .find(|(seed, _)| *seed == row.seed)
+                .map_or(MAX_GAP, |(_, gap)| *gap);
+            let over = row
+                .gap
+                .filter(|&g| g > limit)
+                .map(|g| format!("{size}: gap {:.3}% over {:.3}%", g * 100.0, limit * 100.0));
             row.problems
                 .iter()
-                .filter(|p| !is_shortfall(p))
                 .map(move |p| format!("{size}: {p}"))
+                .chain(over)
         })
         .collect();
     assert!(
@@ -453,26 +460,6 @@ fn engine_is_within_one_percent_of_the_optimum() {
         "{} failure(s):\n{}",
         failures.len(),
         failures.join("\n")
-    );
-    let shortfalls = rows
-        .iter()
-        .filter(|r| r.problems.iter().any(is_shortfall))
-        .count();
-    let worst = rows.iter().filter_map(|r| r.gap).fold(0.0_f64, f64::max);
-    let over_target = rows
-        .iter()
-        .filter(|r| r.gap.is_some_and(|g| g > MAX_GAP))
-        .count();
-    println!(
-        "target: gap <= {}% and never fewer placed; now: worst gap {:.3}%, {over_target} instance(s) over, {shortfalls} placing fewer",
-        MAX_GAP * 100.0,
-        worst * 100.0
-    );
-    assert!(
-        worst <= BASELINE_WORST_GAP && shortfalls <= BASELINE_SHORTFALLS,
-        "the engine got worse than its baseline: worst gap {:.3}% (baseline {}%), {shortfalls} instance(s) placing fewer than the optimum (baseline {BASELINE_SHORTFALLS})",
-        worst * 100.0,
-        BASELINE_WORST_GAP * 100.0
     );
 }
 
