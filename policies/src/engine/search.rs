@@ -691,11 +691,31 @@ fn size_key(problem: &Problem<'_>, w: usize) -> u64 {
     (share * 1e9) as u64
 }
 
-/// Construction orders: by regret (what a workload loses if it misses its best cluster),
-/// by size, largest first, which packs tight capacity better, and, on small instances,
-/// fewest options first. The caller relies on `by_size` being second.
-fn orders(problem: &Problem<'_>) -> Vec<Vec<usize>> {
+/// How a construction fills an empty (or partly fixed) state.
+struct Construction {
+    /// The order in which workloads are placed.
+    order: Vec<usize>,
+    /// Whether each share goes to the candidate with the most free cpu, not the cheapest.
+    most_room: bool,
+}
+
+/// The constructions to try. On small instances: cheapest-cluster greedy by regret (what
+/// a workload loses if it misses its best cluster), by size (largest first, which packs
+/// tight capacity better) and by fewest options, plus largest-first with load spreading.
+/// On large instances only the last: it places the most workloads, which is the first
+/// criterion, and a single construction keeps 10,000 workloads within a second.
+fn constructions(problem: &Problem<'_>) -> Vec<Construction> {
     let n = problem.workloads.len();
+    let sizes: Vec<u64> = (0..n).map(|w| size_key(problem, w)).collect();
+    let mut by_size: Vec<usize> = (0..n).collect();
+    by_size.sort_by_key(|&w| (std::cmp::Reverse(sizes[w]), w));
+    let spreading = Construction {
+        order: by_size.clone(),
+        most_room: true,
+    };
+    if n > SMALL {
+        return vec![spreading];
+    }
     let regret = |w: usize| -> f64 {
         let info = &problem.workloads[w];
         match info.candidates.as_slice() {
@@ -708,11 +728,10 @@ fn orders(problem: &Problem<'_>) -> Vec<Vec<usize>> {
         }
     };
     let regrets: Vec<f64> = (0..n).map(regret).collect();
-    let sizes: Vec<u64> = (0..n).map(|w| size_key(problem, w)).collect();
-    let mut by_regret: Vec<usize> = (0..n).collect();
     // Workloads that need several distinct clusters go first: placed late, they find the
     // capacity fragmented and no single ejection can make room for all their shares.
     let needs_many = |w: usize| std::cmp::Reverse(problem.workloads[w].min_clusters);
+    let mut by_regret: Vec<usize> = (0..n).collect();
     by_regret.sort_by(|&a, &b| {
         needs_many(a)
             .cmp(&needs_many(b))
@@ -720,12 +739,6 @@ fn orders(problem: &Problem<'_>) -> Vec<Vec<usize>> {
             .then(sizes[b].cmp(&sizes[a]))
             .then(a.cmp(&b))
     });
-    let mut by_size: Vec<usize> = (0..n).collect();
-    by_size.sort_by_key(|&w| (std::cmp::Reverse(sizes[w]), w));
-    if n > SMALL {
-        return vec![by_regret, by_size];
-    }
-
     let mut by_fewest_options: Vec<usize> = (0..n).collect();
     by_fewest_options.sort_by(|&a, &b| {
         problem.workloads[a]
@@ -735,29 +748,25 @@ fn orders(problem: &Problem<'_>) -> Vec<Vec<usize>> {
             .then(regrets[b].total_cmp(&regrets[a]))
             .then(a.cmp(&b))
     });
-    vec![by_regret, by_size, by_fewest_options]
+    [by_regret, by_size, by_fewest_options]
+        .into_iter()
+        .map(|order| Construction {
+            order,
+            most_room: false,
+        })
+        .chain([spreading])
+        .collect()
 }
 
-/// Builds from `start` (fixed and already placed workloads) with every construction
-/// order, keeps the best improved result, and on small instances refines it further by
-/// ruin and recreate.
+/// Builds from `start` (fixed and already placed workloads) with every construction,
+/// improves each by local search and, on small instances, by ruin and recreate, and
+/// keeps the best.
 pub(crate) fn search_from<'p, 'a>(start: &State<'p, 'a>) -> State<'p, 'a> {
     let mut best: Option<State<'p, 'a>> = None;
-    let orders = orders(start.problem);
-    let by_size = orders[1].clone();
-    // On large instances only the load-spreading construction runs: it places the most
-    // workloads, which is the first criterion, and one construction keeps 10,000
-    // workloads within a second.
-    let cheapest: Vec<(Vec<usize>, bool)> = if start.problem.workloads.len() > SMALL {
-        Vec::new()
-    } else {
-        orders.into_iter().map(|o| (o, false)).collect()
-    };
-    let constructions = cheapest.into_iter().chain([(by_size, true)]);
-    for (restart, (order, most_room)) in constructions.enumerate() {
+    for (restart, construction) in constructions(start.problem).into_iter().enumerate() {
         let mut state = start.clone();
-        state.most_room = most_room;
-        for &w in &order {
+        state.most_room = construction.most_room;
+        for &w in &construction.order {
             if state.movable[w]
                 && state.clusters[w].is_empty()
                 && state.problem.workloads[w].placeable()
