@@ -168,9 +168,14 @@ fn plan(paths: &[PathBuf], mode: Option<ModeArg>, output: Output) -> Result<(), 
         Output::Table => plan_output::table(&plan, &clusters),
     };
     let mut stdout = io::stdout().lock();
-    stdout
+    match stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
-        .context("writing the plan")
-        .map_err(Failure::Operation)
+    {
+        // The reader went away (`ferry plan ... | head`): nothing failed on our side.
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        result => result
+            .context("writing the plan")
+            .map_err(Failure::Operation),
+    }
 }

@@ -99,11 +99,16 @@ impl<'n> Fields<'n> {
 
     /// Takes an optional field; a `null` value counts as absent.
     pub fn optional(&mut self, key: &str) -> Option<&'n Node> {
-        let index = self
-            .entries
-            .iter()
-            .position(|(k, _)| matches!(&k.value, Value::Scalar { text, .. } if text == key))?;
-        self.used[index] = true;
+        let is_key =
+            |(k, _): &(Node, Node)| matches!(&k.value, Value::Scalar { text, .. } if text == key);
+        let index = self.entries.iter().position(is_key)?;
+        // Later copies of the key were reported as duplicates already: they are not also
+        // unknown fields.
+        for (entry, used) in self.entries.iter().zip(self.used.iter_mut()) {
+            if is_key(entry) {
+                *used = true;
+            }
+        }
         let value = &self.entries[index].1;
         (value.value != Value::Null).then_some(value)
     }

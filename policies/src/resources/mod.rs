@@ -46,11 +46,37 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.pos.line, self.pos.column)?;
+        write!(
+            f,
+            "{}:{}:{}: ",
+            Printable(&self.file),
+            self.pos.line,
+            self.pos.column
+        )?;
         if !self.path.is_empty() {
-            write!(f, "{}: ", self.path)?;
+            write!(f, "{}: ", Printable(&self.path))?;
         }
-        f.write_str(&self.message)
+        write!(f, "{}", Printable(&self.message))
+    }
+}
+
+/// Text from a file, safe to show on a terminal: control characters, bidirectional
+/// overrides and invisible characters (which can hide or reorder what a user reads) are
+/// shown as `\u{..}` escapes.
+struct Printable<'a>(&'a str);
+
+impl fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            let hidden = c.is_control()
+                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
+            if hidden {
+                write!(f, "{}", c.escape_unicode())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
     }
 }
 

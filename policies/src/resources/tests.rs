@@ -178,3 +178,22 @@ fn references_across_documents() {
         ]
     );
 }
+
+#[test]
+fn a_duplicate_key_is_reported_once() {
+    let text = CLUSTER.replace("kind: Cluster\n", "kind: Cluster\nkind: Cluster\n");
+    assert_eq!(diagnostics(&text), vec!["f.yaml:3:1: kind: duplicate key"]);
+}
+
+#[test]
+fn hidden_characters_are_escaped_in_messages() {
+    let text = CLUSTER.replace("cpuCoreHour: 0.031", "cpu\u{202e}CoreHour: 0.031");
+    let found = diagnostics(&text);
+    assert!(
+        found
+            .iter()
+            .any(|d| d.contains("unknown field `cpu\\u{202e}CoreHour`")),
+        "{found:?}"
+    );
+    assert!(found.iter().all(|d| !d.contains('\u{202e}')), "{found:?}");
+}
