@@ -40,6 +40,10 @@ pub(crate) struct WorkloadInfo<'a> {
     eligible: Vec<u64>,
     /// Cost of all replicas on the cheapest candidate; scales the soft terms.
     pub reference_cost: f64,
+    /// Total demand as a fraction of the average cluster's allocatable (in billionths),
+    /// the larger of cpu and memory: comparable across workloads, so that "small" means
+    /// small in the scarcer dimension. Orders workloads for packing.
+    pub size: u64,
     /// Where it runs now (rebalance input), if that cluster exists.
     pub current: Option<u16>,
 }
@@ -113,6 +117,13 @@ impl<'a> Problem<'a> {
             })
             .collect();
 
+        let average_allocatable: [f64; 2] = [CPU, MEMORY].map(|r| {
+            let total: f64 = clusters
+                .iter()
+                .map(|c| c.allocatable[r].max(1) as f64)
+                .sum();
+            total / clusters.len().max(1) as f64
+        });
         let mut keys = BTreeSet::new();
         let mut workloads = Vec::with_capacity(snapshot.workloads.len());
         for workload in snapshot.workloads {
@@ -182,6 +193,7 @@ impl<'a> Problem<'a> {
                 candidates: Vec::new(),
                 eligible: vec![0; clusters.len().div_ceil(64)],
                 reference_cost,
+                size: size(workload, unit, average_allocatable),
                 current,
             };
             let values: Vec<f64> = (0..clusters.len())
@@ -250,6 +262,15 @@ impl WorkloadInfo<'_> {
     pub fn placeable(&self) -> bool {
         self.min_clusters <= self.max_clusters
     }
+}
+
+/// See [`WorkloadInfo::size`].
+fn size(workload: &Workload, unit: [u64; 2], average_allocatable: [f64; 2]) -> u64 {
+    let replicas = f64::from(workload.replicas);
+    let share = (unit[CPU] as f64 * replicas / average_allocatable[CPU])
+        .max(unit[MEMORY] as f64 * replicas / average_allocatable[MEMORY]);
+    // Scaled to an integer so that ordering is total and deterministic.
+    (share * 1e9) as u64
 }
 
 /// The first plan-independent hard rule that excludes `cluster` for `workload`, checked in

@@ -104,14 +104,18 @@ impl<'p, 'a> State<'p, 'a> {
         }
     }
 
+    /// Takes `demand` out of cluster `c`'s free capacity (`sign` 1), or gives it back (-1).
+    fn adjust_room(&mut self, c: u16, demand: [i64; 2], sign: i64) {
+        let free = &mut self.free[usize::from(c)];
+        free[CPU] -= sign * demand[CPU];
+        free[MEMORY] -= sign * demand[MEMORY];
+    }
+
     /// Places `w`'s shares on `clusters` without checking; callers checked.
     pub fn place(&mut self, w: usize, clusters: Vec<u16>) {
         let k = clusters.len();
         for (i, &c) in clusters.iter().enumerate() {
-            let demand = self.demand(w, k, i);
-            let free = &mut self.free[usize::from(c)];
-            free[CPU] -= demand[CPU];
-            free[MEMORY] -= demand[MEMORY];
+            self.adjust_room(c, self.demand(w, k, i), 1);
             let cost = self.share_cost(w, k, i, c);
             if let Some(p) = self.problem.workloads[w].policy {
                 self.spent[p] += cost;
@@ -125,10 +129,7 @@ impl<'p, 'a> State<'p, 'a> {
         let clusters = std::mem::take(&mut self.clusters[w]);
         let k = clusters.len();
         for (i, &c) in clusters.iter().enumerate() {
-            let demand = self.demand(w, k, i);
-            let free = &mut self.free[usize::from(c)];
-            free[CPU] += demand[CPU];
-            free[MEMORY] += demand[MEMORY];
+            self.adjust_room(c, self.demand(w, k, i), -1);
             if let Some(p) = self.problem.workloads[w].policy {
                 self.spent[p] -= self.share_cost(w, k, i, c);
             }
@@ -160,11 +161,17 @@ impl<'p, 'a> State<'p, 'a> {
             let (mut cost, mut value) = (0.0, 0.0);
             for i in 0..k {
                 let demand = self.demand(w, k, i);
-                let mut order: Vec<u16> = info.candidates.clone();
-                if self.most_room {
-                    order.sort_by_key(|&c| (std::cmp::Reverse(self.free[usize::from(c)][CPU]), c));
-                }
-                let fitting = order.into_iter().filter(|&c| {
+                // Candidates are in objective order already; only load spreading reorders.
+                let by_room: Vec<u16>;
+                let order: &[u16] = if self.most_room {
+                    let mut sorted = info.candidates.clone();
+                    sorted.sort_by_key(|&c| (std::cmp::Reverse(self.free[usize::from(c)][CPU]), c));
+                    by_room = sorted;
+                    &by_room
+                } else {
+                    &info.candidates
+                };
+                let fitting = order.iter().copied().filter(|&c| {
                     !chosen.contains(&c)
                         && self.fits(c, demand)
                         && self.budget_allows(w, cost + self.share_cost(w, k, i, c))
@@ -228,25 +235,25 @@ impl<'p, 'a> State<'p, 'a> {
         self.clusters.iter().filter(|c| !c.is_empty()).count()
     }
 
-    /// Objective value of `w`'s placement (0 when unplaced).
-    fn workload_value(&self, w: usize) -> f64 {
+    /// The objective value of each of `w`'s shares.
+    fn share_values(&self, w: usize) -> impl Iterator<Item = f64> + '_ {
         let clusters = &self.clusters[w];
         clusters
             .iter()
             .enumerate()
-            .map(|(i, &c)| self.share_value(w, clusters.len(), i, c))
-            .sum()
+            .map(move |(i, &c)| self.share_value(w, clusters.len(), i, c))
     }
 
+    /// Objective value of `w`'s placement (0 when unplaced).
+    fn workload_value(&self, w: usize) -> f64 {
+        self.share_values(w).sum()
+    }
+
+    /// The objective of the whole assignment: one sum over every share, in order.
     pub fn objective(&self) -> f64 {
-        let mut total = 0.0;
-        for (w, clusters) in self.clusters.iter().enumerate() {
-            let k = clusters.len();
-            for (i, &c) in clusters.iter().enumerate() {
-                total += self.share_value(w, k, i, c);
-            }
-        }
-        total
+        (0..self.clusters.len())
+            .flat_map(|w| self.share_values(w))
+            .sum()
     }
 
     /// Lexicographic: more placed, then lower objective.
@@ -261,12 +268,12 @@ impl<'p, 'a> State<'p, 'a> {
         for round in 0..(if large { 8 } else { 50 }) {
             // Ejection is the costly neighbourhood: on large instances it runs once.
             let mut improved = self.repair(!large || round == 0);
-            if self.problem.workloads.len() <= SMALL {
+            if !large {
                 improved |= self.trade();
             }
             improved |= self.shift();
             improved |= self.swap();
-            if self.problem.workloads.len() <= SMALL {
+            if !large {
                 improved |= self.refill();
             }
             if !improved {
@@ -284,7 +291,7 @@ impl<'p, 'a> State<'p, 'a> {
                     && self.problem.workloads[w].placeable()
             })
             .collect();
-        unplaced.sort_by_key(|&w| (size_key(self.problem, w), w));
+        unplaced.sort_by_key(|&w| (self.problem.workloads[w].size, w));
         unplaced
     }
 
@@ -383,16 +390,11 @@ impl<'p, 'a> State<'p, 'a> {
             let Some(c) = pick else { break };
             cost += self.share_cost(w, k, i, c);
             // Hold the room for this share while the next ones look for theirs.
-            let free = &mut self.free[usize::from(c)];
-            free[CPU] -= demand[CPU];
-            free[MEMORY] -= demand[MEMORY];
+            self.adjust_room(c, demand, 1);
             chosen.push(c);
         }
         for (i, &c) in chosen.iter().enumerate() {
-            let demand = self.demand(w, k, i);
-            let free = &mut self.free[usize::from(c)];
-            free[CPU] += demand[CPU];
-            free[MEMORY] += demand[MEMORY];
+            self.adjust_room(c, self.demand(w, k, i), -1);
         }
         if chosen.len() == k && self.budget_allows(w, cost) {
             for &(w2, i2, _, to) in &moved {
@@ -671,26 +673,6 @@ impl<'p, 'a> State<'p, 'a> {
     }
 }
 
-/// Total demand as a fraction of the average cluster's allocatable: comparable across
-/// cpu and memory, so that "small" means small in the scarcer dimension.
-fn size_key(problem: &Problem<'_>, w: usize) -> u64 {
-    let info = &problem.workloads[w];
-    let n = problem.clusters.len().max(1) as f64;
-    let total: [f64; 2] = [0, 1].map(|r| {
-        problem
-            .clusters
-            .iter()
-            .map(|c| c.allocatable[r].max(1) as f64)
-            .sum::<f64>()
-            / n
-    });
-    let replicas = f64::from(info.workload.replicas);
-    let share = (info.unit[CPU] as f64 * replicas / total[CPU])
-        .max(info.unit[MEMORY] as f64 * replicas / total[MEMORY]);
-    // Scaled to an integer so that ordering is total and deterministic.
-    (share * 1e9) as u64
-}
-
 /// How a construction fills an empty (or partly fixed) state.
 struct Construction {
     /// The order in which workloads are placed.
@@ -706,9 +688,9 @@ struct Construction {
 /// criterion, and a single construction keeps 10,000 workloads within a second.
 fn constructions(problem: &Problem<'_>) -> Vec<Construction> {
     let n = problem.workloads.len();
-    let sizes: Vec<u64> = (0..n).map(|w| size_key(problem, w)).collect();
+    let size = |w: usize| problem.workloads[w].size;
     let mut by_size: Vec<usize> = (0..n).collect();
-    by_size.sort_by_key(|&w| (std::cmp::Reverse(sizes[w]), w));
+    by_size.sort_by_key(|&w| (std::cmp::Reverse(size(w)), w));
     let spreading = Construction {
         order: by_size.clone(),
         most_room: true,
@@ -736,7 +718,7 @@ fn constructions(problem: &Problem<'_>) -> Vec<Construction> {
         needs_many(a)
             .cmp(&needs_many(b))
             .then(regrets[b].total_cmp(&regrets[a]))
-            .then(sizes[b].cmp(&sizes[a]))
+            .then(size(b).cmp(&size(a)))
             .then(a.cmp(&b))
     });
     let mut by_fewest_options: Vec<usize> = (0..n).collect();
@@ -828,7 +810,6 @@ fn ruin_and_recreate<'p, 'a>(start: State<'p, 'a>, restart: usize) -> State<'p, 
         return start;
     }
     let iterations = (2_000_000 / (n * m).max(1)).clamp(300, 10_000);
-    let sizes: Vec<u64> = (0..n).map(|w| size_key(problem, w)).collect();
     let mut rng =
         SplitMix(0x0f3e_77a1_u64 ^ ((n as u64) << 20) ^ m as u64 ^ ((restart as u64) << 40));
     let mut current = start.clone();
@@ -837,14 +818,12 @@ fn ruin_and_recreate<'p, 'a>(start: State<'p, 'a>, restart: usize) -> State<'p, 
     let scale = best.objective().abs().max(1.0);
     for iteration in 0..iterations {
         let mut candidate = current.clone();
-        let mut removed: Vec<usize> = Vec::new();
         if rng.below(2) == 0 {
             let count = 1 + rng.below((movable.len() / 4).max(2));
             for _ in 0..count {
                 let w = movable[rng.below(movable.len())];
                 if !candidate.clusters[w].is_empty() {
                     candidate.unplace(w);
-                    removed.push(w);
                 }
             }
         } else {
@@ -852,13 +831,11 @@ fn ruin_and_recreate<'p, 'a>(start: State<'p, 'a>, restart: usize) -> State<'p, 
             for &w in &movable {
                 if candidate.clusters[w].contains(&c) {
                     candidate.unplace(w);
-                    removed.push(w);
                 }
             }
             let w = movable[rng.below(movable.len())];
             if !candidate.clusters[w].is_empty() {
                 candidate.unplace(w);
-                removed.push(w);
             }
         }
         if rng.below(2) == 0 {
@@ -889,7 +866,7 @@ fn ruin_and_recreate<'p, 'a>(start: State<'p, 'a>, restart: usize) -> State<'p, 
                 let key = if uniform {
                     rng.unit()
                 } else {
-                    sizes[w] as f64 * (0.7 + 0.6 * rng.unit())
+                    problem.workloads[w].size as f64 * (0.7 + 0.6 * rng.unit())
                 };
                 (key, w)
             })

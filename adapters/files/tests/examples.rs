@@ -2,55 +2,33 @@
 //! a single diagnostic and describe the federation the docs talk about.
 
 use std::collections::BTreeSet;
-use std::fs;
 use std::path::{Path, PathBuf};
 
-use ferry_policies::resources::{ResourceSet, check_references};
+use ferry_adapter_files::{Loaded, load};
 
-/// Every `*.yaml` / `*.yml` file under `dir`, recursively, in a stable order.
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let entries =
-            fs::read_dir(&dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
-        for entry in entries {
-            let path = entry
-                .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-                .path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path
-                .extension()
-                .is_some_and(|ext| ext == "yaml" || ext == "yml")
-            {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
+/// `examples/` at the root of the repository.
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+/// The example files, read the way `ferry plan -f examples/` reads them.
+fn load_examples() -> Loaded {
+    let dir = examples_dir();
+    load(std::slice::from_ref(&dir)).unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
 }
 
 #[test]
 fn examples_decode_without_diagnostics() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let files = yaml_files(&dir);
-    assert!(!files.is_empty(), "no YAML files under {}", dir.display());
-
-    let mut set = ResourceSet::default();
-    let mut diagnostics = Vec::new();
-    for path in &files {
-        let text =
-            fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-        let name = path
-            .strip_prefix(&dir)
-            .unwrap_or(path)
-            .display()
-            .to_string();
-        diagnostics.extend(set.add_source(&name, &text));
-    }
-    diagnostics.extend(check_references(&set));
+    let Loaded {
+        resources: set,
+        diagnostics,
+        files,
+    } = load_examples();
+    assert!(
+        !files.is_empty(),
+        "no YAML files under {}",
+        examples_dir().display()
+    );
     let shown: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
     assert!(
         shown.is_empty(),
@@ -74,13 +52,7 @@ fn examples_decode_without_diagnostics() {
 
 #[test]
 fn no_two_policies_of_equal_priority_select_the_same_workload() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let mut set = ResourceSet::default();
-    for path in yaml_files(&dir) {
-        let text =
-            fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-        set.add_source(&path.display().to_string(), &text);
-    }
+    let set = load_examples().resources;
     for workload in &set.workloads {
         let selecting: Vec<_> = set
             .policies
@@ -109,13 +81,7 @@ fn no_two_policies_of_equal_priority_select_the_same_workload() {
 #[test]
 fn examples_place_everything_and_rebalance_moves_render() {
     use ferry_policies::engine::{Mode, Snapshot, plan};
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let mut set = ResourceSet::default();
-    for path in yaml_files(&dir) {
-        let text =
-            fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-        set.add_source(&path.display().to_string(), &text);
-    }
+    let set = load_examples().resources;
     let clusters: Vec<_> = set.clusters.iter().map(|c| c.value.clone()).collect();
     let workloads: Vec<_> = set.workloads.iter().map(|w| w.value.clone()).collect();
     let policies: Vec<_> = set.policies.iter().map(|p| p.value.clone()).collect();
