@@ -366,6 +366,14 @@ fn rebalance_moves_only_what_the_rules_allow() {
         "{:?}",
         stays.placements[0].reasons
     );
+    // It stays because of the rules, not because the search left `cheap` to others.
+    assert_eq!(
+        stays.placements[0].reasons,
+        [
+            "policy move",
+            "stays: moving to cheap saves 20.0%, below minSavingsPercent 25"
+        ]
+    );
 }
 
 #[test]

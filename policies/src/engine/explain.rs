@@ -209,7 +209,9 @@ fn placement_reasons(
                     Memory(room[MEMORY].max(0).unsigned_abs()),
                     Memory(demand[MEMORY].unsigned_abs())
                 ));
-            } else {
+            } else if !(problem.mode == Mode::Rebalance && info.current == Some(c)) {
+                // A workload that stays where it runs was not placed by the search: the
+                // rebalance note below says why it stays, not this comparison.
                 reasons.push(format!(
                     "cheaper {name} is left to workloads with fewer options"
                 ));
