@@ -12,6 +12,7 @@
 //!
 //! Everything is deterministic: iteration follows input order and ties break by index.
 
+mod exact;
 mod explain;
 mod rebalance;
 mod resolve;

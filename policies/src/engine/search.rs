@@ -10,6 +10,7 @@
 //! On small instances several construction orders are tried and the best result kept.
 //! Every loop runs in index order and ties break by index, so the result is deterministic.
 
+use super::exact;
 use super::resolve::{CPU, MEMORY, Problem};
 
 /// Improvements smaller than this are noise, not progress; it keeps loops finite.
@@ -64,7 +65,7 @@ impl<'p, 'a> State<'p, 'a> {
         }
     }
 
-    fn demand(&self, w: usize, k: usize, i: usize) -> [i64; 2] {
+    pub(crate) fn demand(&self, w: usize, k: usize, i: usize) -> [i64; 2] {
         let r = i64::from(share_replicas(
             self.problem.workloads[w].workload.replicas,
             k,
@@ -75,7 +76,7 @@ impl<'p, 'a> State<'p, 'a> {
         [scale(unit[CPU]), scale(unit[MEMORY])]
     }
 
-    fn share_cost(&self, w: usize, k: usize, i: usize, c: u16) -> f64 {
+    pub(crate) fn share_cost(&self, w: usize, k: usize, i: usize, c: u16) -> f64 {
         f64::from(share_replicas(
             self.problem.workloads[w].workload.replicas,
             k,
@@ -83,7 +84,7 @@ impl<'p, 'a> State<'p, 'a> {
         )) * self.problem.unit_cost(w, c)
     }
 
-    fn share_value(&self, w: usize, k: usize, i: usize, c: u16) -> f64 {
+    pub(crate) fn share_value(&self, w: usize, k: usize, i: usize, c: u16) -> f64 {
         f64::from(share_replicas(
             self.problem.workloads[w].workload.replicas,
             k,
@@ -91,7 +92,7 @@ impl<'p, 'a> State<'p, 'a> {
         )) * self.problem.unit_value(w, c)
     }
 
-    fn fits(&self, c: u16, demand: [i64; 2]) -> bool {
+    pub(crate) fn fits(&self, c: u16, demand: [i64; 2]) -> bool {
         let free = self.free[usize::from(c)];
         free[CPU] >= demand[CPU] && free[MEMORY] >= demand[MEMORY]
     }
@@ -257,7 +258,7 @@ impl<'p, 'a> State<'p, 'a> {
     }
 
     /// Lexicographic: more placed, then lower objective.
-    fn better_than(&self, other: &State<'_, '_>) -> bool {
+    pub(crate) fn better_than(&self, other: &State<'_, '_>) -> bool {
         let (mine, theirs) = (self.placed_count(), other.placed_count());
         mine > theirs || (mine == theirs && self.objective() < other.objective() - EPSILON)
     }
@@ -767,7 +768,9 @@ pub(crate) fn search_from<'p, 'a>(start: &State<'p, 'a>) -> State<'p, 'a> {
             best = Some(state);
         }
     }
-    best.unwrap_or_else(|| start.clone())
+    let best = best.unwrap_or_else(|| start.clone());
+    // Small enough to solve exactly: the heuristic's answer is the starting incumbent.
+    exact::improve(&best).unwrap_or(best)
 }
 
 /// splitmix64: a small, well-mixed generator. Seeded from the problem's size so that the

@@ -36,11 +36,6 @@ const MIP_TIME_LIMIT: f64 = 20.0;
 
 /// Largest tolerated (engine value - optimal value) / optimal cost.
 const MAX_GAP: f64 = 0.01;
-/// Instances where the engine misses MAX_GAP today, with the gap it must not exceed
-/// (measured 2026-11-26; see docs/benchmarks.md). Remove an entry when the engine meets
-/// the target there.
-const KNOWN_OVER_TARGET: &[(u64, f64)] = &[(1044, 0.135)];
-
 /// Sizes (workloads, clusters), five seeds each: 60 instances.
 const SIZES: [(usize, usize); 12] = [
     (5, 2),
@@ -441,14 +436,10 @@ fn engine_is_within_one_percent_of_the_optimum() {
         .iter()
         .flat_map(|row| {
             let size = format!("seed {} ({}x{})", row.seed, row.workloads, row.clusters);
-            let limit = KNOWN_OVER_TARGET
-                .iter()
-                .find(|(seed, _)| *seed == row.seed)
-                .map_or(MAX_GAP, |(_, gap)| *gap);
             let over = row
                 .gap
-                .filter(|&g| g > limit)
-                .map(|g| format!("{size}: gap {:.3}% over {:.3}%", g * 100.0, limit * 100.0));
+                .filter(|&g| g > MAX_GAP)
+                .map(|g| format!("{size}: gap {:.3}% over {:.3}%", g * 100.0, MAX_GAP * 100.0));
             row.problems
                 .iter()
                 .map(move |p| format!("{size}: {p}"))
