@@ -106,6 +106,59 @@ fn hard_rules_exclude_clusters_with_the_first_failing_reason() {
 }
 
 #[test]
+fn a_placement_names_the_cheaper_clusters_a_hard_rule_excludes() {
+    let yaml = [
+        cluster(
+            "down",
+            "residency: eu",
+            0.01,
+            "64",
+            "status: {health: Unreachable}\n",
+        ),
+        cluster(
+            "tainted",
+            "residency: eu",
+            0.02,
+            "64",
+            "  taints: [{key: gpu, value: \"yes\", effect: NoSchedule}]\n",
+        ),
+        cluster("us", "residency: us", 0.03, "64", ""),
+        cluster("eu", "residency: eu", 0.05, "64", ""),
+        cluster("dearer", "residency: us", 0.09, "64", ""),
+        workload("shop", "web", 1, "1", ""),
+    ]
+    .concat();
+    let plan = plan_yaml(&yaml, Mode::Fresh).expect("plans");
+    assert_eq!(placements(&plan), ["shop/web -> us x1"]);
+    let reasons = &plan.placements[0].reasons;
+    assert!(
+        reasons.contains(&"cheaper down excluded: health: cluster is Unreachable".to_owned())
+            && reasons.contains(
+                &"cheaper tainted excluded: taint: gpu=yes:NoSchedule not tolerated".to_owned()
+            ),
+        "{reasons:?}"
+    );
+
+    // With residency required, three cheaper clusters are excluded: two named, one counted.
+    let policy = "apiVersion: ferry.dev/v1alpha1\nkind: PlacementPolicy\nmetadata: {name: eu}\nspec:\n  clusterAffinity: {required: {matchLabels: {residency: eu}}}\n";
+    let plan = plan_yaml(&format!("{yaml}{policy}"), Mode::Fresh).expect("plans");
+    assert_eq!(placements(&plan), ["shop/web -> eu x1"]);
+    let excluded: Vec<&String> = plan.placements[0]
+        .reasons
+        .iter()
+        .filter(|r| r.contains("excluded"))
+        .collect();
+    assert_eq!(
+        excluded,
+        [
+            "cheaper down excluded: health: cluster is Unreachable",
+            "cheaper tainted excluded: taint: gpu=yes:NoSchedule not tolerated",
+            "1 more cheaper cluster excluded by hard rules",
+        ]
+    );
+}
+
+#[test]
 fn tolerations_open_tainted_clusters() {
     let yaml = [
         cluster(

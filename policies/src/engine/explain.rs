@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::resolve::{CPU, MEMORY, Problem, first_static_failure};
+use super::resolve::{CPU, ClusterInfo, MEMORY, Problem, first_static_failure};
 use super::search::{Assignment, share_replicas};
 use super::{Mode, Move, Placement, Plan, Unplaced};
 use crate::quantity::{Cpu, Memory};
@@ -166,6 +166,7 @@ fn placement_reasons(
             info.workload.replicas
         ));
     }
+    reasons.extend(cheaper_excluded(problem, w, c));
     // Compare with the cheapest eligible cluster that is not used by this workload.
     let my_cost = problem.unit_cost(w, c);
     let cheaper = info
@@ -240,25 +241,8 @@ fn exclusion_reasons(
         let Ok(c) = u16::try_from(index) else {
             continue;
         };
-        let required = info.policy.map(|p| {
-            problem.policies[p]
-                .required
-                .as_ref()
-                .is_none_or(|r| r.matches(&cluster.cluster.labels))
-        });
-        let reason = if let Some(failure) = first_static_failure(cluster, info.workload, required) {
-            match failure.as_str() {
-                "required affinity" => {
-                    let selector = info
-                        .policy
-                        .and_then(|p| problem.policies[p].required.as_ref());
-                    let term = selector
-                        .and_then(|s| s.first_mismatch(&cluster.cluster.labels))
-                        .unwrap_or_default();
-                    format!("required affinity {term}")
-                }
-                _ => failure,
-            }
+        let reason = if let Some(failure) = static_exclusion(problem, w, cluster) {
+            failure
         } else if info.workload.replicas < info.min_clusters {
             format!(
                 "spread: {} replicas cannot be divided over {} clusters",
@@ -299,6 +283,63 @@ fn exclusion_reasons(
             "spread: too few clusters with room for every share".to_owned()
         };
         reasons.insert(cluster.cluster.name.clone(), reason);
+    }
+    reasons
+}
+
+/// The plan-independent hard rule that excludes `cluster` for workload `w`, if any, in
+/// the words the plan uses.
+fn static_exclusion(problem: &Problem<'_>, w: usize, cluster: &ClusterInfo<'_>) -> Option<String> {
+    let info = &problem.workloads[w];
+    let selector = info
+        .policy
+        .and_then(|p| problem.policies[p].required.as_ref());
+    let required = info
+        .policy
+        .map(|_| selector.is_none_or(|r| r.matches(&cluster.cluster.labels)));
+    let failure = first_static_failure(cluster, info.workload, required)?;
+    Some(match failure.as_str() {
+        "required affinity" => {
+            let term = selector
+                .and_then(|s| s.first_mismatch(&cluster.cluster.labels))
+                .unwrap_or_default();
+            format!("required affinity {term}")
+        }
+        _ => failure,
+    })
+}
+
+/// Cheaper clusters that a hard rule excludes, named up to this many per placement; the
+/// rest are counted, so that a plan over hundreds of clusters stays readable and small.
+const EXCLUDED_NAMED: usize = 2;
+
+/// "cheaper C excluded: rule" for clusters cheaper than `c` that `w` may not use.
+fn cheaper_excluded(problem: &Problem<'_>, w: usize, c: u16) -> Vec<String> {
+    let info = &problem.workloads[w];
+    let my_cost = problem.unit_cost(w, c);
+    let mut cheaper: Vec<(f64, usize)> = (0..problem.clusters.len())
+        .filter_map(|d| {
+            let index = u16::try_from(d).ok()?;
+            let cost = problem.unit_cost(w, index);
+            (!info.is_eligible(index) && cost < my_cost - 1e-12).then_some((cost, d))
+        })
+        .collect();
+    cheaper.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut reasons: Vec<String> = cheaper
+        .iter()
+        .take(EXCLUDED_NAMED)
+        .filter_map(|&(_, d)| {
+            let cluster = &problem.clusters[d];
+            let why = static_exclusion(problem, w, cluster)?;
+            Some(format!("cheaper {} excluded: {why}", cluster.cluster.name))
+        })
+        .collect();
+    match cheaper.len().saturating_sub(EXCLUDED_NAMED) {
+        0 => {}
+        1 => reasons.push("1 more cheaper cluster excluded by hard rules".to_owned()),
+        more => reasons.push(format!(
+            "{more} more cheaper clusters excluded by hard rules"
+        )),
     }
     reasons
 }
