@@ -1,0 +1,84 @@
+//! Real components for Ferry's integration tests, started on loopback and stopped with the
+//! test: Kubernetes control planes (etcd, kube-apiserver, kube-controller-manager,
+//! kube-scheduler, and kwok playing the kubelet for fake nodes), and a Keystone with Heat
+//! from Debian's packages.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), ferry_testenv::Error> {
+//! let clusters = ferry_testenv::start_clusters(&[ferry_testenv::ClusterSpec::named("a")]).await?;
+//! let client = clusters[0].client().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Each cluster has its own folder (certificates, kubeconfig, data, one log per component).
+//! Dropping a [`Cluster`] stops its processes; when a test panics, the tail of every
+//! component's log is printed first. See `docs/testing.md` for the figures and the design.
+
+mod binaries;
+mod cluster;
+mod openstack;
+mod pki;
+mod process;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use binaries::Binaries;
+pub use cluster::{Cluster, ClusterSpec, Identity, NodeSpec, client_from, start_clusters};
+pub use openstack::{CLOUD, Credentials, OpenStack, REGION, password_auth};
+pub use process::{Supervised, tail};
+
+/// What can go wrong while starting or using the test environment.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("building the test binaries failed (scripts/build-testbins): {0}")]
+    Build(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start {component} ({}): {source}", program.display())]
+    Spawn {
+        component: String,
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("certificates ({what}): {message}")]
+    Pki { what: String, message: String },
+    #[error("cluster {cluster}: {component} exited ({status}); last lines of its log:\n{log}")]
+    Exited {
+        cluster: String,
+        component: String,
+        status: String,
+        log: String,
+    },
+    #[error("cluster {cluster}: {what} not ready after {waited:?}; last lines of the logs:\n{log}")]
+    NotReady {
+        cluster: String,
+        what: String,
+        waited: Duration,
+        log: String,
+    },
+    #[error("cluster {cluster}: {what}: {source}")]
+    Kube {
+        cluster: String,
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{what} is missing: {hint}")]
+    Missing { what: String, hint: String },
+    #[error("{command} exited ({status}):\n{output}")]
+    Setup {
+        command: String,
+        status: String,
+        output: String,
+    },
+    #[error("{what}: {message}")]
+    Http { what: String, message: String },
+    #[error("kubeconfig {}: {message}", path.display())]
+    Kubeconfig { path: PathBuf, message: String },
+}
