@@ -221,24 +221,14 @@ async fn three_real_clusters_side_by_side() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    let servers: Vec<&str> = clusters.iter().map(Cluster::server).collect();
-    assert_eq!(
-        servers
-            .iter()
-            .collect::<std::collections::BTreeSet<_>>()
-            .len(),
-        3,
-        "independent apiservers: {servers:?}"
-    );
-    for cluster in &clusters {
-        deployment_becomes_available_with_endpoints(cluster)
-            .await
-            .with_context(|| format!("cluster {}", cluster.name()))?;
-        oversized_pod_stays_pending_with_the_schedulers_reason(cluster)
-            .await
-            .with_context(|| format!("cluster {}", cluster.name()))?;
+    let outcome = exercise(&clusters).await;
+    if outcome.is_err() {
+        // A failed check is not a panic, so the clusters' drop would not show the logs.
+        for cluster in &clusters {
+            eprintln!("{}", cluster.logs());
+        }
     }
-    restricted_identity_gets_only_its_role(&clusters[0]).await?;
+    outcome?;
 
     let pids: Vec<u32> = clusters.iter().flat_map(Cluster::pids).collect();
     let dirs: Vec<std::path::PathBuf> = clusters.iter().map(|c| c.dir().to_path_buf()).collect();
@@ -252,4 +242,25 @@ async fn three_real_clusters_side_by_side() -> Result<()> {
         "folders removed"
     );
     Ok(())
+}
+
+async fn exercise(clusters: &[Cluster]) -> Result<()> {
+    let servers: Vec<&str> = clusters.iter().map(Cluster::server).collect();
+    assert_eq!(
+        servers
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        3,
+        "independent apiservers: {servers:?}"
+    );
+    for cluster in clusters {
+        deployment_becomes_available_with_endpoints(cluster)
+            .await
+            .with_context(|| format!("cluster {}", cluster.name()))?;
+        oversized_pod_stays_pending_with_the_schedulers_reason(cluster)
+            .await
+            .with_context(|| format!("cluster {}", cluster.name()))?;
+    }
+    restricted_identity_gets_only_its_role(&clusters[0]).await
 }

@@ -57,6 +57,22 @@ async fn keystone_catalog_lists_heat_and_heat_runs_a_stack() -> Result<()> {
         "Keystone and Heat ready in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    let outcome = exercise(&openstack).await;
+    if outcome.is_err() {
+        // A failed check is not a panic, so the drop would not show the logs.
+        eprintln!("{}", openstack.logs());
+    }
+    outcome?;
+
+    let pids = openstack.pids();
+    assert_eq!(pids.len(), 2, "uwsgi master and heat-all");
+    drop(openstack);
+    let left: Vec<u32> = pids.into_iter().filter(|&pid| running(pid)).collect();
+    assert!(left.is_empty(), "still running after drop: {left:?}");
+    Ok(())
+}
+
+async fn exercise(openstack: &OpenStack) -> Result<()> {
     let http = reqwest::Client::new();
     let credentials = openstack.credentials();
 
@@ -151,11 +167,5 @@ async fn keystone_catalog_lists_heat_and_heat_runs_a_stack() -> Result<()> {
         .await?;
     assert_eq!(deleted.status().as_u16(), 204);
     wait_for(&http, &url, &token, "DELETE_COMPLETE").await?;
-
-    let pids = openstack.pids();
-    assert_eq!(pids.len(), 2, "uwsgi master and heat-all");
-    drop(openstack);
-    let left: Vec<u32> = pids.into_iter().filter(|&pid| running(pid)).collect();
-    assert!(left.is_empty(), "still running after drop: {left:?}");
     Ok(())
 }
