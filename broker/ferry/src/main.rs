@@ -1,8 +1,11 @@
 //! `ferry`: the command line. Offline commands (`plan`, `validate`) work on resource
-//! files with no broker and no network; the broker's commands join them as it grows.
+//! files with no broker and no network; `demo` runs the broker; `token` mints tokens
+//! with a broker's key; `get` and `migrate` talk to a running broker's API.
 //!
 //! Exit status: 0 success, 1 a failed operation, 2 a usage or input error.
 
+mod broker;
+mod client;
 mod plan_output;
 
 use std::io::{self, Write};
@@ -45,6 +48,115 @@ enum Command {
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         paths: Vec<PathBuf>,
     },
+    /// The broker on three simulated clusters with the example workloads and policies.
+    Demo {
+        /// Where the API and dashboard listen.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Data folder (store, signing key, simulated clusters); a temporary one if absent.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// How long a drained source is kept before it is deleted (e.g. 30s, 10m).
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        rollback_window: std::time::Duration,
+        /// How long a simulated rollout takes.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        rollout_time: std::time::Duration,
+    },
+    /// Tokens signed with a broker's key.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Reads from a running broker.
+    Get {
+        /// clusters, workloads, migrations or placements.
+        what: String,
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// Output format.
+        #[arg(short = 'o', long = "output", default_value = "table")]
+        output: Output,
+    },
+    /// Asks a running broker to move a workload.
+    Migrate {
+        /// NAMESPACE/NAME.
+        workload: String,
+        /// The destination cluster.
+        #[arg(long)]
+        to: String,
+        /// Plan only: check and price the move, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait until it ends, showing its progress; exit 1 unless it ends done.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// Output format.
+        #[arg(short = 'o', long = "output", default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(clap::Args)]
+struct BrokerArgs {
+    /// The broker's URL.
+    #[arg(long, env = "FERRY_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// A token (see `ferry token create`).
+    #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mints a JWT signed with the key in the broker's data folder.
+    Create {
+        /// The broker's data folder (where its signing key is).
+        #[arg(long)]
+        data: PathBuf,
+        /// viewer, operator or admin.
+        #[arg(long)]
+        role: String,
+        /// Limit the token to these namespaces (repeatable); all when absent.
+        #[arg(long = "namespace")]
+        namespaces: Vec<String>,
+        /// Lifetime, e.g. 1h, 30m, 7d.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: std::time::Duration,
+        /// The token's subject (who it stands for).
+        #[arg(long, default_value = "cli")]
+        subject: String,
+    },
+}
+
+/// `90s`, `30m`, `1h`, `7d`, or combinations like `1h30m`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(format!("`{text}`: unknown unit `{c}` (use s, m, h or d)")),
+        };
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a duration like 90s, 30m or 1h"))?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        number.clear();
+    }
+    if !number.is_empty() || text.is_empty() {
+        return Err(format!("`{text}` is not a duration like 90s, 30m or 1h"));
+    }
+    Ok(std::time::Duration::from_secs(total))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -83,6 +195,54 @@ fn main() -> ExitCode {
             output,
         } => plan(&paths, mode, output),
         Command::Validate { paths } => validate(&paths),
+        Command::Demo {
+            listen,
+            data,
+            rollback_window,
+            rollout_time,
+        } => in_runtime(broker::demo::run(
+            listen,
+            data,
+            rollback_window,
+            rollout_time,
+        )),
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    data,
+                    role,
+                    namespaces,
+                    ttl,
+                    subject,
+                },
+        } => token_create(&data, &role, &namespaces, ttl, &subject),
+        Command::Get {
+            what,
+            broker,
+            output,
+        } => in_runtime_client(async move {
+            client::BrokerClient::new(&broker.server, &broker.token)?
+                .get(&what, matches!(output, Output::Json))
+                .await
+        }),
+        Command::Migrate {
+            workload,
+            to,
+            dry_run,
+            wait,
+            broker,
+            output,
+        } => in_runtime_client(async move {
+            client::BrokerClient::new(&broker.server, &broker.token)?
+                .migrate(
+                    &workload,
+                    &to,
+                    dry_run,
+                    wait,
+                    matches!(output, Output::Json),
+                )
+                .await
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -98,6 +258,60 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+        .map_err(Failure::Operation)
+}
+
+fn in_runtime(
+    future: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> Result<(), Failure> {
+    runtime()?.block_on(future).map_err(Failure::Operation)
+}
+
+fn in_runtime_client(
+    future: impl std::future::Future<Output = Result<(), client::ClientError>>,
+) -> Result<(), Failure> {
+    runtime()?.block_on(future).map_err(|error| {
+        if error.input {
+            Failure::Input(vec![format!("error: {}", error.message)])
+        } else {
+            Failure::Operation(anyhow::anyhow!(error.message))
+        }
+    })
+}
+
+fn token_create(
+    data: &std::path::Path,
+    role: &str,
+    namespaces: &[String],
+    ttl: std::time::Duration,
+    subject: &str,
+) -> Result<(), Failure> {
+    let role: ferry_auth::Role = role.parse().map_err(|_| {
+        Failure::Input(vec![format!(
+            "error: unknown role `{role}`: viewer, operator or admin"
+        )])
+    })?;
+    if !data.join("jwt-hs256.key").is_file() {
+        return Err(Failure::Input(vec![format!(
+            "error: {} holds no broker signing key (jwt-hs256.key); is it a broker's data folder?",
+            data.display()
+        )]));
+    }
+    let minter = broker::run::minter(data).map_err(Failure::Operation)?;
+    let namespaces = (!namespaces.is_empty()).then_some(namespaces);
+    let token = minter
+        .mint(subject, &[role], namespaces, ttl)
+        .context("mint the token")
+        .map_err(Failure::Operation)?;
+    println!("{token}");
+    Ok(())
 }
 
 /// Loads resource files; any diagnostic is an input failure listing all of them.

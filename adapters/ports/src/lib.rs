@@ -1,0 +1,298 @@
+//! The ports: the small traits through which the broker sees the outside world.
+//!
+//! - [`ClusterPort`]: one member cluster — its inventory, and what a migration does to a
+//!   workload there (export, apply, watch the rollout, scale, delete).
+//! - [`Provisioner`]: capacity — create a cluster, resize it, follow the operation.
+//! - [`PriceSource`]: what a core-hour and a GiB-hour cost on a cluster.
+//!
+//! Every adapter implements them: `kubernetes` (any conformant cluster, through kube-rs),
+//! `openstack` (Heat or Magnum provisioning, on-prem rate tables), `gke` (node-pool resize,
+//! the Cloud Billing Catalog) and `sim` (simulated clusters for the demo and scale tests).
+//! Each adapter keeps its API's quirks — paging, "done" signals, error shapes — to itself
+//! and answers in these types, so that the migration engine and the controllers are
+//! written once.
+//!
+//! Objects cross the port as JSON documents (`serde_json::Value`): the broker never
+//! interprets a Deployment's fields, it only carries them from one cluster to another,
+//! and secret values are carried in memory, never stored or logged.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// `namespace/name` of a workload; the same on every cluster.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WorkloadKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl WorkloadKey {
+    pub fn new(namespace: &str, name: &str) -> WorkloadKey {
+        WorkloadKey {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// Parses `namespace/name`; `None` unless both parts are non-empty and there is one `/`.
+    pub fn parse(text: &str) -> Option<WorkloadKey> {
+        let (namespace, name) = text.split_once('/')?;
+        if namespace.is_empty() || name.is_empty() || name.contains('/') {
+            return None;
+        }
+        Some(WorkloadKey::new(namespace, name))
+    }
+}
+
+impl fmt::Display for WorkloadKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Cpu and memory in integers, as Kubernetes counts them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+impl Resources {
+    pub fn times(self, n: u32) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_mul(u64::from(n)),
+            memory_bytes: self.memory_bytes.saturating_mul(u64::from(n)),
+        }
+    }
+
+    pub fn plus(self, other: Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
+        }
+    }
+
+    pub fn fits_in(self, room: Resources) -> bool {
+        self.cpu_millis <= room.cpu_millis && self.memory_bytes <= room.memory_bytes
+    }
+
+    pub fn minus(self, other: Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_sub(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_sub(other.memory_bytes),
+        }
+    }
+}
+
+/// Whether the broker can use a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Health {
+    Ready,
+    /// Answers, but not every node is Ready.
+    Degraded,
+    Unreachable,
+}
+
+/// The mark Ferry puts on what it creates or takes over, so that it only ever deletes
+/// objects it owns.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Mark {
+    pub migration: String,
+}
+
+/// A workload as it runs on one cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunningWorkload {
+    pub key: WorkloadKey,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Desired replicas (0 once drained).
+    pub replicas: u32,
+    pub available_replicas: u32,
+    /// Requests of one replica.
+    pub requests: Resources,
+    /// Set when a migration created it here or drained it.
+    pub mark: Option<Mark>,
+}
+
+/// What a cluster has and runs now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inventory {
+    pub health: Health,
+    pub nodes: u32,
+    /// Sum over Ready nodes of their allocatable.
+    pub allocatable: Resources,
+    /// Sum of the requests of the pods placed on them.
+    pub requested: Resources,
+    pub workloads: Vec<RunningWorkload>,
+}
+
+/// A workload's object graph, cleaned for another cluster, in apply order (namespace,
+/// ServiceAccounts, ConfigMaps, Secrets, PVCs, then the workload, Services, HPAs, PDBs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportedWorkload {
+    pub key: WorkloadKey,
+    pub replicas: u32,
+    pub requests: Resources,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub objects: Vec<serde_json::Value>,
+}
+
+/// Where a rollout stands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "phase")]
+pub enum Rollout {
+    /// Not yet available; `message` says what it waits for (e.g. the scheduler's reason).
+    Progressing {
+        desired: u32,
+        available: u32,
+        message: String,
+    },
+    Available {
+        replicas: u32,
+    },
+    /// It will not become available without a change (e.g. progress deadline exceeded).
+    Failed {
+        reason: String,
+    },
+}
+
+/// Why a port call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("cluster {cluster} is unreachable: {reason}")]
+    Unreachable { cluster: String, reason: String },
+    #[error("{what} not found on cluster {cluster}")]
+    NotFound { cluster: String, what: String },
+    #[error("cluster {cluster} rejected {what}: {reason}")]
+    Rejected {
+        cluster: String,
+        what: String,
+        reason: String,
+    },
+    /// Another field manager or owner holds what we would change.
+    #[error("conflict on cluster {cluster}: {reason}")]
+    Conflict { cluster: String, reason: String },
+    #[error("cluster {cluster} did not answer within {seconds} s")]
+    Timeout { cluster: String, seconds: u64 },
+}
+
+impl PortError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            PortError::Unreachable { .. } | PortError::Timeout { .. }
+        )
+    }
+}
+
+/// One member cluster, as the broker sees it. Every method is idempotent: a migration
+/// resumed after a crash repeats its current step.
+#[async_trait]
+pub trait ClusterPort: Send + Sync {
+    fn name(&self) -> &str;
+
+    async fn inventory(&self) -> Result<Inventory, PortError>;
+
+    /// The workload's objects, cleaned for another cluster.
+    async fn export(&self, workload: &WorkloadKey) -> Result<ExportedWorkload, PortError>;
+
+    /// Creates or updates the workload's objects here, marked with `mark`. Applying what
+    /// is already there with the same mark changes nothing.
+    async fn apply(&self, workload: &ExportedWorkload, mark: &Mark) -> Result<(), PortError>;
+
+    async fn rollout(&self, workload: &WorkloadKey) -> Result<Rollout, PortError>;
+
+    /// Sets the desired replicas. With `mark`, the workload becomes Ferry's to delete later
+    /// (a drained source); without, ownership does not change (a rollback's restore).
+    async fn scale(
+        &self,
+        workload: &WorkloadKey,
+        replicas: u32,
+        mark: Option<&Mark>,
+    ) -> Result<(), PortError>;
+
+    /// Deletes the workload's objects that carry `mark`; objects Ferry does not own stay.
+    /// Deleting what is not there succeeds.
+    async fn delete(&self, workload: &WorkloadKey, mark: &Mark) -> Result<(), PortError>;
+}
+
+/// A long-running provider operation (a Heat stack update, a GKE node-pool resize).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "state")]
+pub enum Operation {
+    Running { id: String, progress: String },
+    Done { id: String },
+    Failed { id: String, reason: String },
+}
+
+/// Capacity: create a cluster or change how many nodes it has.
+#[async_trait]
+pub trait Provisioner: Send + Sync {
+    /// Sets the worker count of `cluster` (a node pool, a Heat parameter).
+    async fn resize(&self, cluster: &str, nodes: u32) -> Result<Operation, PortError>;
+
+    /// Where an operation stands now.
+    async fn operation(&self, id: &str) -> Result<Operation, PortError>;
+}
+
+/// Hourly rates of one cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Quote {
+    pub cpu_core_hour: f64,
+    pub memory_gib_hour: f64,
+    pub currency: String,
+    /// Where the numbers come from, e.g. "static", "billing catalog", "rate table".
+    pub source: String,
+    /// Set when the source could not be reached and older or static rates stand in.
+    pub fallback_reason: Option<String>,
+}
+
+#[async_trait]
+pub trait PriceSource: Send + Sync {
+    async fn quote(&self, cluster: &str) -> Result<Quote, PortError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_keys_parse_strictly() {
+        assert_eq!(
+            WorkloadKey::parse("shop/web"),
+            Some(WorkloadKey::new("shop", "web"))
+        );
+        for bad in ["shop", "/web", "shop/", "a/b/c", ""] {
+            assert_eq!(WorkloadKey::parse(bad), None, "{bad}");
+        }
+        assert_eq!(WorkloadKey::new("shop", "web").to_string(), "shop/web");
+    }
+
+    #[test]
+    fn resources_arithmetic_saturates() {
+        let r = Resources {
+            cpu_millis: 500,
+            memory_bytes: 1 << 30,
+        };
+        assert_eq!(r.times(3).cpu_millis, 1500);
+        assert!(r.fits_in(r.times(2)));
+        assert!(!r.times(2).fits_in(r));
+        assert_eq!(r.minus(r.times(2)), Resources::default());
+        assert_eq!(
+            Resources {
+                cpu_millis: u64::MAX,
+                memory_bytes: 0
+            }
+            .times(2)
+            .cpu_millis,
+            u64::MAX
+        );
+    }
+}

@@ -1,0 +1,642 @@
+//! The REST API of `spec/interfaces.md`, on axum. One place maps errors to HTTP
+//! ([`ApiError`]); every handler authorizes first; bodies are parsed by us, so that a bad
+//! body is a 400 in the spec's error shape, never a framework default or a 500.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use bytes::Bytes;
+use ferry_auth::{AuthError, Principal, Role, Verifier};
+use ferry_policies::quantity::{Cpu, Memory};
+use ferry_ports::WorkloadKey;
+use ferry_store::{Store, StoreError};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::events::Events;
+use super::migration::{CancelError, Engine, Migration, SubmitError};
+use super::world::World;
+use super::{audit, policies};
+
+/// Largest request body: policies and what-if resources are text, a few hundred KiB at
+/// most in practice.
+const BODY_LIMIT: usize = 1024 * 1024;
+/// Longest time a (non-streaming) request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct AppState {
+    pub world: Arc<World>,
+    pub engine: Arc<Engine>,
+    pub store: Store,
+    pub events: Events,
+    pub verifier: Verifier,
+    pub metrics: super::metrics::Metrics,
+}
+
+type Shared = Arc<AppState>;
+
+/// Every error a client can get, in the spec's shape `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(&'static str, String),
+    Unauthorized(AuthError),
+    Forbidden(String),
+    NotFound(String),
+    Conflict(String),
+    /// A fault on our side (the store failed); never for anything a client sent.
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match self {
+            ApiError::BadRequest(code, message) => (StatusCode::BAD_REQUEST, code, message),
+            ApiError::Unauthorized(error) => {
+                (StatusCode::UNAUTHORIZED, error.code(), error.to_string())
+            }
+            ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, "forbidden", message),
+            ApiError::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message),
+            ApiError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message),
+            ApiError::Internal(message) => {
+                tracing::error!(%message, "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
+        };
+        let mut response = (
+            status,
+            Json(json!({"error": {"code": code, "message": message}})),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::Internal(format!("store: {error}"))
+    }
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap, role: Role) -> Result<Principal, ApiError> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    let principal = state
+        .verifier
+        .verify(header)
+        .map_err(ApiError::Unauthorized)?;
+    if !principal.has(role) {
+        return Err(ApiError::Forbidden(format!(
+            "this needs the {role} role; the token has {}",
+            principal.role
+        )));
+    }
+    Ok(principal)
+}
+
+fn namespace_allowed(principal: &Principal, namespace: &str) -> Result<(), ApiError> {
+    if principal.sees_namespace(namespace) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "the token is not allowed in namespace {namespace}"
+        )))
+    }
+}
+
+pub fn router(state: Shared) -> Router {
+    let api = Router::new()
+        .route("/api/v1/clusters", get(clusters))
+        .route("/api/v1/workloads", get(workloads))
+        .route("/api/v1/placements", get(placements))
+        .route("/api/v1/plan", post(what_if))
+        .route("/api/v1/policies", get(list_policies))
+        .route(
+            "/api/v1/policies/{name}",
+            put(put_policy).delete(delete_policy).get(get_policy),
+        )
+        .route(
+            "/api/v1/migrations",
+            post(create_migration).get(list_migrations),
+        )
+        .route("/api/v1/migrations/{id}", get(get_migration))
+        .route("/api/v1/migrations/{id}/cancel", post(cancel_migration))
+        .route("/api/v1/audit", get(audit_log))
+        .route("/api/v1/openapi.json", get(openapi))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ));
+    Router::new()
+        .merge(api)
+        // Streams stay open for as long as the client watches: no request timeout.
+        .route("/api/v1/events", get(events))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/", get(super::dashboard::index))
+        .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                Json(json!({"error": {"code": "method_not_allowed", "message": "this route does not take that method"}})),
+            )
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), super::metrics::track))
+        .with_state(state)
+}
+
+fn quantities(cpu_millis: u64, memory_bytes: u64) -> Value {
+    json!({
+        "cpu": Cpu(cpu_millis).to_string(), "memory": Memory(memory_bytes).to_string(),
+        "cpuMillis": cpu_millis, "memoryBytes": memory_bytes,
+    })
+}
+
+fn cents(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+async fn clusters(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Role::Viewer)?;
+    let census = state.world.census().await;
+    let mut items = Vec::new();
+    for member in state.world.members() {
+        let d = &member.definition;
+        let (health, capacity, used, count, cost, error) = match census.inventories.get(&d.name) {
+            Some(Ok(inventory)) => {
+                let capacity = d.capacity.map_or(
+                    (
+                        inventory.allocatable.cpu_millis,
+                        inventory.allocatable.memory_bytes,
+                    ),
+                    |c| (c.cpu_millis, c.memory_bytes),
+                );
+                let serving: Vec<_> = inventory
+                    .workloads
+                    .iter()
+                    .filter(|w| w.replicas > 0)
+                    .collect();
+                let cost: f64 = serving
+                    .iter()
+                    .map(|w| {
+                        d.pricing
+                            .monthly_cost(ferry_policies::quantity::Resources::new(
+                                w.requests.cpu_millis,
+                                w.requests.memory_bytes,
+                            ))
+                            * f64::from(w.replicas)
+                    })
+                    .sum();
+                (
+                    format!("{:?}", inventory.health),
+                    capacity,
+                    (
+                        inventory.requested.cpu_millis,
+                        inventory.requested.memory_bytes,
+                    ),
+                    serving.len(),
+                    cost,
+                    None,
+                )
+            }
+            Some(Err(error)) => (
+                "Unreachable".to_owned(),
+                (0, 0),
+                (0, 0),
+                0,
+                0.0,
+                Some(error.to_string()),
+            ),
+            None => ("Unreachable".to_owned(), (0, 0), (0, 0), 0, 0.0, None),
+        };
+        items.push(json!({
+            "name": d.name,
+            "provider": d.provider.as_str(),
+            "labels": d.labels,
+            "health": health,
+            "capacity": quantities(capacity.0, capacity.1),
+            "used": quantities(used.0, used.1),
+            "pricing": {
+                "currency": d.pricing.currency, "cpuCoreHour": d.pricing.cpu_core_hour,
+                "memoryGibHour": d.pricing.memory_gib_hour, "egressGib": d.pricing.egress_gib,
+            },
+            "workloads": count,
+            "monthlyCost": cents(cost),
+            "error": error,
+        }));
+    }
+    Ok(Json(json!({"items": items})))
+}
+
+async fn workloads(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let principal = authorize(&state, &headers, Role::Viewer)?;
+    let census = state.world.census().await;
+    let mut items = Vec::new();
+    for (key, copies) in census.workloads() {
+        if !principal.sees_namespace(&key.namespace) {
+            continue;
+        }
+        let Some((_, any)) = copies.first() else {
+            continue;
+        };
+        let mut cost = 0.0;
+        let mut placements = Vec::new();
+        let mut replicas = 0;
+        for (cluster, copy) in &copies {
+            if copy.replicas == 0 {
+                continue;
+            }
+            replicas += copy.replicas;
+            if let Some(member) = state.world.member(cluster) {
+                cost += member.definition.pricing.monthly_cost(
+                    ferry_policies::quantity::Resources::new(
+                        copy.requests.cpu_millis,
+                        copy.requests.memory_bytes,
+                    ),
+                ) * f64::from(copy.replicas);
+            }
+            placements.push(json!({"cluster": cluster, "replicas": copy.replicas, "availableReplicas": copy.available_replicas}));
+        }
+        items.push(json!({
+            "namespace": key.namespace,
+            "name": key.name,
+            "labels": any.labels,
+            "replicas": replicas,
+            "resources": quantities(any.requests.cpu_millis, any.requests.memory_bytes),
+            "placements": placements,
+            "monthlyCost": cents(cost),
+        }));
+    }
+    Ok(Json(json!({"items": items})))
+}
+
+async fn placements(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let principal = authorize(&state, &headers, Role::Viewer)?;
+    let census = state.world.census().await;
+    let plan = state
+        .world
+        .plan(&census)
+        .map_err(|e| ApiError::Conflict(format!("the policies cannot be planned: {e}")))?;
+    let mut value: Value = serde_json::from_str(
+        &crate::plan_output::json(&plan).map_err(|e| ApiError::Internal(e.to_string()))?,
+    )
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    // A namespace-scoped token sees only its namespaces' lines.
+    let visible = |entry: &Value| {
+        entry["workload"]
+            .as_str()
+            .and_then(|w| w.split_once('/'))
+            .is_some_and(|(ns, _)| principal.sees_namespace(ns))
+    };
+    for list in ["placements", "unplaced", "moves"] {
+        if let Some(items) = value[list].as_array_mut() {
+            items.retain(|e| visible(e));
+        }
+    }
+    let current: Vec<Value> = census
+        .workloads()
+        .into_iter()
+        .filter(|(key, _)| principal.sees_namespace(&key.namespace))
+        .flat_map(|(key, copies)| {
+            copies
+                .into_iter()
+                .filter(|(_, c)| c.replicas > 0)
+                .map(move |(cluster, c)| json!({"workload": key.to_string(), "cluster": cluster, "replicas": c.replicas}))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    Ok(Json(json!({"current": current, "plan": value})))
+}
+
+async fn what_if(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Role::Viewer)?;
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::BadRequest(
+            "bad_body",
+            "the body must be UTF-8 YAML resources".to_owned(),
+        )
+    })?;
+    let mut set = ferry_policies::resources::ResourceSet::default();
+    let diagnostics = set.add_source("request", text);
+    if !diagnostics.is_empty() {
+        let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+        return Err(ApiError::BadRequest("invalid_resources", lines.join("\n")));
+    }
+    let clusters: Vec<_> = set.clusters.iter().map(|c| c.value.clone()).collect();
+    let workloads: Vec<_> = set.workloads.iter().map(|w| w.value.clone()).collect();
+    let policies: Vec<_> = set.policies.iter().map(|p| p.value.clone()).collect();
+    let mode = if workloads.iter().any(|w| w.current_cluster.is_some()) {
+        ferry_policies::engine::Mode::Rebalance
+    } else {
+        ferry_policies::engine::Mode::Fresh
+    };
+    let plan = ferry_policies::engine::plan(
+        &ferry_policies::engine::Snapshot {
+            clusters: &clusters,
+            workloads: &workloads,
+            policies: &policies,
+        },
+        mode,
+    )
+    .map_err(|e| ApiError::BadRequest("unplannable", e.to_string()))?;
+    let text = crate::plan_output::json(&plan).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+}
+
+async fn list_policies(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Role::Viewer)?;
+    Ok(Json(json!({"items": policies::list(&state)?})))
+}
+
+async fn get_policy(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Role::Viewer)?;
+    policies::list(&state)?
+        .into_iter()
+        .find(|p| p["name"] == name.as_str())
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no policy {name}")))
+}
+
+async fn put_policy(
+    State(state): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let principal = authorize(&state, &headers, Role::Admin)?;
+    let saved = policies::put(&state, &name, &body)?;
+    let _ = audit::record(
+        &state.store,
+        &principal.subject,
+        "policy.put",
+        &name,
+        Some(&client.to_string()),
+        "ok",
+    );
+    Ok(Json(saved))
+}
+
+async fn delete_policy(
+    State(state): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let principal = authorize(&state, &headers, Role::Admin)?;
+    policies::delete(&state, &name)?;
+    let _ = audit::record(
+        &state.store,
+        &principal.subject,
+        "policy.delete",
+        &name,
+        Some(&client.to_string()),
+        "ok",
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct MigrationRequest {
+    workload: String,
+    to: String,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn create_migration(
+    State(state): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let principal = authorize(&state, &headers, Role::Operator)?;
+    let request: MigrationRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(
+            "bad_body",
+            format!("expected {{\"workload\": \"ns/name\", \"to\": \"cluster\", \"dryRun\": false}}: {e}"),
+        )
+    })?;
+    let key = WorkloadKey::parse(&request.workload).ok_or_else(|| {
+        ApiError::BadRequest(
+            "bad_workload",
+            format!("`{}` is not namespace/name", request.workload),
+        )
+    })?;
+    namespace_allowed(&principal, &key.namespace)?;
+    let migration = state
+        .engine
+        .submit(
+            &key,
+            &request.to,
+            request.dry_run,
+            &principal.subject,
+            Some(&client.to_string()),
+        )
+        .await
+        .map_err(|error| match error {
+            SubmitError::UnknownCluster(_) | SubmitError::UnknownWorkload(_) => {
+                ApiError::NotFound(error.to_string())
+            }
+            SubmitError::AlreadyThere { .. } => {
+                ApiError::BadRequest("already_there", error.to_string())
+            }
+            SubmitError::Busy { .. } => ApiError::Conflict(error.to_string()),
+            SubmitError::Store(error) => error.into(),
+        })?;
+    Ok((StatusCode::ACCEPTED, Json(migration)).into_response())
+}
+
+async fn list_migrations(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let principal = authorize(&state, &headers, Role::Viewer)?;
+    let items: Vec<Migration> = state
+        .engine
+        .list()?
+        .into_iter()
+        .filter(|m| principal.sees_namespace(&m.namespace))
+        .collect();
+    Ok(Json(json!({"items": items})))
+}
+
+fn visible_migration(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<Migration, ApiError> {
+    let migration = state
+        .engine
+        .get(id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no migration {id}")))?;
+    // Out of scope looks the same as absent: a scoped token learns nothing of others.
+    if !principal.sees_namespace(&migration.namespace) {
+        return Err(ApiError::NotFound(format!("no migration {id}")));
+    }
+    Ok(migration)
+}
+
+async fn get_migration(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Migration>, ApiError> {
+    let principal = authorize(&state, &headers, Role::Viewer)?;
+    visible_migration(&state, &principal, &id).map(Json)
+}
+
+async fn cancel_migration(
+    State(state): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let principal = authorize(&state, &headers, Role::Operator)?;
+    visible_migration(&state, &principal, &id)?;
+    let migration = state
+        .engine
+        .cancel(&id, &principal.subject, Some(&client.to_string()))
+        .map_err(|error| match error {
+            CancelError::NotFound(_) => ApiError::NotFound(error.to_string()),
+            CancelError::Ended { .. } => ApiError::Conflict(error.to_string()),
+            CancelError::Store(error) => error.into(),
+        })?;
+    Ok((StatusCode::ACCEPTED, Json(migration)).into_response())
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    limit: Option<usize>,
+}
+
+async fn audit_log(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Role::Admin)?;
+    let records = state.store.list::<audit::AuditRecord>(audit::PREFIX)?;
+    let limit = query.limit.unwrap_or(500).min(10_000);
+    let items: Vec<_> = records
+        .into_iter()
+        .rev()
+        .take(limit)
+        .map(|(_, r)| r)
+        .collect();
+    Ok(Json(json!({"items": items})))
+}
+
+async fn events(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let principal = authorize(&state, &headers, Role::Viewer)?;
+    let mut receiver = state.events.subscribe();
+    let stream = async_stream(move |mut yield_event| async move {
+        yield_event(SseEvent::default().event("hello").data("{}")).await;
+        loop {
+            match receiver.recv().await {
+                Ok(event) => {
+                    if event
+                        .namespace
+                        .as_deref()
+                        .is_some_and(|ns| !principal.sees_namespace(ns))
+                    {
+                        continue;
+                    }
+                    let data = serde_json::to_string(&event).unwrap_or_else(|_| "{}".to_owned());
+                    let sse = SseEvent::default()
+                        .event(event.kind.clone())
+                        .id(event.seq.to_string())
+                        .data(data);
+                    if !yield_event(sse).await {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    let sse = SseEvent::default()
+                        .event("lagged")
+                        .data(format!("{{\"missed\": {missed}}}"));
+                    if !yield_event(sse).await {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// A stream fed by a producer task through a bounded channel; the producer learns that
+/// the client left when a send fails.
+fn async_stream<F, Fut>(producer: F) -> impl Stream<Item = Result<SseEvent, Infallible>>
+where
+    F: FnOnce(
+        Box<
+            dyn FnMut(SseEvent) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+                + Send,
+        >,
+    ) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (sender, receiver) = tokio::sync::mpsc::channel::<SseEvent>(64);
+    let send = Box::new(move |event: SseEvent| {
+        let sender = sender.clone();
+        Box::pin(async move { sender.send(event).await.is_ok() })
+            as std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+    });
+    tokio::spawn(producer(send));
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|event| (Ok(event), receiver))
+    })
+}
+
+async fn metrics(State(state): State<Shared>) -> Response {
+    let text = super::metrics::render(&state).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn openapi(State(state): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Role::Viewer)?;
+    Ok(Json(super::openapi::document()))
+}

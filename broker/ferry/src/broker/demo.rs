@@ -1,0 +1,304 @@
+//! `ferry demo`: the broker on three simulated clusters (the on-prem OpenStack cluster and
+//! two GKE regions of `examples/`, with their prices and capacity) running the example
+//! workloads where their files say they run, under the example policies.
+//!
+//! The simulated clusters keep their state in the data folder, written before a call
+//! returns, so that they outlive a broker that is killed — as real clusters would. That is
+//! what lets the crash-safety test restart the broker and check the world it left.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use ferry_adapter_sim::{SimCluster, SimClusterSpec};
+use ferry_policies::resources::ResourceSet;
+use ferry_ports::{
+    ClusterPort, ExportedWorkload, Inventory, Mark, PortError, Resources, Rollout, WorkloadKey,
+};
+use serde::{Deserialize, Serialize};
+
+use super::migration::EngineConfig;
+use super::run::{self, BrokerConfig};
+use super::world::{Member, World};
+
+/// The example federation, built into the binary so that the demo runs from anywhere.
+const EXAMPLES: [(&str, &str); 6] = [
+    (
+        "examples/clusters.yaml",
+        include_str!("../../../../examples/clusters.yaml"),
+    ),
+    (
+        "examples/policies.yaml",
+        include_str!("../../../../examples/policies.yaml"),
+    ),
+    (
+        "examples/workloads/analytics.yaml",
+        include_str!("../../../../examples/workloads/analytics.yaml"),
+    ),
+    (
+        "examples/workloads/batch.yaml",
+        include_str!("../../../../examples/workloads/batch.yaml"),
+    ),
+    (
+        "examples/workloads/payments.yaml",
+        include_str!("../../../../examples/workloads/payments.yaml"),
+    ),
+    (
+        "examples/workloads/shop.yaml",
+        include_str!("../../../../examples/workloads/shop.yaml"),
+    ),
+];
+
+/// Nodes of a simulated cluster: its capacity cut into 8-core, 32 GiB nodes.
+const NODE: Resources = Resources {
+    cpu_millis: 8_000,
+    memory_bytes: 32 << 30,
+};
+
+/// What a simulated cluster runs, as saved in the data folder.
+#[derive(Serialize, Deserialize)]
+struct SavedWorkload {
+    key: WorkloadKey,
+    labels: std::collections::BTreeMap<String, String>,
+    replicas: u32,
+    requests: Resources,
+    mark: Option<Mark>,
+}
+
+/// A simulated cluster whose state is saved to a file after every change.
+struct Persisted {
+    sim: SimCluster,
+    file: PathBuf,
+    /// Serializes saves, so that an older snapshot never overwrites a newer one.
+    saving: Mutex<()>,
+}
+
+impl Persisted {
+    async fn save(&self) -> Result<(), PortError> {
+        let inventory = self.sim.inventory().await?;
+        let saved: Vec<SavedWorkload> = inventory
+            .workloads
+            .into_iter()
+            .map(|w| SavedWorkload {
+                key: w.key,
+                labels: w.labels,
+                replicas: w.replicas,
+                requests: w.requests,
+                mark: w.mark,
+            })
+            .collect();
+        let text = serde_json::to_vec_pretty(&saved).map_err(|e| self.failed(&e.to_string()))?;
+        let _guard = self
+            .saving
+            .lock()
+            .map_err(|_| self.failed("lock poisoned"))?;
+        let temporary = self.file.with_extension("tmp");
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&temporary)?;
+            std::io::Write::write_all(&mut file, &text)?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, &self.file)?;
+            if let Some(dir) = self.file.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| self.failed(&format!("saving {}: {e}", self.file.display())))
+    }
+
+    fn failed(&self, reason: &str) -> PortError {
+        PortError::Unreachable {
+            cluster: self.sim.name().to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl ClusterPort for Persisted {
+    fn name(&self) -> &str {
+        self.sim.name()
+    }
+
+    async fn inventory(&self) -> Result<Inventory, PortError> {
+        self.sim.inventory().await
+    }
+
+    async fn export(&self, workload: &WorkloadKey) -> Result<ExportedWorkload, PortError> {
+        self.sim.export(workload).await
+    }
+
+    async fn apply(&self, workload: &ExportedWorkload, mark: &Mark) -> Result<(), PortError> {
+        self.sim.apply(workload, mark).await?;
+        self.save().await
+    }
+
+    async fn rollout(&self, workload: &WorkloadKey) -> Result<Rollout, PortError> {
+        self.sim.rollout(workload).await
+    }
+
+    async fn scale(
+        &self,
+        workload: &WorkloadKey,
+        replicas: u32,
+        mark: Option<&Mark>,
+    ) -> Result<(), PortError> {
+        self.sim.scale(workload, replicas, mark).await?;
+        self.save().await
+    }
+
+    async fn delete(&self, workload: &WorkloadKey, mark: &Mark) -> Result<(), PortError> {
+        self.sim.delete(workload, mark).await?;
+        self.save().await
+    }
+}
+
+/// The example files, parsed (they are part of the binary, so an error is a bug).
+fn examples() -> anyhow::Result<ResourceSet> {
+    let mut set = ResourceSet::default();
+    for (file, text) in EXAMPLES {
+        let diagnostics = set.add_source(file, text);
+        if let Some(first) = diagnostics.first() {
+            anyhow::bail!("the built-in example {file} does not parse: {first}");
+        }
+    }
+    Ok(set)
+}
+
+/// Builds the three simulated clusters: from the data folder if a previous run left
+/// them, from the example files otherwise.
+async fn federation(data: &Path, rollout_time: Duration) -> anyhow::Result<World> {
+    let set = examples()?;
+    let sim_dir = data.join("sim");
+    std::fs::create_dir_all(&sim_dir).with_context(|| format!("create {}", sim_dir.display()))?;
+    let mut members = Vec::new();
+    for cluster in set.clusters.iter().map(|c| &c.value) {
+        let capacity = cluster.capacity.map_or(NODE, |c| Resources {
+            cpu_millis: c.cpu_millis.saturating_sub(cluster.reserved.cpu_millis),
+            memory_bytes: c.memory_bytes.saturating_sub(cluster.reserved.memory_bytes),
+        });
+        // Capacity as whole nodes; a large cloud quota becomes many nodes, capped so the
+        // demo stays light.
+        let nodes = (capacity.cpu_millis / NODE.cpu_millis).clamp(1, 64);
+        let nodes = u32::try_from(nodes).unwrap_or(64);
+        let sim = SimCluster::new(
+            SimClusterSpec::new(cluster.name.clone(), nodes, NODE, rollout_time)
+                .with_api_latency(Duration::from_millis(5)),
+        );
+        let file = sim_dir.join(format!("{}.json", cluster.name));
+        if file.is_file() {
+            let text = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
+            let saved: Vec<SavedWorkload> = serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not a saved simulated cluster", file.display()))?;
+            for w in saved {
+                sim.run(w.key.clone(), w.labels, w.replicas, w.requests)
+                    .with_context(|| format!("restore {} on {}", w.key, cluster.name))?;
+                if let Some(mark) = &w.mark {
+                    sim.scale(&w.key, w.replicas, Some(mark))
+                        .await
+                        .with_context(|| format!("restore {} on {}", w.key, cluster.name))?;
+                }
+            }
+        } else {
+            for workload in set.workloads.iter().map(|w| &w.value) {
+                if workload.current_cluster.as_deref() == Some(cluster.name.as_str()) {
+                    let key = WorkloadKey::new(&workload.namespace, &workload.name);
+                    sim.run(
+                        key.clone(),
+                        workload.labels.clone(),
+                        workload.replicas,
+                        Resources {
+                            cpu_millis: workload.resources.cpu_millis,
+                            memory_bytes: workload.resources.memory_bytes,
+                        },
+                    )
+                    .with_context(|| format!("seed {key} on {}", cluster.name))?;
+                }
+            }
+        }
+        let port = Arc::new(Persisted {
+            sim,
+            file,
+            saving: Mutex::new(()),
+        });
+        port.save().await.context("save the simulated cluster")?;
+        members.push(Member {
+            definition: cluster.clone(),
+            port,
+        });
+    }
+    let definitions = set.workloads.iter().map(|w| w.value.clone()).collect();
+    let policies = set.policies.iter().map(|p| p.value.clone()).collect();
+    Ok(World::new(members, definitions, policies))
+}
+
+pub async fn run(
+    listen: SocketAddr,
+    data: Option<PathBuf>,
+    rollback_window: Duration,
+    rollout_time: Duration,
+) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let (data, temporary) = match data {
+        Some(data) => (data, false),
+        None => {
+            let dir = std::env::temp_dir().join(format!("ferry-demo-{}", std::process::id()));
+            (dir, true)
+        }
+    };
+    std::fs::create_dir_all(&data).with_context(|| format!("create {}", data.display()))?;
+    let world = federation(&data, rollout_time).await?;
+    let (stop_sender, stop_receiver) = tokio::sync::oneshot::channel::<()>();
+    let (running, server) = run::start(
+        world,
+        BrokerConfig {
+            listen,
+            data: data.clone(),
+            engine: EngineConfig {
+                step_deadline: Duration::from_secs(120),
+                poll: Duration::from_millis(250),
+                rollback_window,
+                max_concurrent: 4,
+            },
+        },
+        async move {
+            let _ = stop_receiver.await;
+        },
+    )
+    .await?;
+    let token = run::admin_token(&running.minter, Duration::from_secs(24 * 3600))?;
+    let url = format!("http://{}", running.addr);
+    println!("ferry demo: listening on {url}");
+    println!(
+        "  data folder:  {}{}",
+        data.display(),
+        if temporary { " (temporary)" } else { "" }
+    );
+    println!("  dashboard:    {url}/#token={token}");
+    println!("  admin token:  {token}");
+    println!("  try:          export FERRY_SERVER={url} FERRY_TOKEN={token}");
+    println!("                ferry get clusters; ferry get workloads");
+    println!("                ferry migrate batch/render --to openstack-dc1 --wait");
+    println!("Ctrl-C stops it.");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        result = server => {
+            result.context("the server task")?.context("the server")?;
+        }
+    }
+    let _ = stop_sender.send(());
+    eprintln!("ferry demo: stopped");
+    if temporary {
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    Ok(())
+}

@@ -1,0 +1,817 @@
+//! The migration engine: a stored state machine, journaled before every side effect, so
+//! that a broker killed at any instant resumes or rolls back on restart.
+//!
+//! Steps: **plan** (the workload serves on the source; the target is healthy and has
+//! room; savings), **prepare** (export the object graph from the source, check the target
+//! answers), **start** (apply on the target, marked with the migration id, and wait until
+//! it is available), **drain** (scale the source to zero and mark it Ferry's). Then, after
+//! the rollback window, the drained source is deleted. On failure, timeout or cancel the
+//! steps are undone in reverse: the source is scaled back, the target's copy deleted.
+//!
+//! Invariants:
+//! - a step is marked `running` in the store before its side effect, and `done` after;
+//!   every step is idempotent, so resuming repeats the current step;
+//! - the source keeps serving until the target is available (drain comes after start),
+//!   and rollback restores the source before it deletes the target: never zero serving
+//!   copies, and two only while a step is in flight;
+//! - one migration per workload: a lock key in the store, taken atomically on submit and
+//!   released when the migration ends;
+//! - Ferry only deletes what carries its mark.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_ports::{Mark, PortError, Rollout, WorkloadKey};
+use ferry_store::{Store, StoreError, Versioned};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use super::events::Events;
+use super::world::World;
+use super::{audit, clock};
+
+pub const PREFIX: &str = "migrations/";
+const LOCKS: &str = "locks/";
+const CANCELS: &str = "cancels/";
+/// The forward steps, in order.
+pub const STEPS: [&str; 4] = ["plan", "prepare", "start", "drain"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum State {
+    Pending,
+    Running,
+    Done,
+    RollingBack,
+    RolledBack,
+    Failed,
+    Cancelled,
+}
+
+impl State {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            State::Done | State::RolledBack | State::Failed | State::Cancelled
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StepState {
+    Pending,
+    Running,
+    Done,
+    Failed,
+    Skipped,
+    RollingBack,
+    RolledBack,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    pub name: String,
+    pub state: StepState,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Migration {
+    pub id: String,
+    pub workload: String,
+    pub namespace: String,
+    pub from: String,
+    pub to: String,
+    pub dry_run: bool,
+    pub state: State,
+    pub steps: Vec<Step>,
+    pub created_by: String,
+    pub created_at: String,
+    pub ended_at: Option<String>,
+    /// Why it failed, rolled back or was cancelled.
+    pub reason: Option<String>,
+    /// Replicas on the source when planned: what a rollback restores.
+    pub source_replicas: Option<u32>,
+    pub monthly_savings: Option<f64>,
+    /// The drained source has been deleted (after the rollback window).
+    pub source_removed: bool,
+}
+
+impl Versioned for Migration {
+    const KIND: &'static str = "migration";
+    const SCHEMA: u32 = 1;
+}
+
+/// Who holds a workload's migration lock.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Lock {
+    migration: String,
+}
+
+impl Versioned for Lock {
+    const KIND: &'static str = "migration-lock";
+    const SCHEMA: u32 = 1;
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct CancelRequest {
+    by: String,
+}
+
+impl Versioned for CancelRequest {
+    const KIND: &'static str = "migration-cancel";
+    const SCHEMA: u32 = 1;
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Longest time one step may take before the migration rolls back.
+    pub step_deadline: Duration,
+    /// How often a rollout is looked at.
+    pub poll: Duration,
+    /// How long a drained source is kept for a manual rollback before it is deleted.
+    pub rollback_window: Duration,
+    /// Migrations that run at once, broker-wide.
+    pub max_concurrent: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            step_deadline: Duration::from_secs(600),
+            poll: Duration::from_millis(500),
+            rollback_window: Duration::from_secs(600),
+            max_concurrent: 4,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("cluster {0} is not a member of this federation")]
+    UnknownCluster(String),
+    #[error("workload {0} does not run on any reachable cluster")]
+    UnknownWorkload(String),
+    #[error("workload {workload} already runs on {cluster}")]
+    AlreadyThere { workload: String, cluster: String },
+    #[error("workload {workload} is being migrated by {migration}")]
+    Busy { workload: String, migration: String },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error("no migration {0}")]
+    NotFound(String),
+    #[error("migration {id} has already ended ({state:?})")]
+    Ended { id: String, state: State },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Why a step did not complete.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Port(#[from] PortError),
+    #[error("cancelled by {0}")]
+    Cancelled(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+pub struct Engine {
+    store: Store,
+    world: Arc<World>,
+    events: Events,
+    permits: Arc<Semaphore>,
+    config: EngineConfig,
+    /// Test hook (`FERRY_TEST_PAUSE_AT=<step>:<before|after>`): stop at that boundary so
+    /// that the crash-safety test can SIGKILL the broker exactly there.
+    pause_at: Option<String>,
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 6];
+    let read = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    if read.is_err() {
+        // No kernel randomness (not a Linux host?): the clock still makes ids unique
+        // enough for one broker, and the lock keys, not ids, guard concurrency.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes.copy_from_slice(&nanos.to_le_bytes()[..6]);
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("mig-{hex}")
+}
+
+impl Engine {
+    pub fn new(store: Store, world: Arc<World>, events: Events, config: EngineConfig) -> Engine {
+        Engine {
+            store,
+            world,
+            events,
+            permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            config,
+            pause_at: std::env::var("FERRY_TEST_PAUSE_AT").ok(),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Migration>, StoreError> {
+        self.store.get(&format!("{PREFIX}{id}"))
+    }
+
+    /// Every migration, newest first.
+    pub fn list(&self) -> Result<Vec<Migration>, StoreError> {
+        let mut all: Vec<Migration> = self
+            .store
+            .list::<Migration>(PREFIX)?
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect();
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        Ok(all)
+    }
+
+    fn save(&self, migration: &Migration) -> Result<(), StoreError> {
+        self.store
+            .put(&format!("{PREFIX}{}", migration.id), migration)
+    }
+
+    /// Checks the request, takes the workload's lock, stores the migration and starts it.
+    pub async fn submit(
+        self: &Arc<Self>,
+        workload: &WorkloadKey,
+        to: &str,
+        dry_run: bool,
+        created_by: &str,
+        client: Option<&str>,
+    ) -> Result<Migration, SubmitError> {
+        if self.world.member(to).is_none() {
+            return Err(SubmitError::UnknownCluster(to.to_owned()));
+        }
+        let census = self.world.census().await;
+        let (from, _) = census
+            .locate(workload)
+            .ok_or_else(|| SubmitError::UnknownWorkload(workload.to_string()))?;
+        if from == to {
+            return Err(SubmitError::AlreadyThere {
+                workload: workload.to_string(),
+                cluster: to.to_owned(),
+            });
+        }
+        let id = random_id();
+        let lock = format!("{LOCKS}{workload}");
+        if !self.store.insert_new(
+            &lock,
+            &Lock {
+                migration: id.clone(),
+            },
+        )? {
+            let holder = self
+                .store
+                .get::<Lock>(&lock)?
+                .map_or_else(|| "another migration".to_owned(), |l| l.migration);
+            return Err(SubmitError::Busy {
+                workload: workload.to_string(),
+                migration: holder,
+            });
+        }
+        let migration = Migration {
+            id: id.clone(),
+            workload: workload.to_string(),
+            namespace: workload.namespace.clone(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            dry_run,
+            state: State::Pending,
+            steps: STEPS
+                .iter()
+                .map(|name| Step {
+                    name: (*name).to_owned(),
+                    state: StepState::Pending,
+                    started_at: None,
+                    ended_at: None,
+                    message: None,
+                })
+                .collect(),
+            created_by: created_by.to_owned(),
+            created_at: clock::now(),
+            ended_at: None,
+            reason: None,
+            source_replicas: None,
+            monthly_savings: None,
+            source_removed: false,
+        };
+        if let Err(error) = self.save(&migration) {
+            // Nothing started: give the lock back so the workload is not stuck.
+            let _ = self.store.delete(&lock);
+            return Err(error.into());
+        }
+        let _ = audit::record(
+            &self.store,
+            created_by,
+            "migration.create",
+            &format!(
+                "{id} {workload} {from} -> {to}{}",
+                if dry_run { " (dry run)" } else { "" }
+            ),
+            client,
+            "accepted",
+        );
+        self.publish_state(&migration);
+        let engine = Arc::clone(self);
+        tokio::spawn(async move { engine.run(id).await });
+        Ok(migration)
+    }
+
+    /// Asks a running migration to stop and roll back.
+    pub fn cancel(
+        &self,
+        id: &str,
+        by: &str,
+        client: Option<&str>,
+    ) -> Result<Migration, CancelError> {
+        let migration = self
+            .get(id)?
+            .ok_or_else(|| CancelError::NotFound(id.to_owned()))?;
+        if migration.state.is_final() {
+            return Err(CancelError::Ended {
+                id: id.to_owned(),
+                state: migration.state,
+            });
+        }
+        // A key of its own, so that the runner's saves cannot overwrite the request.
+        self.store.put(
+            &format!("{CANCELS}{id}"),
+            &CancelRequest { by: by.to_owned() },
+        )?;
+        let _ = audit::record(&self.store, by, "migration.cancel", id, client, "requested");
+        self.events.publish(
+            "migration.cancelRequested",
+            Some(&migration.namespace),
+            json!({"id": id, "by": by}),
+        );
+        Ok(migration)
+    }
+
+    fn cancelled_by(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .store
+            .get::<CancelRequest>(&format!("{CANCELS}{id}"))?
+            .map(|c| c.by))
+    }
+
+    /// Picks up what a previous broker process left: unfinished migrations resume (the
+    /// current step again, or the rollback), drained sources still to delete are deleted.
+    pub fn resume_all(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let mut resumed = 0;
+        for migration in self.list()? {
+            if !migration.state.is_final()
+                || (migration.state == State::Done
+                    && !migration.dry_run
+                    && !migration.source_removed)
+            {
+                resumed += 1;
+                let engine = Arc::clone(self);
+                let id = migration.id.clone();
+                tokio::spawn(async move { engine.run(id).await });
+            }
+        }
+        Ok(resumed)
+    }
+
+    fn publish_state(&self, migration: &Migration) {
+        self.events.publish(
+            "migration.state",
+            Some(&migration.namespace),
+            json!({
+                "id": migration.id, "workload": migration.workload, "from": migration.from,
+                "to": migration.to, "state": migration.state, "reason": migration.reason,
+            }),
+        );
+    }
+
+    fn publish_step(&self, migration: &Migration, step: usize) {
+        let s = &migration.steps[step];
+        self.events.publish(
+            "migration.step",
+            Some(&migration.namespace),
+            json!({
+                "id": migration.id, "workload": migration.workload, "step": s.name,
+                "state": s.state, "message": s.message,
+            }),
+        );
+        let _ = audit::record(
+            &self.store,
+            "broker",
+            "migration.step",
+            &format!("{} {}", migration.id, s.name),
+            None,
+            &format!(
+                "{:?}{}",
+                s.state,
+                s.message
+                    .as_ref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            ),
+        );
+    }
+
+    async fn pause_if_asked(&self, step: &str, boundary: &str) {
+        if self.pause_at.as_deref() == Some(&format!("{step}:{boundary}")) {
+            eprintln!("ferry: test hook: paused at {step}:{boundary}");
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Drives one migration to a final state. Runs again from the store's record after a
+    /// restart, so it never trusts what it held in memory across awaits.
+    async fn run(self: Arc<Self>, id: String) {
+        let Ok(_permit) = self.permits.clone().acquire_owned().await else {
+            return;
+        };
+        loop {
+            let migration = match self.get(&id) {
+                Ok(Some(m)) => m,
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::error!(%id, %error, "cannot read migration; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let outcome = match migration.state {
+                State::Pending => self.transition(migration, State::Running, None),
+                State::Running => self.forward(migration).await,
+                State::RollingBack => self.backward(migration).await,
+                State::Done => {
+                    self.remove_drained_source(migration).await;
+                    return;
+                }
+                State::RolledBack | State::Failed | State::Cancelled => return,
+            };
+            if let Err(error) = outcome {
+                // The store failed under us: wait and read the record again.
+                tracing::error!(%id, %error, "migration step could not be recorded; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    fn transition(
+        &self,
+        mut migration: Migration,
+        state: State,
+        reason: Option<String>,
+    ) -> Result<(), StoreError> {
+        migration.state = state;
+        if reason.is_some() {
+            migration.reason = reason;
+        }
+        if state.is_final() {
+            migration.ended_at = Some(clock::now());
+        }
+        self.save(&migration)?;
+        if state.is_final() {
+            self.store
+                .delete(&format!("{LOCKS}{}", migration.workload))?;
+            let _ = audit::record(
+                &self.store,
+                "broker",
+                "migration.end",
+                &migration.id,
+                None,
+                &format!("{state:?}"),
+            );
+        }
+        self.publish_state(&migration);
+        Ok(())
+    }
+
+    /// Runs the first step that is not done.
+    async fn forward(&self, mut migration: Migration) -> Result<(), StoreError> {
+        if let Some(by) = self.cancelled_by(&migration.id)? {
+            return self.transition(
+                migration,
+                State::RollingBack,
+                Some(format!("cancelled by {by}")),
+            );
+        }
+        let Some(index) = migration
+            .steps
+            .iter()
+            .position(|s| !matches!(s.state, StepState::Done | StepState::Skipped))
+        else {
+            return self.transition(migration, State::Done, None);
+        };
+        let name = migration.steps[index].name.clone();
+        if migration.steps[index].state != StepState::Running {
+            migration.steps[index].state = StepState::Running;
+            migration.steps[index].started_at = Some(clock::now());
+            migration.steps[index].message = None;
+            self.save(&migration)?;
+            self.publish_step(&migration, index);
+        }
+        self.pause_if_asked(&name, "before").await;
+        let result = match tokio::time::timeout(
+            self.config.step_deadline,
+            self.execute(&name, &mut migration),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(StepError::Refused(format!(
+                "step {name} did not finish within {} s",
+                self.config.step_deadline.as_secs()
+            ))),
+        };
+        self.pause_if_asked(&name, "after").await;
+        let step = &mut migration.steps[index];
+        step.ended_at = Some(clock::now());
+        match result {
+            Ok(message) => {
+                step.state = StepState::Done;
+                step.message = Some(message);
+                if migration.dry_run && name == "plan" {
+                    for later in &mut migration.steps[index + 1..] {
+                        later.state = StepState::Skipped;
+                    }
+                }
+                self.save(&migration)?;
+                self.publish_step(&migration, index);
+                Ok(())
+            }
+            Err(StepError::Store(error)) => Err(error),
+            Err(error) => {
+                step.state = StepState::Failed;
+                step.message = Some(error.to_string());
+                self.save(&migration)?;
+                self.publish_step(&migration, index);
+                let reason = format!("{name}: {error}");
+                self.transition(migration, State::RollingBack, Some(reason))
+            }
+        }
+    }
+
+    /// One forward step's side effects. Idempotent.
+    async fn execute(&self, step: &str, migration: &mut Migration) -> Result<String, StepError> {
+        let key = WorkloadKey::parse(&migration.workload)
+            .ok_or_else(|| StepError::Refused(format!("bad workload {}", migration.workload)))?;
+        let mark = Mark {
+            migration: migration.id.clone(),
+        };
+        let source = self.member(&migration.from)?;
+        let target = self.member(&migration.to)?;
+        match step {
+            "plan" => {
+                let census = self.world.census().await;
+                let running = census
+                    .copies(&key)
+                    .into_iter()
+                    .find(|(cluster, _)| *cluster == migration.from)
+                    .map(|(_, w)| w.clone())
+                    .ok_or_else(|| {
+                        StepError::Refused(format!("{key} no longer runs on {}", migration.from))
+                    })?;
+                let inventory = match census.inventories.get(&migration.to) {
+                    Some(Ok(inventory)) => inventory.clone(),
+                    Some(Err(error)) => return Err(StepError::Refused(error.to_string())),
+                    None => return Err(StepError::Refused(format!("no cluster {}", migration.to))),
+                };
+                if inventory.health != ferry_ports::Health::Ready {
+                    return Err(StepError::Refused(format!(
+                        "{} is {:?}",
+                        migration.to, inventory.health
+                    )));
+                }
+                let replicas = migration.source_replicas.unwrap_or(running.replicas);
+                let needed = running.requests.times(replicas);
+                // A copy of ours already there (a resumed plan) needs no new room.
+                let ours = inventory
+                    .workloads
+                    .iter()
+                    .any(|w| w.key == key && w.mark.as_ref() == Some(&mark));
+                let free = inventory.allocatable.minus(inventory.requested);
+                if !ours && !needed.fits_in(free) {
+                    return Err(StepError::Refused(format!(
+                        "{} has {} cpu and {} free, needs {} and {}",
+                        migration.to,
+                        ferry_policies::quantity::Cpu(free.cpu_millis),
+                        ferry_policies::quantity::Memory(free.memory_bytes),
+                        ferry_policies::quantity::Cpu(needed.cpu_millis),
+                        ferry_policies::quantity::Memory(needed.memory_bytes),
+                    )));
+                }
+                let cost = |cluster: &str| {
+                    self.world.member(cluster).map(|m| {
+                        m.definition
+                            .pricing
+                            .monthly_cost(ferry_policies::quantity::Resources::new(
+                                needed.cpu_millis,
+                                needed.memory_bytes,
+                            ))
+                    })
+                };
+                let savings = match (cost(&migration.from), cost(&migration.to)) {
+                    (Some(from), Some(to)) => ((from - to) * 100.0).round() / 100.0,
+                    _ => 0.0,
+                };
+                migration.source_replicas = Some(replicas);
+                migration.monthly_savings = Some(savings);
+                Ok(format!(
+                    "{replicas} replicas fit on {}; monthly savings {savings:.2}",
+                    migration.to
+                ))
+            }
+            "prepare" => {
+                let exported = source.export(&key).await?;
+                target.inventory().await?;
+                Ok(format!(
+                    "{} objects exported from {}; {} answers",
+                    exported.objects.len(),
+                    migration.from,
+                    migration.to
+                ))
+            }
+            "start" => {
+                let mut exported = source.export(&key).await?;
+                if let Some(replicas) = migration.source_replicas {
+                    // After a crash mid-drain the source may show fewer: apply what served.
+                    exported.replicas = replicas;
+                }
+                target.apply(&exported, &mark).await?;
+                loop {
+                    if let Some(by) = self.cancelled_by(&migration.id)? {
+                        return Err(StepError::Cancelled(by));
+                    }
+                    match target.rollout(&key).await? {
+                        Rollout::Available { replicas } => {
+                            return Ok(format!(
+                                "{replicas} replicas available on {}",
+                                migration.to
+                            ));
+                        }
+                        Rollout::Failed { reason } => return Err(StepError::Refused(reason)),
+                        Rollout::Progressing {
+                            desired,
+                            available,
+                            message,
+                        } => {
+                            self.events.publish(
+                                "migration.progress",
+                                Some(&migration.namespace),
+                                json!({"id": migration.id, "step": "start", "desired": desired,
+                                       "available": available, "message": message}),
+                            );
+                        }
+                    }
+                    tokio::time::sleep(self.config.poll).await;
+                }
+            }
+            "drain" => {
+                source.scale(&key, 0, Some(&mark)).await?;
+                Ok(format!(
+                    "{} scaled to zero; kept {} s for a rollback, then deleted",
+                    migration.from,
+                    self.config.rollback_window.as_secs()
+                ))
+            }
+            other => Err(StepError::Refused(format!("unknown step {other}"))),
+        }
+    }
+
+    fn member(&self, name: &str) -> Result<Arc<dyn ferry_ports::ClusterPort>, StepError> {
+        self.world
+            .member(name)
+            .map(|m| Arc::clone(&m.port))
+            .ok_or_else(|| StepError::Refused(format!("cluster {name} is no longer a member")))
+    }
+
+    /// Undoes, newest first, the steps with side effects: drain (scale the source back)
+    /// before start (delete the target's copy), so that a copy always serves.
+    async fn backward(&self, mut migration: Migration) -> Result<(), StoreError> {
+        let undoable = |s: &Step| {
+            matches!(s.name.as_str(), "start" | "drain")
+                && matches!(
+                    s.state,
+                    StepState::Done
+                        | StepState::Running
+                        | StepState::Failed
+                        | StepState::RollingBack
+                )
+        };
+        let Some(index) = migration.steps.iter().rposition(undoable) else {
+            let cancelled = self.cancelled_by(&migration.id)?.is_some();
+            let state = if cancelled {
+                State::Cancelled
+            } else {
+                State::RolledBack
+            };
+            return self.transition(migration, state, None);
+        };
+        let name = migration.steps[index].name.clone();
+        if migration.steps[index].state != StepState::RollingBack {
+            migration.steps[index].state = StepState::RollingBack;
+            self.save(&migration)?;
+            self.publish_step(&migration, index);
+        }
+        self.pause_if_asked(&name, "undo").await;
+        let result = self.undo(&name, &migration).await;
+        match result {
+            Ok(message) => {
+                let step = &mut migration.steps[index];
+                step.state = StepState::RolledBack;
+                step.message = Some(message);
+                step.ended_at = Some(clock::now());
+                self.save(&migration)?;
+                self.publish_step(&migration, index);
+                Ok(())
+            }
+            Err(StepError::Port(error)) if error.is_transient() => {
+                // The cluster will come back; the undo is idempotent. Try again later.
+                tracing::warn!(id = %migration.id, %error, "rollback waits for the cluster");
+                tokio::time::sleep(self.config.poll.max(Duration::from_secs(1))).await;
+                Ok(())
+            }
+            Err(StepError::Store(error)) => Err(error),
+            Err(error) => {
+                let reason = format!(
+                    "rollback of {name} failed: {error}; the workload needs a look by an operator"
+                );
+                self.transition(migration, State::Failed, Some(reason))
+            }
+        }
+    }
+
+    async fn undo(&self, step: &str, migration: &Migration) -> Result<String, StepError> {
+        let key = WorkloadKey::parse(&migration.workload)
+            .ok_or_else(|| StepError::Refused(format!("bad workload {}", migration.workload)))?;
+        let mark = Mark {
+            migration: migration.id.clone(),
+        };
+        match step {
+            "drain" => {
+                let replicas = migration.source_replicas.unwrap_or(1);
+                self.member(&migration.from)?
+                    .scale(&key, replicas, None)
+                    .await?;
+                Ok(format!("{} scaled back to {replicas}", migration.from))
+            }
+            "start" => {
+                self.member(&migration.to)?.delete(&key, &mark).await?;
+                Ok(format!("copy on {} deleted", migration.to))
+            }
+            other => Err(StepError::Refused(format!("nothing to undo for {other}"))),
+        }
+    }
+
+    /// After the rollback window, deletes the drained source (it carries our mark).
+    async fn remove_drained_source(&self, migration: Migration) {
+        if migration.dry_run || migration.source_removed {
+            return;
+        }
+        tokio::time::sleep(self.config.rollback_window).await;
+        let Some(key) = WorkloadKey::parse(&migration.workload) else {
+            return;
+        };
+        let mark = Mark {
+            migration: migration.id.clone(),
+        };
+        loop {
+            let Ok(port) = self.member(&migration.from) else {
+                return;
+            };
+            match port.delete(&key, &mark).await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(id = %migration.id, %error, "drained source not deleted yet");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }
+        // Re-read: the record may have changed while we slept.
+        if let Ok(Some(mut current)) = self.get(&migration.id) {
+            current.source_removed = true;
+            if self.save(&current).is_ok() {
+                self.events.publish(
+                    "migration.sourceRemoved",
+                    Some(&current.namespace),
+                    json!({"id": current.id, "cluster": current.from}),
+                );
+            }
+        }
+    }
+}

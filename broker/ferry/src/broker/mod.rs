@@ -1,0 +1,14 @@
+//! The broker: the service behind `ferry demo` and `ferry serve`.
+
+pub mod api;
+pub mod audit;
+pub mod clock;
+pub mod dashboard;
+pub mod demo;
+pub mod events;
+pub mod metrics;
+pub mod migration;
+pub mod openapi;
+pub mod policies;
+pub mod run;
+pub mod world;

@@ -1,0 +1,172 @@
+//! The OpenAPI 3 document of `GET /api/v1/openapi.json`, built from the route table
+//! below, which a test holds against the router (every route listed answers, none falls
+//! through to "no such route").
+
+use serde_json::{Map, Value, json};
+
+pub struct RouteDoc {
+    pub method: &'static str,
+    pub path: &'static str,
+    /// The least role that may call it; `None` for unauthenticated routes.
+    pub role: Option<&'static str>,
+    pub summary: &'static str,
+}
+
+pub const ROUTES: &[RouteDoc] = &[
+    RouteDoc {
+        method: "get",
+        path: "/healthz",
+        role: None,
+        summary: "Liveness",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/readyz",
+        role: None,
+        summary: "Readiness",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/metrics",
+        role: None,
+        summary: "Prometheus metrics",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/clusters",
+        role: Some("viewer"),
+        summary: "Clusters with provider, labels, health, capacity, usage, pricing and monthly cost",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/workloads",
+        role: Some("viewer"),
+        summary: "Workloads with their clusters, requests and monthly cost",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/placements",
+        role: Some("viewer"),
+        summary: "The current placement and the plan the policies want now, with the moves",
+    },
+    RouteDoc {
+        method: "post",
+        path: "/api/v1/plan",
+        role: Some("viewer"),
+        summary: "A what-if plan for a body of YAML resources (the output of `ferry plan -o json`)",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/policies",
+        role: Some("viewer"),
+        summary: "Placement policies in force, with their source (file or api)",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/policies/{name}",
+        role: Some("viewer"),
+        summary: "One placement policy",
+    },
+    RouteDoc {
+        method: "put",
+        path: "/api/v1/policies/{name}",
+        role: Some("admin"),
+        summary: "Create or replace a placement policy (one YAML document, validated as files are)",
+    },
+    RouteDoc {
+        method: "delete",
+        path: "/api/v1/policies/{name}",
+        role: Some("admin"),
+        summary: "Delete a policy set through the API",
+    },
+    RouteDoc {
+        method: "post",
+        path: "/api/v1/migrations",
+        role: Some("operator"),
+        summary: "Start a migration: {\"workload\": \"ns/name\", \"to\": \"cluster\", \"dryRun\": false}; 202",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/migrations",
+        role: Some("viewer"),
+        summary: "Migrations, newest first, with steps and outcome",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/migrations/{id}",
+        role: Some("viewer"),
+        summary: "One migration",
+    },
+    RouteDoc {
+        method: "post",
+        path: "/api/v1/migrations/{id}/cancel",
+        role: Some("operator"),
+        summary: "Stop a migration and roll back what was done; 202",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/events",
+        role: Some("viewer"),
+        summary: "Server-sent events: migration steps and states, policy changes",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/audit",
+        role: Some("admin"),
+        summary: "Who did what, when, from where, with what outcome",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/openapi.json",
+        role: Some("viewer"),
+        summary: "This document",
+    },
+];
+
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for route in ROUTES {
+        let entry = paths
+            .entry(route.path.to_owned())
+            .or_insert_with(|| json!({}));
+        let mut operation = json!({
+            "summary": route.summary,
+            "responses": {
+                "200": {"description": "OK"},
+                "400": {"$ref": "#/components/responses/Error"},
+                "401": {"$ref": "#/components/responses/Error"},
+                "403": {"$ref": "#/components/responses/Error"},
+                "404": {"$ref": "#/components/responses/Error"},
+            },
+        });
+        if let Some(role) = route.role {
+            operation["security"] = json!([{"bearer": []}]);
+            operation["x-ferry-role"] = json!(role);
+        } else {
+            operation["security"] = json!([]);
+        }
+        let parameters: Vec<Value> = route
+            .path
+            .split('/')
+            .filter_map(|part| part.strip_prefix('{').and_then(|p| p.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        if !parameters.is_empty() {
+            operation["parameters"] = json!(parameters);
+        }
+        entry[route.method] = operation;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Ferry broker API", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "responses": {"Error": {
+                "description": "{\"error\": {\"code\", \"message\"}}",
+                "content": {"application/json": {"schema": {"type": "object", "properties": {"error": {
+                    "type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}}},
+            }},
+        },
+    })
+}

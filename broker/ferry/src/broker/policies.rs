@@ -1,0 +1,141 @@
+//! Placement policies changed through the API. They are kept in the store and override a
+//! file policy of the same name until deleted through the API, which brings the file's
+//! version back: an operator's API change is the later, deliberate act, and the file
+//! stays the baseline that a deletion returns to (see docs/operations.md).
+
+use ferry_policies::resources::ResourceSet;
+use ferry_store::Versioned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::api::{ApiError, AppState};
+
+pub const PREFIX: &str = "policies/";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredPolicy {
+    pub name: String,
+    /// The document as the client sent it (YAML or JSON), validated.
+    pub text: String,
+}
+
+impl Versioned for StoredPolicy {
+    const KIND: &'static str = "placement-policy";
+    const SCHEMA: u32 = 1;
+}
+
+/// Parses one PlacementPolicy document; every problem is a 400 naming line and field.
+fn parse(name: &str, text: &str) -> Result<ferry_policies::model::PlacementPolicy, ApiError> {
+    let mut set = ResourceSet::default();
+    let diagnostics = set.add_source("request", text);
+    if !diagnostics.is_empty() {
+        let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+        return Err(ApiError::BadRequest("invalid_policy", lines.join("\n")));
+    }
+    if !set.clusters.is_empty() || !set.workloads.is_empty() || set.policies.len() != 1 {
+        return Err(ApiError::BadRequest(
+            "invalid_policy",
+            "the body must be exactly one PlacementPolicy document".to_owned(),
+        ));
+    }
+    let policy = set.policies.remove(0).value;
+    if policy.name != name {
+        return Err(ApiError::BadRequest(
+            "name_mismatch",
+            format!("metadata.name is {}, the path says {name}", policy.name),
+        ));
+    }
+    Ok(policy)
+}
+
+/// Recomputes the policies in force: files, overridden by the store's.
+pub fn refresh(state: &AppState) -> Result<(), ApiError> {
+    let stored = state.store.list::<StoredPolicy>(PREFIX)?;
+    let mut effective = state.world.file_policies();
+    for (_, stored) in stored {
+        let policy = parse(&stored.name, &stored.text)?;
+        effective.retain(|p| p.name != policy.name);
+        effective.push(policy);
+    }
+    effective.sort_by(|a, b| a.name.cmp(&b.name));
+    state.world.set_policies(effective);
+    Ok(())
+}
+
+pub fn list(state: &AppState) -> Result<Vec<Value>, ApiError> {
+    let stored: Vec<String> = state
+        .store
+        .list::<StoredPolicy>(PREFIX)?
+        .into_iter()
+        .map(|(_, p)| p.name)
+        .collect();
+    Ok(state
+        .world
+        .policies()
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name, "priority": p.priority,
+                "source": if stored.contains(&p.name) { "api" } else { "file" },
+            })
+        })
+        .collect())
+}
+
+pub fn put(state: &AppState, name: &str, body: &[u8]) -> Result<Value, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::BadRequest("bad_body", "the body must be UTF-8".to_owned()))?;
+    let policy = parse(name, text)?;
+    // Check it against the others before it takes effect: a priority tie with an
+    // overlapping policy is an error, and nothing changes.
+    let mut candidate = state.world.policies();
+    candidate.retain(|p| p.name != name);
+    candidate.push(policy.clone());
+    let census_free = ferry_policies::engine::plan(
+        &ferry_policies::engine::Snapshot {
+            clusters: &[],
+            workloads: &state.world.definitions(),
+            policies: &candidate,
+        },
+        ferry_policies::engine::Mode::Fresh,
+    );
+    if let Err(error @ ferry_policies::engine::PlanError::PolicyConflict { .. }) = census_free {
+        return Err(ApiError::BadRequest("policy_conflict", error.to_string()));
+    }
+    state.store.put(
+        &format!("{PREFIX}{name}"),
+        &StoredPolicy {
+            name: name.to_owned(),
+            text: text.to_owned(),
+        },
+    )?;
+    refresh(state)?;
+    state.events.publish(
+        "policies.changed",
+        None,
+        json!({"name": name, "source": "api"}),
+    );
+    Ok(json!({"name": name, "priority": policy.priority, "source": "api"}))
+}
+
+pub fn delete(state: &AppState, name: &str) -> Result<(), ApiError> {
+    let key = format!("{PREFIX}{name}");
+    if state.store.get::<StoredPolicy>(&key)?.is_none() {
+        let from_file = state.world.file_policies().iter().any(|p| p.name == name);
+        return Err(if from_file {
+            ApiError::Conflict(format!(
+                "policy {name} comes from a file; change the file to remove it"
+            ))
+        } else {
+            ApiError::NotFound(format!("no policy {name}"))
+        });
+    }
+    state.store.delete(&key)?;
+    refresh(state)?;
+    state.events.publish(
+        "policies.changed",
+        None,
+        json!({"name": name, "deleted": true}),
+    );
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! Starting the broker: the store and keys in the data folder, the migration engine (with
+//! the migrations a previous process left), the API on its listener.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use ferry_auth::{Minter, Role, VerificationKey, Verifier};
+use ferry_store::Store;
+
+use super::api::{AppState, router};
+use super::events::Events;
+use super::migration::{Engine, EngineConfig};
+use super::world::World;
+
+/// The `iss` and `aud` of the tokens this broker mints and accepts with its own key.
+pub const ISSUER: &str = "ferry";
+pub const AUDIENCE: &str = "ferry-api";
+
+pub struct BrokerConfig {
+    pub listen: SocketAddr,
+    pub data: PathBuf,
+    pub engine: EngineConfig,
+}
+
+/// A running broker.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub minter: Minter,
+}
+
+pub fn minter(data: &Path) -> anyhow::Result<Minter> {
+    let key = ferry_auth::load_or_create_hs256_key(data)
+        .with_context(|| format!("the signing key in {}", data.display()))?;
+    Ok(Minter::new(key, ISSUER, AUDIENCE))
+}
+
+/// Opens the store, resumes unfinished migrations and binds the listener; the returned
+/// future serves until `shutdown` resolves.
+pub async fn start(
+    world: World,
+    config: BrokerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(Running, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    std::fs::create_dir_all(&config.data)
+        .with_context(|| format!("create the data folder {}", config.data.display()))?;
+    let store = Store::open_sled(&config.data.join("store"))
+        .with_context(|| format!("open the store in {}", config.data.display()))?;
+    let key = ferry_auth::load_or_create_hs256_key(&config.data)
+        .with_context(|| format!("the signing key in {}", config.data.display()))?;
+    let verifier = Verifier::new(VerificationKey::Hs256(key.clone()), ISSUER, AUDIENCE)
+        .context("the token verifier")?;
+    let events = Events::new();
+    let world = Arc::new(world);
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        Arc::clone(&world),
+        events.clone(),
+        config.engine,
+    ));
+    let state = Arc::new(AppState {
+        world,
+        engine: Arc::clone(&engine),
+        store,
+        events,
+        verifier,
+        metrics: super::metrics::Metrics::default(),
+    });
+    super::policies::refresh(&state)
+        .map_err(|e| anyhow::anyhow!("the policies kept in the store: {e:?}"))?;
+    let resumed = engine.resume_all().context("read unfinished migrations")?;
+    if resumed > 0 {
+        tracing::info!(resumed, "resuming migrations a previous broker left");
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listen on {}", config.listen))?;
+    let addr = listener.local_addr().context("the bound address")?;
+    let app = router(state);
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+    });
+    Ok((
+        Running {
+            addr,
+            minter: Minter::new(key, ISSUER, AUDIENCE),
+        },
+        server,
+    ))
+}
+
+/// An admin token for the person who started the broker.
+pub fn admin_token(minter: &Minter, ttl: std::time::Duration) -> anyhow::Result<String> {
+    minter
+        .mint("demo-admin", &[Role::Admin], None, ttl)
+        .context("mint the admin token")
+}

@@ -1,0 +1,211 @@
+//! The broker's view of the federation: each member cluster's definition (its Cluster
+//! file: provider, labels, prices) with the port that reaches it, the workload
+//! definitions and the placement policies. What runs where comes from the clusters
+//! themselves (their inventories), never from a cache that could disagree with them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use ferry_policies::engine::{self, Mode, Plan, Snapshot};
+use ferry_policies::model::{Cluster, Health, PlacementPolicy, Workload};
+use ferry_policies::quantity::Resources as PlanResources;
+use ferry_ports::{ClusterPort, Inventory, PortError, RunningWorkload, WorkloadKey};
+
+/// One member: what its file says, and how to reach it.
+pub struct Member {
+    pub definition: Cluster,
+    pub port: Arc<dyn ClusterPort>,
+}
+
+pub struct World {
+    members: BTreeMap<String, Member>,
+    /// Workload definitions from files (tolerations, data size); running workloads
+    /// without one are planned from what the cluster reports.
+    definitions: Vec<Workload>,
+    /// Policies from files; the ones in force may also come from the API (`policies.rs`).
+    file_policies: Vec<PlacementPolicy>,
+    policies: RwLock<Vec<PlacementPolicy>>,
+}
+
+/// Every member's inventory at one moment (an error for the unreachable ones).
+pub struct Census {
+    pub inventories: BTreeMap<String, Result<Inventory, PortError>>,
+}
+
+impl Census {
+    /// Where a workload serves now: the cluster with replicas of it, preferring one that
+    /// Ferry did not drain.
+    pub fn locate(&self, key: &WorkloadKey) -> Option<(&str, &RunningWorkload)> {
+        self.inventories.iter().find_map(|(name, inventory)| {
+            let inventory = inventory.as_ref().ok()?;
+            inventory
+                .workloads
+                .iter()
+                .find(|w| &w.key == key && w.replicas > 0)
+                .map(|w| (name.as_str(), w))
+        })
+    }
+
+    /// Every copy of a workload, serving or drained, per cluster.
+    pub fn copies(&self, key: &WorkloadKey) -> Vec<(&str, &RunningWorkload)> {
+        self.inventories
+            .iter()
+            .filter_map(|(name, inventory)| {
+                let inventory = inventory.as_ref().ok()?;
+                let copy = inventory.workloads.iter().find(|w| &w.key == key)?;
+                Some((name.as_str(), copy))
+            })
+            .collect()
+    }
+
+    /// Every distinct workload seen, in key order, with the cluster it serves on.
+    pub fn workloads(&self) -> BTreeMap<WorkloadKey, Vec<(&str, &RunningWorkload)>> {
+        let mut all: BTreeMap<WorkloadKey, Vec<(&str, &RunningWorkload)>> = BTreeMap::new();
+        for (name, inventory) in &self.inventories {
+            if let Ok(inventory) = inventory {
+                for workload in &inventory.workloads {
+                    all.entry(workload.key.clone())
+                        .or_default()
+                        .push((name.as_str(), workload));
+                }
+            }
+        }
+        all
+    }
+}
+
+impl World {
+    pub fn new(
+        members: Vec<Member>,
+        definitions: Vec<Workload>,
+        policies: Vec<PlacementPolicy>,
+    ) -> World {
+        World {
+            members: members
+                .into_iter()
+                .map(|m| (m.definition.name.clone(), m))
+                .collect(),
+            definitions,
+            file_policies: policies.clone(),
+            policies: RwLock::new(policies),
+        }
+    }
+
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.members.get(name)
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    pub fn file_policies(&self) -> Vec<PlacementPolicy> {
+        self.file_policies.clone()
+    }
+
+    pub fn definitions(&self) -> Vec<Workload> {
+        self.definitions.clone()
+    }
+
+    pub fn policies(&self) -> Vec<PlacementPolicy> {
+        // A poisoned lock only means a writer panicked mid-replace; the value is whole.
+        self.policies
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |g| g.clone())
+    }
+
+    pub fn set_policies(&self, policies: Vec<PlacementPolicy>) {
+        match self.policies.write() {
+            Ok(mut guard) => *guard = policies,
+            Err(poisoned) => *poisoned.into_inner() = policies,
+        }
+    }
+
+    /// Every member's inventory, asked concurrently.
+    pub async fn census(&self) -> Census {
+        let asks = self.members.iter().map(|(name, member)| {
+            let port = member.port.clone();
+            async move { (name.clone(), port.inventory().await) }
+        });
+        Census {
+            inventories: futures::future::join_all(asks).await.into_iter().collect(),
+        }
+    }
+
+    /// The clusters as the planner sees them: file definitions with the health and, when
+    /// the file states none, the capacity the cluster reports.
+    pub fn plan_clusters(&self, census: &Census) -> Vec<Cluster> {
+        self.members
+            .values()
+            .map(|member| {
+                let mut cluster = member.definition.clone();
+                match census.inventories.get(&cluster.name) {
+                    Some(Ok(inventory)) => {
+                        cluster.health = Some(match inventory.health {
+                            ferry_ports::Health::Ready => Health::Ready,
+                            ferry_ports::Health::Degraded => Health::Degraded,
+                            ferry_ports::Health::Unreachable => Health::Unreachable,
+                        });
+                        if cluster.capacity.is_none() {
+                            cluster.capacity = Some(PlanResources::new(
+                                inventory.allocatable.cpu_millis,
+                                inventory.allocatable.memory_bytes,
+                            ));
+                        }
+                    }
+                    _ => cluster.health = Some(Health::Unreachable),
+                }
+                cluster
+            })
+            .collect()
+    }
+
+    /// The workloads as the planner sees them: where each serves now, with its
+    /// definition's extra fields when a file defines it.
+    pub fn plan_workloads(&self, census: &Census) -> Vec<Workload> {
+        census
+            .workloads()
+            .into_iter()
+            .filter_map(|(key, copies)| {
+                let (cluster, running) = copies
+                    .iter()
+                    .find(|(_, w)| w.replicas > 0)
+                    .or(copies.first())?;
+                let definition = self
+                    .definitions
+                    .iter()
+                    .find(|d| d.namespace == key.namespace && d.name == key.name);
+                let mut workload = definition.cloned().unwrap_or_else(|| Workload {
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                    labels: running.labels.clone(),
+                    replicas: running.replicas,
+                    resources: PlanResources::new(0, 0),
+                    data_gib: 0.0,
+                    tolerations: Vec::new(),
+                    current_cluster: None,
+                });
+                workload.replicas = running.replicas.max(1);
+                workload.resources =
+                    PlanResources::new(running.requests.cpu_millis, running.requests.memory_bytes);
+                workload.current_cluster = (running.replicas > 0).then(|| (*cluster).to_owned());
+                Some(workload)
+            })
+            .collect()
+    }
+
+    /// The plan the policies want now, from where things run.
+    pub fn plan(&self, census: &Census) -> Result<Plan, engine::PlanError> {
+        let clusters = self.plan_clusters(census);
+        let workloads = self.plan_workloads(census);
+        let policies = self.policies();
+        engine::plan(
+            &Snapshot {
+                clusters: &clusters,
+                workloads: &workloads,
+                policies: &policies,
+            },
+            Mode::Rebalance,
+        )
+    }
+}

@@ -1,0 +1,357 @@
+//! The commands that talk to a running broker over its REST API: `ferry get ...` and
+//! `ferry migrate ...`. They use exactly what any script could use.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// Why a broker command failed; `input` errors exit 2, the others 1.
+pub struct ClientError {
+    pub input: bool,
+    pub message: String,
+}
+
+impl ClientError {
+    fn operation(message: String) -> ClientError {
+        ClientError {
+            input: false,
+            message,
+        }
+    }
+}
+
+pub struct BrokerClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl BrokerClient {
+    pub fn new(server: &str, token: &str) -> Result<BrokerClient, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| ClientError::operation(format!("HTTP client: {e}")))?;
+        Ok(BrokerClient {
+            base: server.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            http,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|e| {
+            ClientError::operation(format!("cannot reach the broker at {}: {e}", self.base))
+        })?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| ClientError::operation(format!("reading the answer of {url}: {e}")))?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status.is_success() {
+            return Ok(value);
+        }
+        let message = value["error"]["message"]
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned);
+        Err(ClientError {
+            // What the user asked for is wrong (bad input, unknown names): exit 2.
+            input: matches!(status.as_u16(), 400 | 404),
+            message: format!("{} ({})", message, status.as_u16()),
+        })
+    }
+
+    pub async fn get(&self, what: &str, json_output: bool) -> Result<(), ClientError> {
+        let path = match what {
+            "clusters" | "workloads" | "migrations" | "placements" => format!("/api/v1/{what}"),
+            other => {
+                return Err(ClientError {
+                    input: true,
+                    message: format!(
+                        "cannot get {other}: clusters, workloads, migrations or placements"
+                    ),
+                });
+            }
+        };
+        let value = self.call(reqwest::Method::GET, &path, None).await?;
+        let mut out = std::io::stdout().lock();
+        if json_output {
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
+            return Ok(());
+        }
+        let s = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            Value::Null => "-".to_owned(),
+            other => other.to_string(),
+        };
+        let money = |v: &Value| {
+            v.as_f64()
+                .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"))
+        };
+        let items = value["items"].as_array().cloned().unwrap_or_default();
+        let rows: Vec<Vec<String>> = match what {
+            "clusters" => std::iter::once(
+                [
+                    "CLUSTER",
+                    "PROVIDER",
+                    "HEALTH",
+                    "CPU USED/CAPACITY",
+                    "MEMORY USED/CAPACITY",
+                    "WORKLOADS",
+                    "MONTHLY",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+            )
+            .chain(items.iter().map(|c| {
+                vec![
+                    s(&c["name"]),
+                    s(&c["provider"]),
+                    s(&c["health"]),
+                    format!("{}/{}", s(&c["used"]["cpu"]), s(&c["capacity"]["cpu"])),
+                    format!(
+                        "{}/{}",
+                        s(&c["used"]["memory"]),
+                        s(&c["capacity"]["memory"])
+                    ),
+                    s(&c["workloads"]),
+                    money(&c["monthlyCost"]),
+                ]
+            }))
+            .collect(),
+            "workloads" => std::iter::once(
+                [
+                    "WORKLOAD", "REPLICAS", "CPU", "MEMORY", "CLUSTERS", "MONTHLY",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+            )
+            .chain(items.iter().map(|w| {
+                let clusters: Vec<String> = w["placements"]
+                    .as_array()
+                    .map(|p| {
+                        p.iter()
+                            .map(|p| format!("{} x{}", s(&p["cluster"]), s(&p["replicas"])))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                vec![
+                    format!("{}/{}", s(&w["namespace"]), s(&w["name"])),
+                    s(&w["replicas"]),
+                    s(&w["resources"]["cpu"]),
+                    s(&w["resources"]["memory"]),
+                    clusters.join(", "),
+                    money(&w["monthlyCost"]),
+                ]
+            }))
+            .collect(),
+            "migrations" => std::iter::once(
+                ["ID", "WORKLOAD", "FROM", "TO", "STATE", "STEPS", "CREATED"]
+                    .map(str::to_owned)
+                    .to_vec(),
+            )
+            .chain(items.iter().map(|m| {
+                vec![
+                    s(&m["id"]),
+                    s(&m["workload"]),
+                    s(&m["from"]),
+                    s(&m["to"]),
+                    format!(
+                        "{}{}",
+                        s(&m["state"]),
+                        if m["dryRun"] == true {
+                            " (dry run)"
+                        } else {
+                            ""
+                        }
+                    ),
+                    steps_line(m),
+                    s(&m["createdAt"]),
+                ]
+            }))
+            .collect(),
+            _ => {
+                let mut rows = vec![
+                    ["WORKLOAD", "CLUSTER", "REPLICAS"]
+                        .map(str::to_owned)
+                        .to_vec(),
+                ];
+                for p in value["current"].as_array().cloned().unwrap_or_default() {
+                    rows.push(vec![s(&p["workload"]), s(&p["cluster"]), s(&p["replicas"])]);
+                }
+                let _ = write!(out, "{}", table(&rows));
+                let moves = value["plan"]["moves"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                let _ = writeln!(out, "\nmoves the policies want now: {}", moves.len());
+                let mut rows = vec![
+                    ["WORKLOAD", "FROM", "TO", "SAVINGS/MONTH"]
+                        .map(str::to_owned)
+                        .to_vec(),
+                ];
+                for m in moves {
+                    rows.push(vec![
+                        s(&m["workload"]),
+                        s(&m["from"]),
+                        s(&m["to"]),
+                        money(&m["monthlySavings"]),
+                    ]);
+                }
+                rows
+            }
+        };
+        let _ = write!(out, "{}", table(&rows));
+        Ok(())
+    }
+
+    pub async fn migrate(
+        &self,
+        workload: &str,
+        to: &str,
+        dry_run: bool,
+        wait: bool,
+        json_output: bool,
+    ) -> Result<(), ClientError> {
+        let created = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/migrations",
+                Some(json!({"workload": workload, "to": to, "dryRun": dry_run})),
+            )
+            .await?;
+        let id = created["id"].as_str().unwrap_or_default().to_owned();
+        if !wait {
+            if json_output {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&created).unwrap_or_default()
+                );
+            } else {
+                println!(
+                    "migration {id} accepted: {workload} {} -> {to}",
+                    created["from"].as_str().unwrap_or("?")
+                );
+            }
+            return Ok(());
+        }
+        let interactive = std::io::stderr().is_terminal();
+        let mut last = String::new();
+        let started = std::time::Instant::now();
+        let migration = loop {
+            let migration = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/migrations/{id}"),
+                    None,
+                )
+                .await?;
+            let line = format!(
+                "{id} {} [{}] {:.0}s",
+                migration["state"].as_str().unwrap_or("?"),
+                steps_line(&migration),
+                started.elapsed().as_secs_f64()
+            );
+            if line != last {
+                if interactive {
+                    eprint!("\r\x1b[2K{line}");
+                } else {
+                    eprintln!("{line}");
+                }
+                last = line;
+            }
+            let state = migration["state"].as_str().unwrap_or_default();
+            if matches!(state, "done" | "rolledBack" | "failed" | "cancelled") {
+                if interactive {
+                    eprintln!();
+                }
+                break migration;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        if json_output {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&migration).unwrap_or_default()
+            );
+        }
+        match migration["state"].as_str() {
+            Some("done") => {
+                if !json_output {
+                    println!(
+                        "{workload} now runs on {to}{}",
+                        migration["monthlySavings"]
+                            .as_f64()
+                            .map(|s| format!("; monthly savings {s:.2}"))
+                            .unwrap_or_default()
+                    );
+                }
+                Ok(())
+            }
+            state => Err(ClientError::operation(format!(
+                "migration {id} ended {}: {}",
+                state.unwrap_or("?"),
+                migration["reason"].as_str().unwrap_or("no reason given")
+            ))),
+        }
+    }
+}
+
+fn steps_line(migration: &Value) -> String {
+    migration["steps"]
+        .as_array()
+        .map(|steps| {
+            steps
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{}:{}",
+                        s["name"].as_str().unwrap_or("?"),
+                        s["state"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| format!("{cell:<width$}", width = widths[i]))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,814 @@
+//! The broker as users meet it: the real `ferry` binary running `ferry demo` on a loopback
+//! port, called over HTTP. The API end to end, the auth matrix, conflicts and bad input,
+//! and the crash-safety of migrations (SIGKILL at every step boundary, then a restart on
+//! the same data folder).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+/// A `ferry demo` process; killed on drop.
+struct Broker {
+    child: Child,
+    url: String,
+    admin: String,
+    data: PathBuf,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferry-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+impl Broker {
+    fn start(data: &Path, pause_at: Option<&str>) -> Broker {
+        let mut command = Command::new(FERRY);
+        command
+            .args([
+                "demo",
+                "--listen",
+                "127.0.0.1:0",
+                "--rollback-window",
+                "0s",
+                "--rollout-time",
+                "1s",
+            ])
+            .arg("--data")
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(boundary) = pause_at {
+            command.env("FERRY_TEST_PAUSE_AT", boundary);
+        }
+        let mut child = command.spawn().expect("start ferry demo");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (sender, stderr_lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        let mut url = None;
+        let mut admin = None;
+        let mut lines = BufReader::new(stdout).lines();
+        while url.is_none() || admin.is_none() {
+            let line = lines
+                .next()
+                .expect("ferry demo printed its address and token")
+                .expect("utf-8");
+            if let Some(rest) = line.strip_prefix("ferry demo: listening on ") {
+                url = Some(rest.trim().to_owned());
+            }
+            if let Some(rest) = line.trim().strip_prefix("admin token:") {
+                admin = Some(rest.trim().to_owned());
+            }
+        }
+        // Keep draining stdout so the broker never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Broker {
+            child,
+            url: url.unwrap_or_default(),
+            admin: admin.unwrap_or_default(),
+            data: data.to_path_buf(),
+            stderr: stderr_lines,
+        }
+    }
+
+    fn viewer_token(&self) -> String {
+        self.token("viewer", &[])
+    }
+
+    fn token(&self, role: &str, namespaces: &[&str]) -> String {
+        let mut command = Command::new(FERRY);
+        command.args([
+            "token",
+            "create",
+            "--role",
+            role,
+            "--subject",
+            &format!("test-{role}"),
+        ]);
+        command.arg("--data").arg(&self.data);
+        for ns in namespaces {
+            command.args(["--namespace", ns]);
+        }
+        let output = command.output().expect("ferry token create");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let client = reqwest::blocking::Client::new();
+        let mut request = client.request(
+            method.parse().expect("method"),
+            format!("{}{path}", self.url),
+        );
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().expect("the broker answers");
+        let status = response.status().as_u16();
+        let text = response.text().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let (status, body) = self.call("GET", path, Some(&self.admin), None);
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    }
+
+    fn wait_for_final(&self, id: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let m = self.get(&format!("/api/v1/migrations/{id}"));
+            if matches!(
+                m["state"].as_str(),
+                Some("done" | "rolledBack" | "failed" | "cancelled")
+            ) {
+                return m;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "migration {id} did not end: {m}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn wait_for_stderr(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(200))
+                && line.contains(needle)
+            {
+                return;
+            }
+        }
+        panic!("the broker never logged `{needle}`");
+    }
+}
+
+/// Every copy of `workload` the simulated clusters hold (read from their saved state):
+/// cluster, replicas, whether Ferry marked it.
+fn copies(data: &Path, workload: &str) -> Vec<(String, u64, bool)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(data.join("sim")).expect("sim folder") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let cluster = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let saved: Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        for w in saved.as_array().into_iter().flatten() {
+            let key = format!(
+                "{}/{}",
+                w["key"]["namespace"].as_str().unwrap_or(""),
+                w["key"]["name"].as_str().unwrap_or("")
+            );
+            if key == workload {
+                found.push((
+                    cluster.clone(),
+                    w["replicas"].as_u64().unwrap_or(0),
+                    !w["mark"].is_null(),
+                ));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Where a workload serves now, from the API.
+fn serving(broker: &Broker, workload: &str) -> Vec<String> {
+    let workloads = broker.get("/api/v1/workloads");
+    workloads["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|w| {
+            format!(
+                "{}/{}",
+                w["namespace"].as_str().unwrap_or(""),
+                w["name"].as_str().unwrap_or("")
+            ) == workload
+        })
+        .flat_map(|w| w["placements"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["cluster"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn other_cluster(broker: &Broker, workload: &str) -> (String, String) {
+    let from = serving(broker, workload)
+        .pop()
+        .expect("the workload serves somewhere");
+    let clusters = broker.get("/api/v1/clusters");
+    let to = clusters["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .find(|name| *name != from && !name.contains("us-"))
+        .expect("another cluster")
+        .to_owned();
+    (from, to)
+}
+
+#[test]
+fn api_end_to_end() {
+    let data = temp_dir("e2e");
+    let broker = Broker::start(&data, None);
+    let clusters = broker.get("/api/v1/clusters");
+    let names: Vec<&str> = clusters["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 3, "{clusters}");
+    assert!(
+        clusters["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .all(|c| c["health"] == "Ready" && c["monthlyCost"].as_f64().is_some())
+    );
+    let workloads = broker.get("/api/v1/workloads");
+    assert!(
+        workloads["items"].as_array().expect("items").len() >= 15,
+        "{workloads}"
+    );
+    let placements = broker.get("/api/v1/placements");
+    assert!(
+        placements["plan"]["placements"].is_array() && placements["current"].is_array(),
+        "{placements}"
+    );
+    let openapi = broker.get("/api/v1/openapi.json");
+    assert_eq!(openapi["openapi"], "3.0.3");
+    // Every route of the spec's table is in the document...
+    for (method, path) in [
+        ("get", "/api/v1/clusters"),
+        ("get", "/api/v1/workloads"),
+        ("get", "/api/v1/placements"),
+        ("post", "/api/v1/plan"),
+        ("get", "/api/v1/policies"),
+        ("put", "/api/v1/policies/{name}"),
+        ("delete", "/api/v1/policies/{name}"),
+        ("post", "/api/v1/migrations"),
+        ("get", "/api/v1/migrations"),
+        ("get", "/api/v1/migrations/{id}"),
+        ("post", "/api/v1/migrations/{id}/cancel"),
+        ("get", "/api/v1/events"),
+        ("get", "/api/v1/audit"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+    ] {
+        assert!(
+            openapi["paths"][path][method].is_object(),
+            "{method} {path} missing from the OpenAPI document"
+        );
+    }
+    // ...and every route in the document is served (none falls through to "no such route").
+    for (path, operations) in openapi["paths"].as_object().expect("paths") {
+        for method in operations.as_object().expect("operations").keys() {
+            if path == "/api/v1/events" {
+                continue; // a stream: checked below
+            }
+            let concrete = path
+                .replace("{name}", "no-such-policy")
+                .replace("{id}", "no-such-migration");
+            let body = (method != "get").then(|| json!({}));
+            let (status, answer) = broker.call(
+                &method.to_uppercase(),
+                &concrete,
+                Some(&broker.viewer_token()),
+                body,
+            );
+            assert!(
+                status != 405 && answer["error"]["message"] != "no such route",
+                "{method} {path}: {status} {answer}"
+            );
+            assert!(status < 500, "{method} {path}: {status} {answer}");
+        }
+    }
+
+    // Watch the event stream while a migration runs.
+    let (events_sender, events) = mpsc::channel::<String>();
+    let (url, admin) = (broker.url.clone(), broker.admin.clone());
+    std::thread::spawn(move || {
+        let response = reqwest::blocking::Client::builder()
+            .timeout(None)
+            .build()
+            .expect("client")
+            .get(format!("{url}/api/v1/events"))
+            .header("Authorization", format!("Bearer {admin}"))
+            .send()
+            .expect("events");
+        for line in BufReader::new(response).lines().map_while(Result::ok) {
+            if events_sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
+    let workload = "shop/recommendations";
+    let (from, to) = other_cluster(&broker, workload);
+    let (status, created) = broker.call(
+        "POST",
+        "/api/v1/migrations",
+        Some(&broker.admin),
+        Some(json!({"workload": workload, "to": to, "dryRun": false})),
+    );
+    assert_eq!(status, 202, "{created}");
+    assert_eq!(created["from"], from.as_str());
+    let id = created["id"].as_str().expect("id").to_owned();
+    let done = broker.wait_for_final(&id);
+    assert_eq!(done["state"], "done", "{done}");
+    let steps: Vec<(&str, &str)> = done["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or(""),
+                s["state"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("plan", "done"),
+            ("prepare", "done"),
+            ("start", "done"),
+            ("drain", "done")
+        ]
+    );
+    assert_eq!(serving(&broker, workload), std::slice::from_ref(&to));
+
+    // The stream carried the steps and the end.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline
+        && !seen.iter().any(|l: &String| {
+            l.contains(&id) && l.contains("\"done\"") && l.contains("migration.state")
+        })
+    {
+        if let Ok(line) = events.recv_timeout(Duration::from_millis(200)) {
+            seen.push(line);
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("migration.step") && l.contains(&id)),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("migration.state") && l.contains(&id) && l.contains("\"done\"")),
+        "{seen:?}"
+    );
+
+    let listed = broker.get("/api/v1/migrations");
+    assert_eq!(listed["items"][0]["id"], id.as_str());
+    let audit = broker.get("/api/v1/audit");
+    assert!(
+        audit["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|r| r["action"] == "migration.create" && r["who"] == "demo-admin")
+    );
+
+    // Dry run: planned and priced, nothing moves.
+    let (status, dry) = broker.call(
+        "POST",
+        "/api/v1/migrations",
+        Some(&broker.admin),
+        Some(json!({"workload": workload, "to": from, "dryRun": true})),
+    );
+    assert_eq!(status, 202, "{dry}");
+    let dry = broker.wait_for_final(dry["id"].as_str().expect("id"));
+    assert_eq!(dry["state"], "done");
+    assert_eq!(dry["steps"][1]["state"], "skipped");
+    assert_eq!(serving(&broker, workload), [to]);
+    let metrics = reqwest::blocking::get(format!("{}/metrics", broker.url))
+        .expect("metrics")
+        .text()
+        .expect("text");
+    assert!(
+        metrics.contains("ferry_cluster_monthly_cost{cluster=")
+            && metrics.contains("ferry_api_request_duration_seconds_count"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn auth_matrix_and_bad_input_change_nothing() {
+    let data = temp_dir("auth");
+    let broker = Broker::start(&data, None);
+    let viewer = broker.token("viewer", &[]);
+    let shop_operator = broker.token("operator", &["shop"]);
+    let other = temp_dir("auth-other-key");
+    let foreign = {
+        // A token signed with another broker's key.
+        let _other = Broker::start(&other, None);
+        _other.token("admin", &[])
+    };
+    let key = std::fs::read(data.join("jwt-hs256.key")).expect("key");
+    let craft = |claims: Value, header_alg: &str| -> String {
+        use base64_engine::encode;
+        let header = encode(
+            json!({"alg": header_alg, "typ": "JWT"})
+                .to_string()
+                .as_bytes(),
+        );
+        let payload = encode(claims.to_string().as_bytes());
+        let signing_input = format!("{header}.{payload}");
+        let signature = if header_alg == "none" {
+            String::new()
+        } else {
+            encode(&hmac_sha256(&key, signing_input.as_bytes()))
+        };
+        format!("{signing_input}.{signature}")
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = |iss: &str, aud: &str, exp: u64| json!({"sub": "x", "roles": ["admin"], "iss": iss, "aud": aud, "iat": now, "exp": exp});
+    let valid_crafted = craft(claims("ferry", "ferry-api", now + 600), "HS256");
+    let migrate = json!({"workload": "payments/api", "to": "gke-europe-west1"});
+    // (what, token, method, path, body, expected status)
+    type Case<'a> = (
+        &'a str,
+        Option<String>,
+        &'a str,
+        &'a str,
+        Option<Value>,
+        u16,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "crafted token with the right key works",
+            Some(valid_crafted),
+            "GET",
+            "/api/v1/clusters",
+            None,
+            200,
+        ),
+        ("no token", None, "GET", "/api/v1/clusters", None, 401),
+        (
+            "malformed token",
+            Some("not.a.jwt".to_owned()),
+            "GET",
+            "/api/v1/clusters",
+            None,
+            401,
+        ),
+        (
+            "wrong signature",
+            Some(foreign),
+            "GET",
+            "/api/v1/clusters",
+            None,
+            401,
+        ),
+        (
+            "alg none",
+            Some(craft(claims("ferry", "ferry-api", now + 600), "none")),
+            "GET",
+            "/api/v1/clusters",
+            None,
+            401,
+        ),
+        (
+            "expired",
+            Some(craft(claims("ferry", "ferry-api", now - 3600), "HS256")),
+            "GET",
+            "/api/v1/clusters",
+            None,
+            401,
+        ),
+        (
+            "wrong audience",
+            Some(craft(claims("ferry", "someone-else", now + 600), "HS256")),
+            "GET",
+            "/api/v1/clusters",
+            None,
+            401,
+        ),
+        (
+            "wrong issuer",
+            Some(craft(claims("evil", "ferry-api", now + 600), "HS256")),
+            "GET",
+            "/api/v1/clusters",
+            None,
+            401,
+        ),
+        (
+            "viewer cannot migrate",
+            Some(viewer.clone()),
+            "POST",
+            "/api/v1/migrations",
+            Some(migrate.clone()),
+            403,
+        ),
+        (
+            "viewer cannot read the audit log",
+            Some(viewer.clone()),
+            "GET",
+            "/api/v1/audit",
+            None,
+            403,
+        ),
+        (
+            "operator of shop cannot move payments",
+            Some(shop_operator.clone()),
+            "POST",
+            "/api/v1/migrations",
+            Some(migrate.clone()),
+            403,
+        ),
+        (
+            "bad body",
+            Some(broker.admin.clone()),
+            "POST",
+            "/api/v1/migrations",
+            Some(json!({"workload": 5})),
+            400,
+        ),
+        (
+            "unknown field",
+            Some(broker.admin.clone()),
+            "POST",
+            "/api/v1/migrations",
+            Some(json!({"workload": "shop/recommendations", "to": "x", "extra": 1})),
+            400,
+        ),
+        (
+            "not namespace/name",
+            Some(broker.admin.clone()),
+            "POST",
+            "/api/v1/migrations",
+            Some(json!({"workload": "web", "to": "gke-europe-west1"})),
+            400,
+        ),
+        (
+            "unknown cluster",
+            Some(broker.admin.clone()),
+            "POST",
+            "/api/v1/migrations",
+            Some(json!({"workload": "shop/recommendations", "to": "mars-1"})),
+            404,
+        ),
+        (
+            "unknown workload",
+            Some(broker.admin.clone()),
+            "POST",
+            "/api/v1/migrations",
+            Some(json!({"workload": "shop/nothing", "to": "gke-europe-west1"})),
+            404,
+        ),
+        (
+            "unknown migration",
+            Some(broker.admin.clone()),
+            "GET",
+            "/api/v1/migrations/mig-000000000000",
+            None,
+            404,
+        ),
+        (
+            "unknown route",
+            Some(broker.admin.clone()),
+            "GET",
+            "/api/v1/nothing",
+            None,
+            404,
+        ),
+        (
+            "invalid policy",
+            Some(broker.admin.clone()),
+            "PUT",
+            "/api/v1/policies/x",
+            Some(json!("kind: PlacementPolicy")),
+            400,
+        ),
+    ];
+    for (name, token, method, path, body, expected) in cases {
+        let (status, answer) = broker.call(method, path, token.as_deref(), body);
+        assert_eq!(status, expected, "{name}: {answer}");
+        if status >= 400 {
+            assert!(
+                answer["error"]["code"].is_string() && answer["error"]["message"].is_string(),
+                "{name}: {answer}"
+            );
+        }
+    }
+    // Nothing was started by any of them.
+    assert_eq!(
+        broker.get("/api/v1/migrations")["items"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+
+    // A namespace-scoped token sees only its namespace.
+    let (status, workloads) = broker.call("GET", "/api/v1/workloads", Some(&shop_operator), None);
+    assert_eq!(status, 200);
+    let namespaces: Vec<&str> = workloads["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|w| w["namespace"].as_str())
+        .collect();
+    assert!(
+        !namespaces.is_empty() && namespaces.iter().all(|ns| *ns == "shop"),
+        "{namespaces:?}"
+    );
+
+    // One migration per workload: a second one while the first runs gets 409.
+    let (from, to) = other_cluster(&broker, "shop/recommendations");
+    let (status, first) = broker.call(
+        "POST",
+        "/api/v1/migrations",
+        Some(&shop_operator),
+        Some(json!({"workload": "shop/recommendations", "to": to})),
+    );
+    assert_eq!(status, 202, "{first}");
+    let (status, second) = broker.call(
+        "POST",
+        "/api/v1/migrations",
+        Some(&shop_operator),
+        Some(json!({"workload": "shop/recommendations", "to": to})),
+    );
+    assert_eq!(status, 409, "{second}");
+    let first = broker.wait_for_final(first["id"].as_str().expect("id"));
+    assert_eq!(first["state"], "done", "{first}");
+    assert_ne!(from, to);
+}
+
+#[test]
+fn migrations_survive_sigkill_at_every_step_boundary() {
+    let workload = "shop/recommendations";
+    for step in ["plan", "prepare", "start", "drain"] {
+        for boundary in ["before", "after"] {
+            let at = format!("{step}:{boundary}");
+            let data = temp_dir(&format!("crash-{step}-{boundary}"));
+            let (id, from, to) = {
+                let broker = Broker::start(&data, Some(&at));
+                let (from, to) = other_cluster(&broker, workload);
+                let (status, created) = broker.call(
+                    "POST",
+                    "/api/v1/migrations",
+                    Some(&broker.admin),
+                    Some(json!({"workload": workload, "to": to})),
+                );
+                assert_eq!(status, 202, "{at}: {created}");
+                broker.wait_for_stderr(&format!("paused at {at}"));
+                // Drop sends SIGKILL: no shutdown code runs.
+                (created["id"].as_str().expect("id").to_owned(), from, to)
+            };
+            let broker = Broker::start(&data, None);
+            let end = broker.wait_for_final(&id);
+            let state = end["state"].as_str().unwrap_or_default();
+            assert!(state == "done" || state == "rolledBack", "{at}: {end}");
+            let home = if state == "done" { &to } else { &from };
+            // Exactly one serving copy, where the outcome says; the drained or rolled-back
+            // copy is gone once cleanup ran (rollback window 0 s).
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let copies = copies(&data, workload);
+                if copies.len() == 1 {
+                    assert_eq!(copies[0].0, *home, "{at}: {copies:?}");
+                    assert!(copies[0].1 > 0, "{at}: {copies:?}");
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{at}: copies left {copies:?} after {state}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            assert_eq!(
+                serving(&broker, workload),
+                std::slice::from_ref(home),
+                "{at}"
+            );
+            eprintln!("{at}: {state}");
+        }
+    }
+}
+
+#[test]
+fn cancel_rolls_back_even_when_the_broker_dies_mid_rollback() {
+    let workload = "shop/recommendations";
+    let data = temp_dir("cancel");
+    let (id, from) = {
+        let broker = Broker::start(&data, Some("start:undo"));
+        let (from, to) = other_cluster(&broker, workload);
+        let (status, created) = broker.call(
+            "POST",
+            "/api/v1/migrations",
+            Some(&broker.admin),
+            Some(json!({"workload": workload, "to": to})),
+        );
+        assert_eq!(status, 202, "{created}");
+        let id = created["id"].as_str().expect("id").to_owned();
+        // Cancel while the target's copy rolls out, so that there is something to undo.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while broker.get(&format!("/api/v1/migrations/{id}"))["steps"][2]["state"] != "running" {
+            assert!(Instant::now() < deadline, "start never ran");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (status, cancelled) = broker.call(
+            "POST",
+            &format!("/api/v1/migrations/{id}/cancel"),
+            Some(&broker.admin),
+            None,
+        );
+        assert_eq!(status, 202, "{cancelled}");
+        broker.wait_for_stderr("paused at start:undo");
+        (id, from)
+    };
+    let broker = Broker::start(&data, None);
+    let end = broker.wait_for_final(&id);
+    assert_eq!(end["state"], "cancelled", "{end}");
+    assert!(
+        end["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cancelled by")),
+        "{end}"
+    );
+    assert_eq!(
+        copies(&data, workload)
+            .iter()
+            .map(|c| (c.0.clone(), c.1 > 0, c.2))
+            .collect::<Vec<_>>(),
+        [(from.clone(), true, false)]
+    );
+    assert_eq!(serving(&broker, workload), [from]);
+    // Cancelling what has ended is a conflict, not a change.
+    let (status, _) = broker.call(
+        "POST",
+        &format!("/api/v1/migrations/{id}/cancel"),
+        Some(&broker.admin),
+        None,
+    );
+    assert_eq!(status, 409);
+}
+
+/// HMAC-SHA256, for crafting tokens the CLI would never mint (expired, wrong iss/aud).
+fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    mac.update(message);
+    mac.finalize().into_bytes().to_vec()
+}
+
+mod base64_engine {
+    use base64::Engine as _;
+    pub fn encode(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+}

@@ -1,0 +1,80 @@
+use std::error::Error as StdError;
+
+/// Everything that can go wrong in the store, each naming what it was working on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend itself failed (disk, lock, network); `location` is its path or endpoint.
+    #[error("store backend at {location}: {source}")]
+    Backend {
+        location: String,
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// The bytes under `key` are not an envelope (or the key itself is not UTF-8).
+    #[error("corrupt value at key {key:?}: {reason}")]
+    CorruptEnvelope { key: String, reason: String },
+    /// The envelope under `key` holds another kind of value than the one asked for.
+    #[error("key {key:?} holds a {found:?} value, not a {expected:?}")]
+    KindMismatch {
+        key: String,
+        expected: &'static str,
+        found: String,
+    },
+    /// The value was written by a newer broker whose schema this one cannot read.
+    #[error(
+        "key {key:?} holds a {kind:?} value of schema {found}, written by a newer broker; \
+         this broker reads up to schema {supported}"
+    )]
+    NewerSchema {
+        key: String,
+        kind: &'static str,
+        found: u32,
+        supported: u32,
+    },
+    /// `Versioned::upgrade` does not know how to bring `from` up to `to`.
+    #[error("no upgrade path for {kind:?} values from schema {from} to {to}")]
+    NoUpgradePath {
+        kind: &'static str,
+        from: u32,
+        to: u32,
+    },
+    /// Upgrading the value under `key` failed; `source` says why.
+    #[error("upgrading the {kind:?} value at key {key:?} from schema {from}: {source}")]
+    Upgrade {
+        key: String,
+        kind: &'static str,
+        from: u32,
+        #[source]
+        source: Box<StoreError>,
+    },
+    /// A value could not be turned into JSON.
+    #[error("serializing the {kind:?} value for key {key:?}: {source}")]
+    Serialize {
+        key: String,
+        kind: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored (or just upgraded) value does not fit the type's current shape.
+    #[error("deserializing the {kind:?} value at key {key:?} as schema {schema}: {source}")]
+    Deserialize {
+        key: String,
+        kind: &'static str,
+        schema: u32,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl StoreError {
+    /// A [`StoreError::Backend`], for backends outside this crate too.
+    pub fn backend(
+        location: impl Into<String>,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> StoreError {
+        StoreError::Backend {
+            location: location.into(),
+            source: source.into(),
+        }
+    }
+}
