@@ -62,6 +62,10 @@ enum Command {
         /// How long a simulated rollout takes.
         #[arg(long, default_value = "3s", value_parser = parse_duration)]
         rollout_time: std::time::Duration,
+        /// Adds this many small generated workloads (namespace `synthetic`) to the
+        /// examples' 20, spread over the clusters: for load tests and benchmarks.
+        #[arg(long, default_value_t = 0)]
+        synthetic_workloads: u32,
     },
     /// Tokens signed with a broker's key.
     Token {
@@ -200,11 +204,15 @@ fn main() -> ExitCode {
             data,
             rollback_window,
             rollout_time,
+            synthetic_workloads,
         } => in_runtime(broker::demo::run(
             listen,
             data,
-            rollback_window,
-            rollout_time,
+            broker::demo::Options {
+                rollback_window,
+                rollout_time,
+                synthetic_workloads,
+            },
         )),
         Command::Token {
             command:
@@ -391,5 +399,31 @@ fn plan(paths: &[PathBuf], mode: Option<ModeArg>, output: Output) -> Result<(), 
         result => result
             .context("writing the plan")
             .map_err(Failure::Operation),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_like_people_write_them() {
+        for (text, seconds) in [
+            ("90s", 90),
+            ("30m", 1800),
+            ("1h", 3600),
+            ("1h30m", 5400),
+            ("7d", 604_800),
+            ("0s", 0),
+        ] {
+            assert_eq!(
+                super::parse_duration(text),
+                Ok(Duration::from_secs(seconds)),
+                "{text}"
+            );
+        }
+        for bad in ["", "10", "1x", "h", "1.5h", "-1s"] {
+            assert!(super::parse_duration(bad).is_err(), "{bad}");
+        }
     }
 }

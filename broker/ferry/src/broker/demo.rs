@@ -170,7 +170,7 @@ fn examples() -> anyhow::Result<ResourceSet> {
 
 /// Builds the three simulated clusters: from the data folder if a previous run left
 /// them, from the example files otherwise.
-async fn federation(data: &Path, rollout_time: Duration) -> anyhow::Result<World> {
+async fn federation(data: &Path, rollout_time: Duration, synthetic: u32) -> anyhow::Result<World> {
     let set = examples()?;
     let sim_dir = data.join("sim");
     std::fs::create_dir_all(&sim_dir).with_context(|| format!("create {}", sim_dir.display()))?;
@@ -203,6 +203,23 @@ async fn federation(data: &Path, rollout_time: Duration) -> anyhow::Result<World
                 }
             }
         } else {
+            // Small generated workloads, dealt round-robin over the clusters.
+            let index = set
+                .clusters
+                .iter()
+                .position(|c| c.value.name == cluster.name)
+                .unwrap_or(0);
+            let count = set.clusters.len().max(1);
+            for n in (0..synthetic).filter(|n| usize::try_from(*n).unwrap_or(0) % count == index) {
+                let key = WorkloadKey::new("synthetic", &format!("load-{n:05}"));
+                let labels = [("app".to_owned(), format!("load-{n:05}"))];
+                let requests = Resources {
+                    cpu_millis: 10,
+                    memory_bytes: 16 << 20,
+                };
+                sim.run(key.clone(), labels, 1, requests)
+                    .with_context(|| format!("seed {key} on {}", cluster.name))?;
+            }
             for workload in set.workloads.iter().map(|w| &w.value) {
                 if workload.current_cluster.as_deref() == Some(cluster.name.as_str()) {
                     let key = WorkloadKey::new(&workload.namespace, &workload.name);
@@ -235,12 +252,24 @@ async fn federation(data: &Path, rollout_time: Duration) -> anyhow::Result<World
     Ok(World::new(members, definitions, policies))
 }
 
+/// How the demo runs.
+pub struct Options {
+    pub rollback_window: Duration,
+    pub rollout_time: Duration,
+    /// Generated workloads added to the examples' (for load tests).
+    pub synthetic_workloads: u32,
+}
+
 pub async fn run(
     listen: SocketAddr,
     data: Option<PathBuf>,
-    rollback_window: Duration,
-    rollout_time: Duration,
+    options: Options,
 ) -> anyhow::Result<()> {
+    let Options {
+        rollback_window,
+        rollout_time,
+        synthetic_workloads,
+    } = options;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -256,7 +285,7 @@ pub async fn run(
         }
     };
     std::fs::create_dir_all(&data).with_context(|| format!("create {}", data.display()))?;
-    let world = federation(&data, rollout_time).await?;
+    let world = federation(&data, rollout_time, synthetic_workloads).await?;
     let (stop_sender, stop_receiver) = tokio::sync::oneshot::channel::<()>();
     let (running, server) = run::start(
         world,
