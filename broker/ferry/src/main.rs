@@ -67,6 +67,12 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         synthetic_workloads: u32,
     },
+    /// The broker over the resource files its config names (watched for changes).
+    Serve {
+        /// The config file (TOML): listen, data, resources, watch-interval, [migrations].
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Tokens signed with a broker's key.
     Token {
         #[command(subcommand)]
@@ -214,6 +220,13 @@ fn main() -> ExitCode {
                 synthetic_workloads,
             },
         )),
+        Command::Serve { config } => match broker::serve::read_config(&config) {
+            Ok(parsed) => match broker::serve::check(&parsed, &config) {
+                Ok(()) => in_runtime(broker::serve::run(parsed, &config)),
+                Err(problems) => Err(Failure::Input(problems)),
+            },
+            Err(error) => Err(Failure::Input(vec![format!("error: {error}")])),
+        },
         Command::Token {
             command:
                 TokenCommand::Create {

@@ -11,4 +11,5 @@ pub mod migration;
 pub mod openapi;
 pub mod policies;
 pub mod run;
+pub mod serve;
 pub mod world;

@@ -27,6 +27,7 @@ pub struct BrokerConfig {
 /// A running broker.
 pub struct Running {
     pub addr: SocketAddr,
+    pub state: Arc<AppState>,
     pub minter: Minter,
 }
 
@@ -77,7 +78,7 @@ pub async fn start(
         .await
         .with_context(|| format!("listen on {}", config.listen))?;
     let addr = listener.local_addr().context("the bound address")?;
-    let app = router(state);
+    let app = router(Arc::clone(&state));
     let server = tokio::spawn(async move {
         axum::serve(
             listener,
@@ -89,6 +90,7 @@ pub async fn start(
     Ok((
         Running {
             addr,
+            state: Arc::clone(&state),
             minter: Minter::new(key, ISSUER, AUDIENCE),
         },
         server,

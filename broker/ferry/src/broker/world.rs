@@ -17,14 +17,30 @@ pub struct Member {
     pub port: Arc<dyn ClusterPort>,
 }
 
+/// Shared, and changed as a whole when files change (`ferry serve` reloads them), so a
+/// reader always sees one consistent version of each part.
 pub struct World {
-    members: BTreeMap<String, Member>,
+    members: RwLock<BTreeMap<String, Arc<Member>>>,
     /// Workload definitions from files (tolerations, data size); running workloads
     /// without one are planned from what the cluster reports.
-    definitions: Vec<Workload>,
+    definitions: RwLock<Vec<Workload>>,
     /// Policies from files; the ones in force may also come from the API (`policies.rs`).
-    file_policies: Vec<PlacementPolicy>,
+    file_policies: RwLock<Vec<PlacementPolicy>>,
     policies: RwLock<Vec<PlacementPolicy>>,
+}
+
+/// Reads a lock; a poisoned one only means a writer panicked mid-replace, and every
+/// writer replaces whole values, so the value is whole.
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read()
+        .map_or_else(|p| p.into_inner().clone(), |g| g.clone())
+}
+
+fn write<T>(lock: &RwLock<T>, value: T) {
+    match lock.write() {
+        Ok(mut guard) => *guard = value,
+        Err(poisoned) => *poisoned.into_inner() = value,
+    }
 }
 
 /// Every member's inventory at one moment (an error for the unreachable ones).
@@ -81,51 +97,68 @@ impl World {
         policies: Vec<PlacementPolicy>,
     ) -> World {
         World {
-            members: members
-                .into_iter()
-                .map(|m| (m.definition.name.clone(), m))
-                .collect(),
-            definitions,
-            file_policies: policies.clone(),
+            members: RwLock::new(
+                members
+                    .into_iter()
+                    .map(|m| (m.definition.name.clone(), Arc::new(m)))
+                    .collect(),
+            ),
+            definitions: RwLock::new(definitions),
+            file_policies: RwLock::new(policies.clone()),
             policies: RwLock::new(policies),
         }
     }
 
-    pub fn member(&self, name: &str) -> Option<&Member> {
-        self.members.get(name)
+    pub fn member(&self, name: &str) -> Option<Arc<Member>> {
+        read(&self.members).get(name).cloned()
     }
 
-    pub fn members(&self) -> impl Iterator<Item = &Member> {
-        self.members.values()
+    /// Every member, in name order.
+    pub fn members(&self) -> Vec<Arc<Member>> {
+        read(&self.members).into_values().collect()
+    }
+
+    /// Replaces the members, workload definitions and file policies (a reload of the
+    /// files); the caller then recomputes the policies in force.
+    pub fn replace_from_files(
+        &self,
+        members: Vec<Arc<Member>>,
+        definitions: Vec<Workload>,
+        file_policies: Vec<PlacementPolicy>,
+    ) {
+        write(
+            &self.members,
+            members
+                .into_iter()
+                .map(|m| (m.definition.name.clone(), m))
+                .collect(),
+        );
+        write(&self.definitions, definitions);
+        write(&self.file_policies, file_policies);
     }
 
     pub fn file_policies(&self) -> Vec<PlacementPolicy> {
-        self.file_policies.clone()
+        read(&self.file_policies)
     }
 
     pub fn definitions(&self) -> Vec<Workload> {
-        self.definitions.clone()
+        read(&self.definitions)
     }
 
     pub fn policies(&self) -> Vec<PlacementPolicy> {
-        // A poisoned lock only means a writer panicked mid-replace; the value is whole.
-        self.policies
-            .read()
-            .map_or_else(|p| p.into_inner().clone(), |g| g.clone())
+        read(&self.policies)
     }
 
     pub fn set_policies(&self, policies: Vec<PlacementPolicy>) {
-        match self.policies.write() {
-            Ok(mut guard) => *guard = policies,
-            Err(poisoned) => *poisoned.into_inner() = policies,
-        }
+        write(&self.policies, policies);
     }
 
     /// Every member's inventory, asked concurrently.
     pub async fn census(&self) -> Census {
-        let asks = self.members.iter().map(|(name, member)| {
+        let asks = self.members().into_iter().map(|member| {
             let port = member.port.clone();
-            async move { (name.clone(), port.inventory().await) }
+            let name = member.definition.name.clone();
+            async move { (name, port.inventory().await) }
         });
         Census {
             inventories: futures::future::join_all(asks).await.into_iter().collect(),
@@ -135,8 +168,8 @@ impl World {
     /// The clusters as the planner sees them: file definitions with the health and, when
     /// the file states none, the capacity the cluster reports.
     pub fn plan_clusters(&self, census: &Census) -> Vec<Cluster> {
-        self.members
-            .values()
+        self.members()
+            .iter()
             .map(|member| {
                 let mut cluster = member.definition.clone();
                 match census.inventories.get(&cluster.name) {
@@ -163,6 +196,7 @@ impl World {
     /// The workloads as the planner sees them: where each serves now, with its
     /// definition's extra fields when a file defines it.
     pub fn plan_workloads(&self, census: &Census) -> Vec<Workload> {
+        let definitions = self.definitions();
         census
             .workloads()
             .into_iter()
@@ -171,8 +205,7 @@ impl World {
                     .iter()
                     .find(|(_, w)| w.replicas > 0)
                     .or(copies.first())?;
-                let definition = self
-                    .definitions
+                let definition = definitions
                     .iter()
                     .find(|d| d.namespace == key.namespace && d.name == key.name);
                 let mut workload = definition.cloned().unwrap_or_else(|| Workload {

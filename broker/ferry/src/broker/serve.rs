@@ -1,0 +1,340 @@
+//! `ferry serve --config FILE`: the broker over the Cluster, Workload and PlacementPolicy
+//! files of the folders its config names, watched for changes.
+//!
+//! A changed, added or removed file takes effect without a restart; a set with an error
+//! is rejected as a whole — its errors go to the event stream (`resources.rejected`) and
+//! the log — and the last good set stays in force.
+//!
+//! Today the members must be `provider: sim`: the Kubernetes, OpenStack and GKE adapters
+//! are the next issues. A file naming another provider is refused with that reason.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use ferry_adapter_sim::{SimCluster, SimClusterSpec};
+use ferry_policies::model::Provider;
+use ferry_policies::resources::ResourceSet;
+use ferry_ports::{Resources, WorkloadKey};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::api::AppState;
+use super::migration::EngineConfig;
+use super::run::{self, BrokerConfig};
+use super::world::{Member, World};
+
+/// The config file (TOML).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Store, signing key.
+    pub data: PathBuf,
+    /// Files or folders of Cluster, Workload and PlacementPolicy documents.
+    pub resources: Vec<PathBuf>,
+    /// How often the files are looked at (default 2s).
+    #[serde(default)]
+    pub watch_interval: Option<String>,
+    #[serde(default)]
+    pub migrations: MigrationsConfig,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MigrationsConfig {
+    pub step_deadline: Option<String>,
+    pub rollback_window: Option<String>,
+    pub max_concurrent: Option<usize>,
+}
+
+/// Node size of a simulated member: its capacity is cut into nodes of this size.
+const SIM_NODE: Resources = Resources {
+    cpu_millis: 8_000,
+    memory_bytes: 32 << 30,
+};
+
+/// The files' state: modification time and size per file, to notice any change.
+fn fingerprint(paths: &[PathBuf]) -> BTreeMap<PathBuf, (Option<SystemTime>, u64)> {
+    let mut seen = BTreeMap::new();
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            seen.insert(path, (None, 0));
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                stack.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+            }
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e == "yaml" || e == "yml")
+        {
+            seen.insert(path, (meta.modified().ok(), meta.len()));
+        }
+    }
+    seen
+}
+
+/// Reads and checks the resource files; every problem, in one list.
+fn load(paths: &[PathBuf]) -> Result<ResourceSet, Vec<String>> {
+    let loaded = ferry_adapter_files::load(paths).map_err(|e| vec![e.to_string()])?;
+    let mut problems: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+    for cluster in &loaded.resources.clusters {
+        if cluster.value.provider != Provider::Sim {
+            problems.push(format!(
+                "{}:{}: cluster {}: provider {} needs its adapter, which is not built yet; only sim clusters can be served today",
+                cluster.file,
+                cluster.pos.line,
+                cluster.value.name,
+                cluster.value.provider.as_str()
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(loaded.resources)
+    } else {
+        Err(problems)
+    }
+}
+
+/// The simulated clusters by name, kept across reloads.
+type Sims = BTreeMap<String, SimCluster>;
+
+/// Members for the loaded set: a cluster already running keeps its simulated state; a new
+/// one starts with the workloads whose files say they run there.
+fn members(set: &ResourceSet, running: &Sims) -> anyhow::Result<(Vec<Arc<Member>>, Sims)> {
+    let mut members = Vec::new();
+    let mut sims = BTreeMap::new();
+    for cluster in set.clusters.iter().map(|c| &c.value) {
+        let sim = match running.get(&cluster.name) {
+            Some(sim) => sim.clone(),
+            None => {
+                let capacity = cluster.capacity.map_or(SIM_NODE, |c| Resources {
+                    cpu_millis: c.cpu_millis.saturating_sub(cluster.reserved.cpu_millis),
+                    memory_bytes: c.memory_bytes.saturating_sub(cluster.reserved.memory_bytes),
+                });
+                let nodes =
+                    u32::try_from((capacity.cpu_millis / SIM_NODE.cpu_millis).clamp(1, 256))
+                        .unwrap_or(1);
+                let sim = SimCluster::new(SimClusterSpec::new(
+                    cluster.name.clone(),
+                    nodes,
+                    SIM_NODE,
+                    Duration::from_secs(2),
+                ));
+                for workload in set.workloads.iter().map(|w| &w.value) {
+                    if workload.current_cluster.as_deref() == Some(cluster.name.as_str()) {
+                        let key = WorkloadKey::new(&workload.namespace, &workload.name);
+                        sim.run(
+                            key.clone(),
+                            workload.labels.clone(),
+                            workload.replicas,
+                            Resources {
+                                cpu_millis: workload.resources.cpu_millis,
+                                memory_bytes: workload.resources.memory_bytes,
+                            },
+                        )
+                        .with_context(|| format!("seed {key} on {}", cluster.name))?;
+                    }
+                }
+                sim
+            }
+        };
+        sims.insert(cluster.name.clone(), sim.clone());
+        members.push(Arc::new(Member {
+            definition: cluster.clone(),
+            port: Arc::new(sim),
+        }));
+    }
+    Ok((members, sims))
+}
+
+fn duration(text: Option<&str>, default: Duration, what: &str) -> anyhow::Result<Duration> {
+    text.map_or(Ok(default), |t| {
+        crate::parse_duration(t).map_err(|e| anyhow::anyhow!("config {what}: {e}"))
+    })
+}
+
+/// Reads the config; an error names the file and what is wrong.
+pub fn read_config(path: &Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The resource paths, relative ones taken from the config file's folder.
+fn resource_paths(config: &Config, config_path: &Path) -> Vec<PathBuf> {
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    config
+        .resources
+        .iter()
+        .map(|p| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            }
+        })
+        .collect()
+}
+
+/// Checks the resource files before anything starts: bad input is reported as such.
+pub fn check(config: &Config, config_path: &Path) -> Result<(), Vec<String>> {
+    load(&resource_paths(config, config_path)).map(|_| ())
+}
+
+pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // Relative paths in the config are relative to the config file.
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+    let paths = resource_paths(&config, config_path);
+    let data = resolve(&config.data);
+    let watch = duration(
+        config.watch_interval.as_deref(),
+        Duration::from_secs(2),
+        "watch-interval",
+    )?;
+    let engine = EngineConfig {
+        step_deadline: duration(
+            config.migrations.step_deadline.as_deref(),
+            Duration::from_secs(600),
+            "step-deadline",
+        )?,
+        poll: Duration::from_millis(500),
+        rollback_window: duration(
+            config.migrations.rollback_window.as_deref(),
+            Duration::from_secs(600),
+            "rollback-window",
+        )?,
+        max_concurrent: config.migrations.max_concurrent.unwrap_or(4),
+    };
+    let set = load(&paths).map_err(|problems| {
+        anyhow::anyhow!("the resource files have errors:\n{}", problems.join("\n"))
+    })?;
+    let (members, mut sims) = members(&set, &BTreeMap::new())?;
+    let world = World::new(
+        Vec::new(),
+        set.workloads.iter().map(|w| w.value.clone()).collect(),
+        set.policies.iter().map(|p| p.value.clone()).collect(),
+    );
+    world.replace_from_files(
+        members,
+        set.workloads.iter().map(|w| w.value.clone()).collect(),
+        set.policies.iter().map(|p| p.value.clone()).collect(),
+    );
+    let (stop_sender, stop_receiver) = tokio::sync::oneshot::channel::<()>();
+    let (running, server) = run::start(
+        world,
+        BrokerConfig {
+            listen: config.listen,
+            data: data.clone(),
+            engine,
+        },
+        async move {
+            let _ = stop_receiver.await;
+        },
+    )
+    .await?;
+    println!("ferry serve: listening on http://{}", running.addr);
+    println!("  data folder: {}", data.display());
+    println!(
+        "  watching:    {}",
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let state = running.state.clone();
+    let mut last = fingerprint(&paths);
+    let mut ticker = tokio::time::interval(watch);
+    let mut server = server;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            result = &mut server => {
+                result.context("the server task")?.context("the server")?;
+                break;
+            }
+            _ = ticker.tick() => {
+                let now = fingerprint(&paths);
+                if now != last {
+                    last = now;
+                    sims = reload(&state, &paths, sims);
+                }
+            }
+        }
+    }
+    let _ = stop_sender.send(());
+    eprintln!("ferry serve: stopped");
+    Ok(())
+}
+
+/// Applies the files as they are now, or keeps the last good set and says why.
+fn reload(state: &AppState, paths: &[PathBuf], sims: Sims) -> Sims {
+    let set = match load(paths) {
+        Ok(set) => set,
+        Err(problems) => {
+            tracing::warn!(
+                errors = problems.len(),
+                "resource files rejected; the last good set stays in force"
+            );
+            for problem in &problems {
+                tracing::warn!("{problem}");
+            }
+            state
+                .events
+                .publish("resources.rejected", None, json!({"errors": problems}));
+            return sims;
+        }
+    };
+    let (members, new_sims) = match members(&set, &sims) {
+        Ok(built) => built,
+        Err(error) => {
+            state.events.publish(
+                "resources.rejected",
+                None,
+                json!({"errors": [format!("{error:#}")]}),
+            );
+            return sims;
+        }
+    };
+    state.world.replace_from_files(
+        members,
+        set.workloads.iter().map(|w| w.value.clone()).collect(),
+        set.policies.iter().map(|p| p.value.clone()).collect(),
+    );
+    if let Err(error) = super::policies::refresh(state) {
+        tracing::warn!(?error, "policies kept in the store no longer fit the files");
+    }
+    let clusters: Vec<&str> = set.clusters.iter().map(|c| c.value.name.as_str()).collect();
+    tracing::info!(
+        clusters = clusters.len(),
+        policies = set.policies.len(),
+        "resource files reloaded"
+    );
+    state.events.publish(
+        "resources.reloaded",
+        None,
+        json!({"clusters": clusters, "policies": set.policies.len(), "workloads": set.workloads.len()}),
+    );
+    new_sims
+}

@@ -1,0 +1,254 @@
+//! `ferry serve --config FILE`: files as the source of truth. A changed file takes effect
+//! without a restart; an invalid one is rejected with its errors on the event stream and
+//! the last good set stays in force; bad files at start are an input error (exit 2).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+struct Served {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferry-serve-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("resources")).expect("temp dir");
+    dir
+}
+
+fn cluster(name: &str, cpu_price: f64) -> String {
+    format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: {name}\n  labels: {{residency: eu}}\nspec:\n  provider: sim\n  pricing: {{currency: USD, cpuCoreHour: {cpu_price}, memoryGiBHour: 0.004, egressGiB: 0.01}}\n  capacity: {{cpu: \"32\", memory: 128Gi}}\n---\n"
+    )
+}
+
+const WORKLOAD: &str = "apiVersion: ferry.dev/v1alpha1\nkind: Workload\nmetadata: {name: api, namespace: shop, labels: {app: api}}\nspec:\n  replicas: 2\n  resources: {cpu: \"1\", memory: 1Gi}\nstatus: {cluster: one}\n";
+
+fn policy(priority: i32) -> String {
+    format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: PlacementPolicy\nmetadata: {{name: shop}}\nspec:\n  priority: {priority}\n  workloadSelector: {{namespaces: [shop]}}\n"
+    )
+}
+
+fn write_config(dir: &Path) -> PathBuf {
+    let config = dir.join("ferry.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\ndata = \"data\"\nresources = [\"resources\"]\nwatch-interval = \"1s\"\n",
+    )
+    .expect("config");
+    config
+}
+
+fn serve(config: &Path) -> Served {
+    let mut child = Command::new(FERRY)
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ferry serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("ferry serve printed its address")
+            .expect("utf-8");
+        if let Some(rest) = line.strip_prefix("ferry serve: listening on ") {
+            break rest.trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Served { child, url }
+}
+
+fn admin_token(data: &Path) -> String {
+    let output = Command::new(FERRY)
+        .args(["token", "create", "--role", "admin", "--data"])
+        .arg(data)
+        .output()
+        .expect("token");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn get(served: &Served, token: &str, path: &str) -> Value {
+    reqwest::blocking::Client::new()
+        .get(format!("{}{path}", served.url))
+        .bearer_auth(token)
+        .send()
+        .expect("answer")
+        .json()
+        .expect("json")
+}
+
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn changed_files_take_effect_and_bad_ones_are_rejected_keeping_the_last_good_set() {
+    let dir = temp_dir("watch");
+    let resources = dir.join("resources");
+    std::fs::write(
+        resources.join("clusters.yaml"),
+        cluster("one", 0.02) + &cluster("two", 0.03),
+    )
+    .expect("write");
+    std::fs::write(resources.join("workloads.yaml"), WORKLOAD).expect("write");
+    std::fs::write(resources.join("policies.yaml"), policy(10)).expect("write");
+    let config = write_config(&dir);
+    let served = serve(&config);
+    let token = admin_token(&dir.join("data"));
+
+    let names = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(
+        names(&get(&served, &token, "/api/v1/clusters")),
+        ["one", "two"]
+    );
+    let workloads = get(&served, &token, "/api/v1/workloads");
+    assert_eq!(
+        workloads["items"][0]["placements"][0]["cluster"], "one",
+        "{workloads}"
+    );
+
+    // Events: listen for the reloads and rejections.
+    let (sender, events) = std::sync::mpsc::channel::<String>();
+    let (url, t) = (served.url.clone(), token.clone());
+    std::thread::spawn(move || {
+        let response = reqwest::blocking::Client::builder()
+            .timeout(None)
+            .build()
+            .expect("client")
+            .get(format!("{url}/api/v1/events"))
+            .bearer_auth(t)
+            .send()
+            .expect("events");
+        for line in BufReader::new(response).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A changed policy and an added cluster take effect without a restart.
+    std::fs::write(resources.join("policies.yaml"), policy(20)).expect("write");
+    std::fs::write(
+        resources.join("clusters.yaml"),
+        cluster("one", 0.02) + &cluster("two", 0.03) + &cluster("three", 0.01),
+    )
+    .expect("write");
+    eventually("the new cluster and policy priority are in force", || {
+        names(&get(&served, &token, "/api/v1/clusters")) == ["one", "three", "two"]
+            && get(&served, &token, "/api/v1/policies")["items"][0]["priority"] == 20
+    });
+    // The running workload kept its simulated state across the reload.
+    assert_eq!(
+        get(&served, &token, "/api/v1/workloads")["items"][0]["placements"][0]["cluster"],
+        "one"
+    );
+
+    // An invalid file is rejected as a whole, with its errors; the last good set stays.
+    std::fs::write(
+        resources.join("policies.yaml"),
+        policy(30).replace("priority", "priorty"),
+    )
+    .expect("write");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rejected = loop {
+        let line = events.recv_timeout(Duration::from_millis(200)).ok();
+        if let Some(line) =
+            line.filter(|l| l.starts_with("data:") && l.contains("resources.rejected"))
+        {
+            break line;
+        }
+        assert!(Instant::now() < deadline, "no resources.rejected event");
+    };
+    assert!(
+        rejected.contains("policies.yaml") && rejected.contains("priorty"),
+        "{rejected}"
+    );
+    assert_eq!(
+        get(&served, &token, "/api/v1/policies")["items"][0]["priority"],
+        20
+    );
+    assert_eq!(
+        names(&get(&served, &token, "/api/v1/clusters")),
+        ["one", "three", "two"]
+    );
+
+    // Removing a file removes what it defined.
+    std::fs::write(resources.join("policies.yaml"), policy(40)).expect("write");
+    std::fs::write(
+        resources.join("clusters.yaml"),
+        cluster("one", 0.02) + &cluster("two", 0.03),
+    )
+    .expect("write");
+    eventually("the cluster removed from the file is gone", || {
+        names(&get(&served, &token, "/api/v1/clusters")) == ["one", "two"]
+            && get(&served, &token, "/api/v1/policies")["items"][0]["priority"] == 40
+    });
+}
+
+#[test]
+fn bad_files_or_config_at_start_are_input_errors() {
+    let dir = temp_dir("bad");
+    let resources = dir.join("resources");
+    std::fs::write(
+        resources.join("clusters.yaml"),
+        cluster("one", 0.02).replace("provider: sim", "provider: gke"),
+    )
+    .expect("write");
+    let config = write_config(&dir);
+    let output = Command::new(FERRY)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("clusters.yaml") && stderr.contains("gke"),
+        "{stderr}"
+    );
+
+    std::fs::write(&config, "listen = \"nowhere\"\n").expect("config");
+    let output = Command::new(FERRY)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("ferry.toml"));
+}
