@@ -438,7 +438,9 @@ fn api_end_to_end() {
         .expect("text");
     assert!(
         metrics.contains("ferry_cluster_monthly_cost{cluster=")
-            && metrics.contains("ferry_api_request_duration_seconds_count"),
+            && metrics.contains("ferry_api_request_duration_seconds_count")
+            && metrics.contains("ferry_migration_step_seconds_count{step=\"start\"}")
+            && metrics.contains("ferry_migrations{state=\"Done\"} 2"),
         "{metrics}"
     );
 }

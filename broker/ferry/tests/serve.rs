@@ -252,3 +252,50 @@ fn bad_files_or_config_at_start_are_input_errors() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("ferry.toml"));
 }
+
+#[test]
+fn an_identity_providers_rs256_key_replaces_the_brokers_own() {
+    let dir = temp_dir("oidc");
+    std::fs::write(
+        dir.join("resources").join("clusters.yaml"),
+        cluster("one", 0.02),
+    )
+    .expect("write");
+    let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("../auth/testdata");
+    let config = dir.join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata = \"data\"\nresources = [\"resources\"]\n[auth]\nissuer = \"https://idp.example\"\naudience = \"ferry\"\nrs256-public-key = \"{}\"\n",
+            keys.join("rsa-public.pem").display()
+        ),
+    )
+    .expect("config");
+    let served = serve(&config);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let private = std::fs::read(keys.join("rsa-private.pem")).expect("test key");
+    let sign = |aud: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &serde_json::json!({"sub": "alice@idp", "roles": ["viewer"], "iss": "https://idp.example", "aud": aud, "iat": now, "exp": now + 600}),
+            &jsonwebtoken::EncodingKey::from_rsa_pem(&private).expect("pem"),
+        )
+        .expect("sign")
+    };
+    let status = |token: &str| {
+        reqwest::blocking::Client::new()
+            .get(format!("{}/api/v1/clusters", served.url))
+            .bearer_auth(token)
+            .send()
+            .expect("answer")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(status(&sign("ferry")), 200);
+    assert_eq!(status(&sign("someone-else")), 401);
+    // The broker's own HS256 tokens are not accepted when a provider signs them.
+    assert_eq!(status(&admin_token(&dir.join("data"))), 401);
+}

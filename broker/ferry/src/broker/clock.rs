@@ -30,6 +30,34 @@ pub fn rfc3339(unix: u64) -> String {
     )
 }
 
+/// The Unix time of a timestamp written by [`rfc3339`]; `None` for anything else.
+pub fn parse(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'Z' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    // Days from civil (the inverse of the algorithm in `rfc3339`).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()
+}
+
 pub fn now() -> String {
     rfc3339(unix_now())
 }
@@ -45,6 +73,20 @@ mod tests {
             (4_107_542_399, "2100-02-28T23:59:59Z"),
         ] {
             assert_eq!(super::rfc3339(unix), text);
+            assert_eq!(super::parse(text), Some(unix));
+        }
+    }
+
+    #[test]
+    fn refuses_what_it_did_not_write() {
+        for bad in [
+            "",
+            "2026-11-26",
+            "2026-13-01T00:00:00Z",
+            "2026-11-26T24:00:00Z",
+            "2026-11-26 01:00:00Z",
+        ] {
+            assert_eq!(super::parse(bad), None, "{bad}");
         }
     }
 }

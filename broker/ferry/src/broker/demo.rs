@@ -298,6 +298,7 @@ pub async fn run(
                 rollback_window,
                 max_concurrent: 4,
             },
+            auth: None,
         },
         async move {
             let _ = stop_receiver.await;

@@ -131,13 +131,42 @@ pub async fn render(state: &AppState) -> String {
         }
     }
     let _ = writeln!(out, "# TYPE ferry_migrations gauge");
+    let _ = writeln!(
+        out,
+        "# HELP ferry_migration_step_seconds Durations of finished migration steps (whole seconds, from the journal)."
+    );
+    let _ = writeln!(out, "# TYPE ferry_migration_step_seconds summary");
     if let Ok(migrations) = state.engine.list() {
         let mut by_state = std::collections::BTreeMap::new();
-        for m in migrations {
+        let mut steps: std::collections::BTreeMap<String, (u64, u64)> =
+            std::collections::BTreeMap::new();
+        for m in &migrations {
             *by_state.entry(format!("{:?}", m.state)).or_insert(0u64) += 1;
+            for step in &m.steps {
+                if let (Some(start), Some(end)) = (&step.started_at, &step.ended_at) {
+                    let (Some(start), Some(end)) =
+                        (super::clock::parse(start), super::clock::parse(end))
+                    else {
+                        continue;
+                    };
+                    let entry = steps.entry(step.name.clone()).or_default();
+                    entry.0 += end.saturating_sub(start);
+                    entry.1 += 1;
+                }
+            }
         }
         for (state, count) in by_state {
             let _ = writeln!(out, "ferry_migrations{{state=\"{state}\"}} {count}");
+        }
+        for (step, (sum, count)) in steps {
+            let _ = writeln!(
+                out,
+                "ferry_migration_step_seconds_sum{{step=\"{step}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "ferry_migration_step_seconds_count{{step=\"{step}\"}} {count}"
+            );
         }
     }
     out

@@ -22,6 +22,16 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     pub data: PathBuf,
     pub engine: EngineConfig,
+    /// Who signs the tokens this broker accepts; `None` for its own HS256 key.
+    pub auth: Option<ExternalAuth>,
+}
+
+/// An identity provider's key (OIDC): tokens are then verified with it, not the broker's
+/// own key.
+pub struct ExternalAuth {
+    pub key: VerificationKey,
+    pub issuer: String,
+    pub audience: String,
 }
 
 /// A running broker.
@@ -50,8 +60,11 @@ pub async fn start(
         .with_context(|| format!("open the store in {}", config.data.display()))?;
     let key = ferry_auth::load_or_create_hs256_key(&config.data)
         .with_context(|| format!("the signing key in {}", config.data.display()))?;
-    let verifier = Verifier::new(VerificationKey::Hs256(key.clone()), ISSUER, AUDIENCE)
-        .context("the token verifier")?;
+    let verifier = match config.auth {
+        None => Verifier::new(VerificationKey::Hs256(key.clone()), ISSUER, AUDIENCE),
+        Some(external) => Verifier::new(external.key, &external.issuer, &external.audience),
+    }
+    .context("the token verifier")?;
     let events = Events::new();
     let world = Arc::new(world);
     let engine = Arc::new(Engine::new(

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use ferry_adapter_sim::{SimCluster, SimClusterSpec};
+use ferry_auth::VerificationKey;
 use ferry_policies::model::Provider;
 use ferry_policies::resources::ResourceSet;
 use ferry_ports::{Resources, WorkloadKey};
@@ -41,6 +42,54 @@ pub struct Config {
     pub watch_interval: Option<String>,
     #[serde(default)]
     pub migrations: MigrationsConfig,
+    /// An identity provider's key; without it the broker verifies its own HS256 tokens.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+}
+
+/// Tokens signed by an OIDC provider: exactly one of the key settings.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AuthConfig {
+    pub issuer: String,
+    pub audience: String,
+    /// A PEM public key for RS256 tokens.
+    pub rs256_public_key: Option<PathBuf>,
+    /// A PEM public key for ES256 tokens.
+    pub es256_public_key: Option<PathBuf>,
+    /// A JWKS document (the provider's `jwks_uri`, saved to a file), keys chosen by `kid`.
+    pub jwks_file: Option<PathBuf>,
+}
+
+impl AuthConfig {
+    fn external(&self, base: &Path) -> anyhow::Result<run::ExternalAuth> {
+        let read = |p: &PathBuf| {
+            let path = if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            };
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("auth key file {}", path.display()))
+        };
+        let key = match (
+            &self.rs256_public_key,
+            &self.es256_public_key,
+            &self.jwks_file,
+        ) {
+            (Some(p), None, None) => VerificationKey::Rs256PublicPem(read(p)?),
+            (None, Some(p), None) => VerificationKey::Es256PublicPem(read(p)?),
+            (None, None, Some(p)) => VerificationKey::Jwks(read(p)?),
+            _ => anyhow::bail!(
+                "[auth] needs exactly one of rs256-public-key, es256-public-key, jwks-file"
+            ),
+        };
+        Ok(run::ExternalAuth {
+            key,
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -226,6 +275,10 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         )?,
         max_concurrent: config.migrations.max_concurrent.unwrap_or(4),
     };
+    let auth = match &config.auth {
+        Some(auth) => Some(auth.external(config_path.parent().unwrap_or(Path::new(".")))?),
+        None => None,
+    };
     let set = load(&paths).map_err(|problems| {
         anyhow::anyhow!("the resource files have errors:\n{}", problems.join("\n"))
     })?;
@@ -247,6 +300,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
             listen: config.listen,
             data: data.clone(),
             engine,
+            auth,
         },
         async move {
             let _ = stop_receiver.await;
