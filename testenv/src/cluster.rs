@@ -2,7 +2,6 @@
 //! kube-scheduler and kwok as processes on loopback, fake nodes of declared capacity,
 //! an admin kubeconfig and restricted identities on demand.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use kube::{Client, Config};
 use crate::Error;
 use crate::binaries::Binaries;
 use crate::pki::{Pki, random_token};
+use crate::ports::free_port;
 use crate::process::Supervised;
 
 /// How long an apiserver gets to become ready. Its post-start hooks (RBAC bootstrap,
@@ -123,18 +123,6 @@ pub struct Cluster {
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { what, source }
-}
-
-/// A free loopback port. Another process could take it before the component binds it;
-/// a component that fails to bind exits, and the error shows its log.
-fn free_port() -> Result<u16, Error> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(io("bind a free loopback port".to_owned()))?;
-    let port = listener
-        .local_addr()
-        .map_err(io("read a bound port".to_owned()))?
-        .port();
-    Ok(port)
 }
 
 fn write(path: &Path, contents: &str) -> Result<(), Error> {

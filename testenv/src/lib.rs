@@ -18,6 +18,7 @@ mod binaries;
 mod cluster;
 mod openstack;
 mod pki;
+mod ports;
 mod process;
 
 use std::path::PathBuf;

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::Error;
 use crate::pki::random_token;
+use crate::ports::free_port;
 use crate::process::{Supervised, tail};
 
 const READY: Duration = Duration::from_secs(90);
@@ -116,15 +117,6 @@ fn wal(database: &Path, log: &Path) -> Result<(), Error> {
         &[&path, "PRAGMA journal_mode=WAL;"],
         log,
     )
-}
-
-fn free_port() -> Result<u16, Error> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(io("bind a free loopback port".to_owned()))?;
-    Ok(listener
-        .local_addr()
-        .map_err(io("read a bound port".to_owned()))?
-        .port())
 }
 
 fn http_error(what: &str) -> impl FnOnce(reqwest::Error) -> Error + '_ {
