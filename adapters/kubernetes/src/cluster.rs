@@ -1,0 +1,1035 @@
+//! [`KubeCluster`]: the [`ClusterPort`] of one member cluster.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::hash::Hash;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ferry_ports::{
+    ClusterPort, ExportedWorkload, Health, Inventory, Mark, PortError, Resources, Rollout,
+    RunningWorkload, WorkloadKey,
+};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, Node, Pod, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Config, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use crate::errors::{Call, port_error};
+use crate::objects::{self, MARK_ANNOTATION};
+use crate::quantity;
+
+/// The field manager of every write: the API server then tells Ferry's fields from a
+/// user's, and a conflict names the other manager.
+pub const FIELD_MANAGER: &str = "ferry";
+
+/// Longest wait for one request (not a watch).
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Watches hold a request open for up to 290 s (the watcher's server-side timeout), so the
+/// read timeout must be longer, or every idle watch would be cut as if the API were gone.
+const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(295);
+/// How long `inventory()` waits for the first full list of every watch.
+const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A kind Ferry carries, with the names RBAC and the REST paths use.
+struct Kind {
+    kind: &'static str,
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    /// `plural.group`, as a ClusterRole and `kubectl auth can-i` name it.
+    resource: &'static str,
+}
+
+const KINDS: [Kind; 9] = [
+    Kind {
+        kind: "Namespace",
+        group: "",
+        version: "v1",
+        plural: "namespaces",
+        resource: "namespaces",
+    },
+    Kind {
+        kind: "ServiceAccount",
+        group: "",
+        version: "v1",
+        plural: "serviceaccounts",
+        resource: "serviceaccounts",
+    },
+    Kind {
+        kind: "ConfigMap",
+        group: "",
+        version: "v1",
+        plural: "configmaps",
+        resource: "configmaps",
+    },
+    Kind {
+        kind: "Secret",
+        group: "",
+        version: "v1",
+        plural: "secrets",
+        resource: "secrets",
+    },
+    Kind {
+        kind: "PersistentVolumeClaim",
+        group: "",
+        version: "v1",
+        plural: "persistentvolumeclaims",
+        resource: "persistentvolumeclaims",
+    },
+    Kind {
+        kind: "Deployment",
+        group: "apps",
+        version: "v1",
+        plural: "deployments",
+        resource: "deployments.apps",
+    },
+    Kind {
+        kind: "Service",
+        group: "",
+        version: "v1",
+        plural: "services",
+        resource: "services",
+    },
+    Kind {
+        kind: "HorizontalPodAutoscaler",
+        group: "autoscaling",
+        version: "v2",
+        plural: "horizontalpodautoscalers",
+        resource: "horizontalpodautoscalers.autoscaling",
+    },
+    Kind {
+        kind: "PodDisruptionBudget",
+        group: "policy",
+        version: "v1",
+        plural: "poddisruptionbudgets",
+        resource: "poddisruptionbudgets.policy",
+    },
+];
+
+fn kind_of(name: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.kind == name)
+}
+
+impl Kind {
+    fn api_resource(&self) -> ApiResource {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(self.group, self.version, self.kind),
+            self.plural,
+        )
+    }
+}
+
+/// Why a watch cannot keep its store current.
+#[derive(Clone, Debug)]
+struct WatchFault {
+    forbidden: bool,
+    reason: String,
+}
+
+type Faults = Arc<Mutex<BTreeMap<String, WatchFault>>>;
+
+fn lock(faults: &Faults) -> std::sync::MutexGuard<'_, BTreeMap<String, WatchFault>> {
+    faults.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn watch_fault(resource: &str, error: &watcher::Error) -> WatchFault {
+    let status_code = match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(status.code),
+        watcher::Error::WatchError(status) => Some(status.code),
+        _ => None,
+    };
+    if status_code == Some(403) {
+        WatchFault {
+            forbidden: true,
+            reason: format!(
+                "permission missing: the identity may not list and watch {resource}; grant verbs \
+                 \"list\" and \"watch\" on resource {resource:?} (see rbac/ferry-clusterrole.yaml). \
+                 The API server said: {error}"
+            ),
+        }
+    } else {
+        WatchFault {
+            forbidden: false,
+            reason: format!("watch of {resource}: {error}"),
+        }
+    }
+}
+
+/// Starts a reflector for `api`: a task that keeps the returned store current and records
+/// in `faults` under `label` whether the watch currently fails.
+fn spawn_reflector<K>(
+    api: Api<K>,
+    label: String,
+    resource: &'static str,
+    faults: Faults,
+) -> (Store<K>, JoinHandle<()>)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    // Managed fields are about half of every object and never read here.
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .map_ok(|event| event.modify(|object| object.managed_fields_mut().clear()));
+    let stream = reflector::reflector(writer, stream);
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(_) => {
+                    lock(&faults).remove(&label);
+                }
+                Err(error) => {
+                    let fault = watch_fault(resource, &error);
+                    tracing::debug!(watch = %label, reason = %fault.reason, "watch failing");
+                    lock(&faults).insert(label.clone(), fault);
+                }
+            }
+        }
+    });
+    (reader, task)
+}
+
+/// One member cluster through the Kubernetes API. Dropping it stops its watches.
+pub struct KubeCluster {
+    name: String,
+    client: Client,
+    namespaces: Vec<String>,
+    ready_timeout: Duration,
+    nodes: Store<Node>,
+    pods: Store<Pod>,
+    deployments: Vec<Store<Deployment>>,
+    faults: Faults,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for KubeCluster {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl KubeCluster {
+    /// A cluster from a kubeconfig file and one of its contexts (its current context when
+    /// `None`). Nothing is read from the environment or the in-cluster service account:
+    /// a broker that silently used its own pod's identity would act on the wrong cluster.
+    ///
+    /// `namespaces` are the ones whose Deployments the inventory reports; empty means
+    /// all. Must be called inside a tokio runtime (the watches start here).
+    pub async fn from_kubeconfig(
+        name: &str,
+        path: &Path,
+        context: Option<&str>,
+        namespaces: Vec<String>,
+    ) -> Result<KubeCluster, PortError> {
+        let rejected = |reason: String| PortError::Rejected {
+            cluster: name.to_owned(),
+            what: format!("kubeconfig {}", path.display()),
+            reason,
+        };
+        let kubeconfig = Kubeconfig::read_from(path).map_err(|e| rejected(e.to_string()))?;
+        let options = KubeConfigOptions {
+            context: context.map(str::to_owned),
+            ..KubeConfigOptions::default()
+        };
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|e| rejected(e.to_string()))?;
+        config.connect_timeout = Some(CONNECT_TIMEOUT);
+        config.read_timeout = Some(WATCH_READ_TIMEOUT);
+        config.write_timeout = Some(CALL_TIMEOUT);
+        let client = Client::try_from(config).map_err(|e| rejected(e.to_string()))?;
+        Ok(KubeCluster::from_client(name, client, namespaces))
+    }
+
+    /// A cluster from a client built elsewhere (tests). Its timeouts are the caller's;
+    /// every call still gives up after 30 s. Must be called inside a tokio runtime.
+    pub fn from_client(name: &str, client: Client, namespaces: Vec<String>) -> KubeCluster {
+        let faults: Faults = Arc::default();
+        let mut tasks = Vec::new();
+        let (nodes, task) = spawn_reflector(
+            Api::<Node>::all(client.clone()),
+            "nodes".to_owned(),
+            "nodes",
+            faults.clone(),
+        );
+        tasks.push(task);
+        // Pods of every namespace: what other tenants request takes room on the nodes too.
+        let (pods, task) = spawn_reflector(
+            Api::<Pod>::all(client.clone()),
+            "pods".to_owned(),
+            "pods",
+            faults.clone(),
+        );
+        tasks.push(task);
+        let mut deployments = Vec::new();
+        let apis: Vec<(String, Api<Deployment>)> = if namespaces.is_empty() {
+            vec![("deployments".to_owned(), Api::all(client.clone()))]
+        } else {
+            namespaces
+                .iter()
+                .map(|ns| {
+                    (
+                        format!("deployments in {ns}"),
+                        Api::namespaced(client.clone(), ns),
+                    )
+                })
+                .collect()
+        };
+        for (label, api) in apis {
+            let (store, task) = spawn_reflector(api, label, "deployments.apps", faults.clone());
+            deployments.push(store);
+            tasks.push(task);
+        }
+        KubeCluster {
+            name: name.to_owned(),
+            client,
+            namespaces,
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+            nodes,
+            pods,
+            deployments,
+            faults,
+            tasks,
+        }
+    }
+
+    /// How long the first `inventory()` waits for the watches' first lists.
+    pub fn with_ready_timeout(mut self, timeout: Duration) -> KubeCluster {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// The namespaces whose Deployments the inventory reports (empty: all).
+    pub fn namespaces(&self) -> &[String] {
+        &self.namespaces
+    }
+
+    /// The first failing watch as a port error: a missing permission is not transient.
+    fn watch_error(&self) -> Option<PortError> {
+        let faults = lock(&self.faults);
+        let fault = faults
+            .values()
+            .find(|f| f.forbidden)
+            .or_else(|| faults.values().next())?;
+        Some(if fault.forbidden {
+            PortError::Rejected {
+                cluster: self.name.clone(),
+                what: "the inventory's watches".to_owned(),
+                reason: fault.reason.clone(),
+            }
+        } else {
+            PortError::Unreachable {
+                cluster: self.name.clone(),
+                reason: fault.reason.clone(),
+            }
+        })
+    }
+
+    async fn wait_ready(&self) -> Result<(), PortError> {
+        let all = async {
+            self.nodes.wait_until_ready().await?;
+            self.pods.wait_until_ready().await?;
+            for store in &self.deployments {
+                store.wait_until_ready().await?;
+            }
+            Ok::<(), reflector::store::WriterDropped>(())
+        };
+        match tokio::time::timeout(self.ready_timeout, all).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(PortError::Unreachable {
+                cluster: self.name.clone(),
+                reason: "the inventory's watches stopped".to_owned(),
+            }),
+            Err(_) => Err(self
+                .watch_error()
+                .unwrap_or_else(|| PortError::Unreachable {
+                    cluster: self.name.clone(),
+                    reason: format!(
+                        "the watches did not complete their first list within {:?}",
+                        self.ready_timeout
+                    ),
+                })),
+        }
+    }
+
+    /// Runs one request with [`CALL_TIMEOUT`], its error in the port's words.
+    async fn call<T>(
+        &self,
+        call: Call,
+        request: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, PortError> {
+        match tokio::time::timeout(CALL_TIMEOUT, request).await {
+            Ok(result) => result.map_err(|error| port_error(&self.name, &call, error)),
+            Err(_) => Err(PortError::Timeout {
+                cluster: self.name.clone(),
+                seconds: CALL_TIMEOUT.as_secs(),
+            }),
+        }
+    }
+
+    fn not_found(&self, key: &WorkloadKey) -> PortError {
+        PortError::NotFound {
+            cluster: self.name.clone(),
+            what: format!("Deployment {key}"),
+        }
+    }
+
+    async fn deployment(&self, key: &WorkloadKey) -> Result<Option<Deployment>, PortError> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &key.namespace);
+        self.call(
+            Call::new("get", "deployments.apps", key.to_string()),
+            api.get_opt(&key.name),
+        )
+        .await
+    }
+
+    async fn get_value<K>(
+        &self,
+        resource: &'static str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, PortError>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + serde::Serialize
+            + Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
+        let object = self
+            .call(
+                Call::new("get", resource, format!("{namespace}/{name}")),
+                api.get_opt(name),
+            )
+            .await?;
+        object.map(|o| to_value(&self.name, &o)).transpose()
+    }
+
+    async fn list_values<K>(
+        &self,
+        resource: &'static str,
+        namespace: &str,
+    ) -> Result<Vec<Value>, PortError>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + serde::Serialize
+            + Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
+        let list = self
+            .call(
+                Call::new("list", resource, format!("in namespace {namespace}")),
+                api.list(&ListParams::default()),
+            )
+            .await?;
+        list.items.iter().map(|o| to_value(&self.name, o)).collect()
+    }
+
+    /// The objects a Deployment uses in its namespace, uncleaned, in apply order: those
+    /// before it (ServiceAccount, ConfigMaps, Secrets) and those after it (Services, HPAs,
+    /// PDBs). A referenced object that does not exist is skipped (pods mark such a
+    /// reference `optional`, or fail on the source as well).
+    async fn dependents(
+        &self,
+        key: &WorkloadKey,
+        deployment: &Value,
+    ) -> Result<(Vec<Value>, Vec<Value>), PortError> {
+        let namespace = key.namespace.as_str();
+        let pod_spec = deployment
+            .pointer("/spec/template/spec")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let template_labels: BTreeMap<String, String> = deployment
+            .pointer("/spec/template/metadata/labels")
+            .cloned()
+            .and_then(|labels| serde_json::from_value(labels).ok())
+            .unwrap_or_default();
+        let refs = objects::references(&pod_spec);
+        let mut before = Vec::new();
+        let missing = |kind: &str, name: &str| {
+            tracing::warn!(workload = %key, kind, name, "referenced object not found; not carried");
+        };
+        if let Some(account) = &refs.service_account {
+            match self
+                .get_value::<ServiceAccount>("serviceaccounts", namespace, account)
+                .await?
+            {
+                Some(object) => before.push(object),
+                None => missing("ServiceAccount", account),
+            }
+        }
+        for name in &refs.config_maps {
+            match self
+                .get_value::<ConfigMap>("configmaps", namespace, name)
+                .await?
+            {
+                Some(object) => before.push(object),
+                None => missing("ConfigMap", name),
+            }
+        }
+        for name in &refs.secrets {
+            match self.get_value::<Secret>("secrets", namespace, name).await? {
+                Some(object) => before.push(object),
+                None => missing("Secret", name),
+            }
+        }
+        let mut after = Vec::new();
+        for service in self.list_values::<Service>("services", namespace).await? {
+            if objects::service_selects(service.pointer("/spec/selector"), &template_labels) {
+                after.push(service);
+            }
+        }
+        for hpa in self
+            .list_values::<HorizontalPodAutoscaler>(
+                "horizontalpodautoscalers.autoscaling",
+                namespace,
+            )
+            .await?
+        {
+            let target = hpa.pointer("/spec/scaleTargetRef");
+            let kind = target.and_then(|t| t.get("kind")).and_then(Value::as_str);
+            let name = target.and_then(|t| t.get("name")).and_then(Value::as_str);
+            if kind == Some("Deployment") && name == Some(key.name.as_str()) {
+                after.push(hpa);
+            }
+        }
+        for pdb in self
+            .list_values::<PodDisruptionBudget>("poddisruptionbudgets.policy", namespace)
+            .await?
+        {
+            if objects::label_selector_selects(pdb.pointer("/spec/selector"), &template_labels) {
+                after.push(pdb);
+            }
+        }
+        Ok((before, after))
+    }
+
+    fn dynamic(&self, kind: &Kind, namespace: Option<&str>) -> Api<DynamicObject> {
+        let resource = kind.api_resource();
+        match namespace {
+            Some(namespace) => Api::namespaced_with(self.client.clone(), namespace, &resource),
+            None => Api::all_with(self.client.clone(), &resource),
+        }
+    }
+
+    /// Server-side apply of one object, never forced: a field another manager holds is
+    /// theirs, and the conflict goes back to the engine.
+    async fn server_side_apply(
+        &self,
+        kind: &Kind,
+        namespace: Option<&str>,
+        object: &Value,
+    ) -> Result<(), PortError> {
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let params = PatchParams::apply(FIELD_MANAGER);
+        let api = self.dynamic(kind, namespace);
+        let what = match namespace {
+            Some(namespace) => format!("{namespace}/{name}"),
+            None => name.to_owned(),
+        };
+        self.call(
+            Call::new("patch", kind.resource, what),
+            api.patch(name, &params, &Patch::Apply(object)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_object(
+        &self,
+        kind: &Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), PortError> {
+        let api = self.dynamic(kind, Some(namespace));
+        match self
+            .call(
+                Call::new("delete", kind.resource, format!("{namespace}/{name}")),
+                api.delete(name, &DeleteParams::foreground()),
+            )
+            .await
+        {
+            Ok(_) | Err(PortError::NotFound { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn pending_reason(
+        &self,
+        key: &WorkloadKey,
+        deployment: &Deployment,
+    ) -> Result<Option<String>, PortError> {
+        let Some(selector) = deployment.spec.as_ref().map(|s| &s.selector) else {
+            return Ok(None);
+        };
+        let selector_value = serde_json::to_value(selector).unwrap_or(Value::Null);
+        let label_query = selector
+            .match_labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
+        let pods = self
+            .call(
+                Call::new("list", "pods", format!("in namespace {}", key.namespace)),
+                api.list(&ListParams::default().labels(&label_query)),
+            )
+            .await?;
+        let reason = pods
+            .items
+            .iter()
+            .filter(|pod| {
+                let labels: BTreeMap<String, String> = pod.labels().clone();
+                objects::label_selector_selects(Some(&selector_value), &labels)
+            })
+            .filter_map(|pod| pod.status.as_ref())
+            .filter(|status| status.phase.as_deref() == Some("Pending"))
+            .flat_map(|status| status.conditions.iter().flatten())
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+            .and_then(|c| c.message.clone().or_else(|| c.reason.clone()));
+        Ok(reason)
+    }
+}
+
+fn to_value<T: serde::Serialize>(cluster: &str, object: &T) -> Result<Value, PortError> {
+    serde_json::to_value(object).map_err(|error| PortError::Rejected {
+        cluster: cluster.to_owned(),
+        what: "an object read from the API".to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+fn node_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+}
+
+fn node_allocatable(node: &Node) -> Resources {
+    let allocatable = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
+    let read = |key: &str, parse: fn(&str) -> Result<u64, quantity::QuantityError>| {
+        allocatable
+            .and_then(|a| a.get(key))
+            .and_then(|q| parse(&q.0).ok())
+            .unwrap_or(0)
+    };
+    Resources {
+        cpu_millis: read("cpu", quantity::cpu_millis),
+        memory_bytes: read("memory", quantity::memory_bytes),
+    }
+}
+
+fn pod_occupies_node(pod: &Pod) -> bool {
+    let scheduled = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    scheduled && !matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+fn mark_of_meta(annotations: Option<&BTreeMap<String, String>>) -> Option<Mark> {
+    annotations
+        .and_then(|a| a.get(MARK_ANNOTATION))
+        .map(|migration| Mark {
+            migration: migration.clone(),
+        })
+}
+
+fn running_workload(deployment: &Deployment) -> Option<RunningWorkload> {
+    let namespace = deployment.metadata.namespace.as_deref()?;
+    let name = deployment.metadata.name.as_deref()?;
+    let spec = deployment.spec.as_ref();
+    let pod_spec = spec
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or(Value::Null);
+    Some(RunningWorkload {
+        key: WorkloadKey::new(namespace, name),
+        labels: deployment.metadata.labels.clone().unwrap_or_default(),
+        replicas: replicas_u32(spec.and_then(|s| s.replicas).unwrap_or(1)),
+        available_replicas: replicas_u32(
+            deployment
+                .status
+                .as_ref()
+                .and_then(|s| s.available_replicas)
+                .unwrap_or(0),
+        ),
+        requests: objects::template_requests(&pod_spec),
+        mark: mark_of_meta(deployment.metadata.annotations.as_ref()),
+    })
+}
+
+fn replicas_u32(value: i32) -> u32 {
+    u32::try_from(value).unwrap_or(0)
+}
+
+#[async_trait]
+impl ClusterPort for KubeCluster {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn inventory(&self) -> Result<Inventory, PortError> {
+        self.wait_ready().await?;
+        // A store keeps its last contents while its watch fails: answering from it would
+        // present stale capacity as current.
+        if let Some(error) = self.watch_error() {
+            return Err(error);
+        }
+        let nodes = self.nodes.state();
+        let ready: Vec<_> = nodes.iter().filter(|n| node_ready(n)).collect();
+        let allocatable = ready
+            .iter()
+            .map(|n| node_allocatable(n))
+            .fold(Resources::default(), Resources::plus);
+        let requested = self
+            .pods
+            .state()
+            .iter()
+            .filter(|pod| pod_occupies_node(pod))
+            .filter_map(|pod| pod.spec.as_ref())
+            .filter_map(|spec| serde_json::to_value(spec).ok())
+            .map(|spec| objects::pod_requests(&spec))
+            .fold(Resources::default(), Resources::plus);
+        let mut workloads: Vec<RunningWorkload> = self
+            .deployments
+            .iter()
+            .flat_map(Store::state)
+            // One being deleted is on its way out; its pods still count in `requested`.
+            .filter(|d| d.metadata.deletion_timestamp.is_none())
+            .filter_map(|d| running_workload(&d))
+            .collect();
+        workloads.sort_by(|a, b| a.key.cmp(&b.key));
+        let health = if ready.len() == nodes.len() {
+            Health::Ready
+        } else {
+            Health::Degraded
+        };
+        Ok(Inventory {
+            health,
+            nodes: u32::try_from(nodes.len()).unwrap_or(u32::MAX),
+            allocatable,
+            requested,
+            workloads,
+        })
+    }
+
+    async fn export(&self, key: &WorkloadKey) -> Result<ExportedWorkload, PortError> {
+        let deployment = self
+            .deployment(key)
+            .await?
+            .ok_or_else(|| self.not_found(key))?;
+        let running = running_workload(&deployment).ok_or_else(|| self.not_found(key))?;
+        let deployment = to_value(&self.name, &deployment)?;
+        let namespace: Api<Namespace> = Api::all(self.client.clone());
+        let namespace = self
+            .call(
+                Call::new("get", "namespaces", key.namespace.clone()),
+                namespace.get(&key.namespace),
+            )
+            .await?;
+        let (before, after) = self.dependents(key, &deployment).await?;
+        let mut objects = Vec::with_capacity(before.len() + after.len() + 2);
+        objects.push(to_value(&self.name, &namespace)?);
+        objects.extend(before);
+        objects.push(deployment);
+        objects.extend(after);
+        for object in &mut objects {
+            objects::clean(object);
+        }
+        Ok(ExportedWorkload {
+            key: key.clone(),
+            replicas: running.replicas,
+            requests: running.requests,
+            labels: running.labels,
+            objects,
+        })
+    }
+
+    async fn apply(&self, exported: &ExportedWorkload, mark: &Mark) -> Result<(), PortError> {
+        let key = &exported.key;
+        let rejected = |reason: String| PortError::Rejected {
+            cluster: self.name.clone(),
+            what: format!("apply of {key}"),
+            reason,
+        };
+        // Checked before anything is written, so that a refused apply leaves no half of
+        // the graph behind.
+        let mut plan: Vec<(&'static Kind, Value)> = Vec::new();
+        for object in &exported.objects {
+            let kind_name = object
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let kind = kind_of(kind_name)
+                .ok_or_else(|| rejected(format!("kind {kind_name:?} is not one Ferry carries")))?;
+            let name = object.pointer("/metadata/name").and_then(Value::as_str);
+            if name.is_none_or(str::is_empty) {
+                return Err(rejected(format!("a {kind_name} without a name")));
+            }
+            let mut object = object.clone();
+            if kind.kind == "Namespace" {
+                if name != Some(key.namespace.as_str()) {
+                    return Err(rejected(format!(
+                        "namespace {name:?} is not the workload's"
+                    )));
+                }
+            } else {
+                match object
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                {
+                    None => {
+                        if let Some(metadata) =
+                            object.get_mut("metadata").and_then(Value::as_object_mut)
+                        {
+                            metadata.insert(
+                                "namespace".to_owned(),
+                                Value::String(key.namespace.clone()),
+                            );
+                        }
+                    }
+                    Some(namespace) if namespace == key.namespace => {}
+                    Some(other) => {
+                        return Err(rejected(format!(
+                            "{kind_name} {name:?} is in namespace {other}, not the workload's"
+                        )));
+                    }
+                }
+            }
+            if kind.kind == "Deployment"
+                && name == Some(key.name.as_str())
+                && let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut)
+            {
+                spec.insert("replicas".to_owned(), Value::from(exported.replicas));
+            }
+            objects::set_mark(&mut object, &mark.migration);
+            plan.push((kind, object));
+        }
+        if !plan.iter().any(|(kind, o)| {
+            kind.kind == "Deployment"
+                && o.pointer("/metadata/name").and_then(Value::as_str) == Some(key.name.as_str())
+        }) {
+            return Err(rejected(
+                "the objects hold no Deployment of that name".to_owned(),
+            ));
+        }
+
+        // Ownership: an object of the same name that carries no mark is a user's, and
+        // Ferry never takes over a user's object (a shared ConfigMap included).
+        let mut namespace_exists = false;
+        for (kind, object) in &plan {
+            let name = object
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let namespace = (kind.kind != "Namespace").then_some(key.namespace.as_str());
+            let api = self.dynamic(kind, namespace);
+            let what = format!("{}/{name}", namespace.unwrap_or(""));
+            let existing = self
+                .call(Call::new("get", kind.resource, what), api.get_opt(name))
+                .await?;
+            let Some(existing) = existing else { continue };
+            if kind.kind == "Namespace" {
+                namespace_exists = true;
+                continue;
+            }
+            if existing.annotations().get(MARK_ANNOTATION).is_none() {
+                return Err(PortError::Conflict {
+                    cluster: self.name.clone(),
+                    reason: format!(
+                        "{} {}/{name} already exists here without a Ferry mark; it is not Ferry's to overwrite",
+                        kind.kind, key.namespace
+                    ),
+                });
+            }
+        }
+
+        for (kind, object) in &plan {
+            if kind.kind == "Namespace" {
+                // An existing namespace is left alone: it may hold other tenants, and it is
+                // never Ferry's to change or delete.
+                if !namespace_exists {
+                    self.server_side_apply(kind, None, object).await?;
+                }
+                continue;
+            }
+            self.server_side_apply(kind, Some(&key.namespace), object)
+                .await?;
+        }
+        if !plan.iter().any(|(kind, _)| kind.kind == "Namespace") {
+            // Exports always carry it, but a hand-made graph may not: create it anyway.
+            let api: Api<Namespace> = Api::all(self.client.clone());
+            let exists = self
+                .call(
+                    Call::new("get", "namespaces", key.namespace.clone()),
+                    api.get_opt(&key.namespace),
+                )
+                .await?
+                .is_some();
+            if !exists {
+                let mut namespace = serde_json::json!({
+                    "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": key.namespace},
+                });
+                objects::set_mark(&mut namespace, &mark.migration);
+                if let Some(kind) = kind_of("Namespace") {
+                    self.server_side_apply(kind, None, &namespace).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn rollout(&self, key: &WorkloadKey) -> Result<Rollout, PortError> {
+        let deployment = self
+            .deployment(key)
+            .await?
+            .ok_or_else(|| self.not_found(key))?;
+        let desired = replicas_u32(
+            deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .unwrap_or(1),
+        );
+        let status = deployment.status.clone().unwrap_or_default();
+        let generation = deployment.metadata.generation.unwrap_or(0);
+        let observed = status.observed_generation.unwrap_or(0);
+        let updated = replicas_u32(status.updated_replicas.unwrap_or(0));
+        let available = replicas_u32(status.available_replicas.unwrap_or(0));
+        if let Some(condition) = status.conditions.iter().flatten().find(|c| {
+            c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        }) {
+            return Ok(Rollout::Failed {
+                reason: condition
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| "progress deadline exceeded".to_owned()),
+            });
+        }
+        if observed >= generation && updated == desired && available == desired {
+            return Ok(Rollout::Available { replicas: desired });
+        }
+        let mut message = if observed < generation {
+            format!("waiting for the Deployment controller to observe generation {generation}")
+        } else {
+            format!("{available} of {desired} replicas available, {updated} updated")
+        };
+        if let Some(reason) = self.pending_reason(key, &deployment).await? {
+            message.push_str("; pods pending: ");
+            message.push_str(&reason);
+        }
+        Ok(Rollout::Progressing {
+            desired,
+            available,
+            message,
+        })
+    }
+
+    async fn scale(
+        &self,
+        key: &WorkloadKey,
+        replicas: u32,
+        mark: Option<&Mark>,
+    ) -> Result<(), PortError> {
+        let mut patch = serde_json::json!({"spec": {"replicas": replicas}});
+        if let Some(mark) = mark {
+            objects::set_mark(&mut patch, &mark.migration);
+        }
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &key.namespace);
+        self.call(
+            Call::new("patch", "deployments.apps", key.to_string()),
+            api.patch(&key.name, &params, &Patch::Merge(&patch)),
+        )
+        .await
+        .map_err(|error| match error {
+            PortError::NotFound { .. } => self.not_found(key),
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &WorkloadKey, mark: &Mark) -> Result<(), PortError> {
+        let Some(deployment) = self.deployment(key).await? else {
+            return Ok(());
+        };
+        let held = mark_of_meta(deployment.metadata.annotations.as_ref());
+        if held.as_ref() != Some(mark) {
+            // Refused loudly, as the sim does: deleting what Ferry does not own is a bug
+            // upstream, and a silent success would hide it.
+            let holder = match held {
+                None => "it carries no Ferry mark".to_owned(),
+                Some(other) => format!("it is marked by migration {}", other.migration),
+            };
+            return Err(PortError::Conflict {
+                cluster: self.name.clone(),
+                reason: format!(
+                    "{key} is not migration {}'s to delete: {holder}; left in place",
+                    mark.migration
+                ),
+            });
+        }
+        let deployment_value = to_value(&self.name, &deployment)?;
+        let (before, after) = self.dependents(key, &deployment_value).await?;
+        // The Deployment goes last: if this is interrupted, it still names the rest, so
+        // the repeated call finds them again.
+        for object in after.iter().rev().chain(before.iter().rev()) {
+            if objects::mark_of(object) != Some(mark.migration.as_str()) {
+                continue;
+            }
+            let kind = object.get("kind").and_then(Value::as_str).and_then(kind_of);
+            let name = object.pointer("/metadata/name").and_then(Value::as_str);
+            if let (Some(kind), Some(name)) = (kind, name) {
+                self.delete_object(kind, &key.namespace, name).await?;
+            }
+        }
+        if let Some(kind) = kind_of("Deployment") {
+            self.delete_object(kind, &key.namespace, &key.name).await?;
+        }
+        Ok(())
+    }
+}
