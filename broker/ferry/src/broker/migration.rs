@@ -440,7 +440,7 @@ impl Engine {
     /// Drives one migration to a final state. Runs again from the store's record after a
     /// restart, so it never trusts what it held in memory across awaits.
     async fn run(self: Arc<Self>, id: String) {
-        let Ok(_permit) = self.permits.clone().acquire_owned().await else {
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return;
         };
         loop {
@@ -458,6 +458,9 @@ impl Engine {
                 State::Running => self.forward(migration).await,
                 State::RollingBack => self.backward(migration).await,
                 State::Done => {
+                    // Waiting out the rollback window is not work: it must not hold one
+                    // of the slots that cap running migrations.
+                    drop(permit);
                     self.remove_drained_source(migration).await;
                     return;
                 }
