@@ -5,8 +5,9 @@
 //! is rejected as a whole — its errors go to the event stream (`resources.rejected`) and
 //! the log — and the last good set stays in force.
 //!
-//! Today the members must be `provider: sim`: the Kubernetes, OpenStack and GKE adapters
-//! are the next issues. A file naming another provider is refused with that reason.
+//! Members are `provider: kubernetes` (a kubeconfig file and context, through the
+//! Kubernetes adapter) or `provider: sim`; the OpenStack and GKE adapters are the next
+//! issues, and a file naming them is refused with that reason.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,10 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use ferry_adapter_kubernetes::KubeCluster;
 use ferry_adapter_sim::{SimCluster, SimClusterSpec};
 use ferry_auth::VerificationKey;
-use ferry_policies::model::Provider;
+use ferry_policies::model::{Connection, Provider};
 use ferry_policies::resources::ResourceSet;
+use ferry_ports::ClusterPort;
 use ferry_ports::{Resources, WorkloadKey};
 use serde::Deserialize;
 use serde_json::json;
@@ -135,9 +138,9 @@ fn load(paths: &[PathBuf]) -> Result<ResourceSet, Vec<String>> {
     let loaded = ferry_adapter_files::load(paths).map_err(|e| vec![e.to_string()])?;
     let mut problems: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
     for cluster in &loaded.resources.clusters {
-        if cluster.value.provider != Provider::Sim {
+        if !matches!(cluster.value.provider, Provider::Sim | Provider::Kubernetes) {
             problems.push(format!(
-                "{}:{}: cluster {}: provider {} needs its adapter, which is not built yet; only sim clusters can be served today",
+                "{}:{}: cluster {}: provider {} needs its adapter, which is not built yet; kubernetes and sim clusters can be served today",
                 cluster.file,
                 cluster.pos.line,
                 cluster.value.name,
@@ -152,56 +155,88 @@ fn load(paths: &[PathBuf]) -> Result<ResourceSet, Vec<String>> {
     }
 }
 
-/// The simulated clusters by name, kept across reloads.
-type Sims = BTreeMap<String, SimCluster>;
+/// The members' ports by name, kept across reloads (a simulated cluster's state, a
+/// Kubernetes member's watches), with the connection they were made for.
+type Sims = BTreeMap<String, (Connection, Arc<dyn ClusterPort>)>;
 
-/// Members for the loaded set: a cluster already running keeps its simulated state; a new
-/// one starts with the workloads whose files say they run there.
-fn members(set: &ResourceSet, running: &Sims) -> anyhow::Result<(Vec<Arc<Member>>, Sims)> {
+/// Members for the loaded set: a member whose connection did not change keeps its port
+/// (a simulated cluster its state, a Kubernetes member its watches); a new simulated one
+/// starts with the workloads whose files say they run there.
+async fn members(
+    set: &ResourceSet,
+    running: &Sims,
+    base: &Path,
+) -> anyhow::Result<(Vec<Arc<Member>>, Sims)> {
     let mut members = Vec::new();
-    let mut sims = BTreeMap::new();
+    let mut ports = BTreeMap::new();
     for cluster in set.clusters.iter().map(|c| &c.value) {
-        let sim = match running.get(&cluster.name) {
-            Some(sim) => sim.clone(),
-            None => {
-                let capacity = cluster.capacity.map_or(SIM_NODE, |c| Resources {
-                    cpu_millis: c.cpu_millis.saturating_sub(cluster.reserved.cpu_millis),
-                    memory_bytes: c.memory_bytes.saturating_sub(cluster.reserved.memory_bytes),
-                });
-                let nodes =
-                    u32::try_from((capacity.cpu_millis / SIM_NODE.cpu_millis).clamp(1, 256))
-                        .unwrap_or(1);
-                let sim = SimCluster::new(SimClusterSpec::new(
-                    cluster.name.clone(),
-                    nodes,
-                    SIM_NODE,
-                    Duration::from_secs(2),
-                ));
-                for workload in set.workloads.iter().map(|w| &w.value) {
-                    if workload.current_cluster.as_deref() == Some(cluster.name.as_str()) {
-                        let key = WorkloadKey::new(&workload.namespace, &workload.name);
-                        sim.run(
-                            key.clone(),
-                            workload.labels.clone(),
-                            workload.replicas,
-                            Resources {
-                                cpu_millis: workload.resources.cpu_millis,
-                                memory_bytes: workload.resources.memory_bytes,
-                            },
-                        )
-                        .with_context(|| format!("seed {key} on {}", cluster.name))?;
-                    }
+        let port: Arc<dyn ClusterPort> = match running.get(&cluster.name) {
+            Some((connection, port)) if *connection == cluster.connection => Arc::clone(port),
+            _ => match &cluster.connection {
+                Connection::Kubernetes(reference) => {
+                    let path = Path::new(&reference.kubeconfig);
+                    let path = if path.is_absolute() {
+                        path.to_path_buf()
+                    } else {
+                        base.join(path)
+                    };
+                    let kube = KubeCluster::from_kubeconfig(
+                        &cluster.name,
+                        &path,
+                        reference.context.as_deref(),
+                        Vec::new(),
+                    )
+                    .await
+                    .with_context(|| format!("cluster {}", cluster.name))?;
+                    Arc::new(kube)
                 }
-                sim
-            }
+                _ => Arc::new(new_sim(cluster, set)?),
+            },
         };
-        sims.insert(cluster.name.clone(), sim.clone());
+        ports.insert(
+            cluster.name.clone(),
+            (cluster.connection.clone(), Arc::clone(&port)),
+        );
         members.push(Arc::new(Member {
             definition: cluster.clone(),
-            port: Arc::new(sim),
+            port,
         }));
     }
-    Ok((members, sims))
+    Ok((members, ports))
+}
+
+fn new_sim(
+    cluster: &ferry_policies::model::Cluster,
+    set: &ResourceSet,
+) -> anyhow::Result<SimCluster> {
+    let capacity = cluster.capacity.map_or(SIM_NODE, |c| Resources {
+        cpu_millis: c.cpu_millis.saturating_sub(cluster.reserved.cpu_millis),
+        memory_bytes: c.memory_bytes.saturating_sub(cluster.reserved.memory_bytes),
+    });
+    let nodes =
+        u32::try_from((capacity.cpu_millis / SIM_NODE.cpu_millis).clamp(1, 256)).unwrap_or(1);
+    let sim = SimCluster::new(SimClusterSpec::new(
+        cluster.name.clone(),
+        nodes,
+        SIM_NODE,
+        Duration::from_secs(2),
+    ));
+    for workload in set.workloads.iter().map(|w| &w.value) {
+        if workload.current_cluster.as_deref() == Some(cluster.name.as_str()) {
+            let key = WorkloadKey::new(&workload.namespace, &workload.name);
+            sim.run(
+                key.clone(),
+                workload.labels.clone(),
+                workload.replicas,
+                Resources {
+                    cpu_millis: workload.resources.cpu_millis,
+                    memory_bytes: workload.resources.memory_bytes,
+                },
+            )
+            .with_context(|| format!("seed {key} on {}", cluster.name))?;
+        }
+    }
+    Ok(sim)
 }
 
 fn duration(text: Option<&str>, default: Duration, what: &str) -> anyhow::Result<Duration> {
@@ -282,7 +317,8 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     let set = load(&paths).map_err(|problems| {
         anyhow::anyhow!("the resource files have errors:\n{}", problems.join("\n"))
     })?;
-    let (members, mut sims) = members(&set, &BTreeMap::new())?;
+    let base = config_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let (members, mut sims) = members(&set, &BTreeMap::new(), &base).await?;
     let world = World::new(
         Vec::new(),
         set.workloads.iter().map(|w| w.value.clone()).collect(),
@@ -332,7 +368,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
                 let now = fingerprint(&paths);
                 if now != last {
                     last = now;
-                    sims = reload(&state, &paths, sims);
+                    sims = reload(&state, &paths, sims, &base).await;
                 }
             }
         }
@@ -343,7 +379,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
 }
 
 /// Applies the files as they are now, or keeps the last good set and says why.
-fn reload(state: &AppState, paths: &[PathBuf], sims: Sims) -> Sims {
+async fn reload(state: &AppState, paths: &[PathBuf], sims: Sims, base: &Path) -> Sims {
     let set = match load(paths) {
         Ok(set) => set,
         Err(problems) => {
@@ -360,7 +396,7 @@ fn reload(state: &AppState, paths: &[PathBuf], sims: Sims) -> Sims {
             return sims;
         }
     };
-    let (members, new_sims) = match members(&set, &sims) {
+    let (members, new_sims) = match members(&set, &sims, base).await {
         Ok(built) => built,
         Err(error) => {
             state.events.publish(
