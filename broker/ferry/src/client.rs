@@ -195,7 +195,7 @@ impl BrokerClient {
                 for p in value["current"].as_array().cloned().unwrap_or_default() {
                     rows.push(vec![s(&p["workload"]), s(&p["cluster"]), s(&p["replicas"])]);
                 }
-                let _ = write!(out, "{}", table(&rows));
+                let _ = write!(out, "{}", crate::plan_output::columns(&rows));
                 let moves = value["plan"]["moves"]
                     .as_array()
                     .cloned()
@@ -217,7 +217,7 @@ impl BrokerClient {
                 rows
             }
         };
-        let _ = write!(out, "{}", table(&rows));
+        let _ = write!(out, "{}", crate::plan_output::columns(&rows));
         Ok(())
     }
 
@@ -330,28 +330,4 @@ fn steps_line(migration: &Value) -> String {
                 .join(" ")
         })
         .unwrap_or_default()
-}
-
-fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(i, cell)| format!("{cell:<width$}", width = widths[i]))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
 }

@@ -141,32 +141,10 @@ enum TokenCommand {
     },
 }
 
-/// `90s`, `30m`, `1h`, `7d`, or combinations like `1h30m`.
+/// `90s`, `30m`, `1h`, `7d`, or combinations like `1h30m`: the same syntax as durations
+/// in resource files.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let mut total = 0u64;
-    let mut number = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(format!("`{text}`: unknown unit `{c}` (use s, m, h or d)")),
-        };
-        let n: u64 = number
-            .parse()
-            .map_err(|_| format!("`{text}` is not a duration like 90s, 30m or 1h"))?;
-        total = total.saturating_add(n.saturating_mul(unit));
-        number.clear();
-    }
-    if !number.is_empty() || text.is_empty() {
-        return Err(format!("`{text}` is not a duration like 90s, 30m or 1h"));
-    }
-    Ok(std::time::Duration::from_secs(total))
+    ferry_policies::quantity::parse_duration(text).map(std::time::Duration::from_secs)
 }
 
 #[derive(Clone, Copy, ValueEnum)]

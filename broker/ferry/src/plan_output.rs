@@ -90,7 +90,8 @@ pub fn json(plan: &Plan) -> serde_json::Result<String> {
 }
 
 /// Left-aligned columns, two spaces apart.
-fn columns(rows: &[Vec<String>]) -> String {
+/// Left-aligned columns two spaces apart, trailing spaces trimmed; rows of equal length.
+pub fn columns(rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();

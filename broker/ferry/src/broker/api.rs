@@ -196,17 +196,7 @@ async fn clusters(
                     .iter()
                     .filter(|w| w.replicas > 0)
                     .collect();
-                let cost: f64 = serving
-                    .iter()
-                    .map(|w| {
-                        d.pricing
-                            .monthly_cost(ferry_policies::quantity::Resources::new(
-                                w.requests.cpu_millis,
-                                w.requests.memory_bytes,
-                            ))
-                            * f64::from(w.replicas)
-                    })
-                    .sum();
+                let cost: f64 = serving.iter().map(|w| member.monthly_cost(w)).sum();
                 (
                     format!("{:?}", inventory.health),
                     capacity,
@@ -271,12 +261,7 @@ async fn workloads(
             }
             replicas += copy.replicas;
             if let Some(member) = state.world.member(cluster) {
-                cost += member.definition.pricing.monthly_cost(
-                    ferry_policies::quantity::Resources::new(
-                        copy.requests.cpu_millis,
-                        copy.requests.memory_bytes,
-                    ),
-                ) * f64::from(copy.replicas);
+                cost += member.monthly_cost(copy);
             }
             placements.push(json!({"cluster": cluster, "replicas": copy.replicas, "availableReplicas": copy.available_replicas}));
         }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use ferry_adapter_sim::{SimCluster, SimClusterSpec};
+use ferry_adapter_sim::SimCluster;
 use ferry_policies::resources::ResourceSet;
 use ferry_ports::{
     ClusterPort, ExportedWorkload, Inventory, Mark, PortError, Resources, Rollout, WorkloadKey,
@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::migration::EngineConfig;
 use super::run::{self, BrokerConfig};
+use super::sims;
 use super::world::{Member, World};
 
 /// The example federation, built into the binary so that the demo runs from anywhere.
@@ -51,12 +52,6 @@ const EXAMPLES: [(&str, &str); 6] = [
         include_str!("../../../../examples/workloads/shop.yaml"),
     ),
 ];
-
-/// Nodes of a simulated cluster: its capacity cut into 8-core, 32 GiB nodes.
-const NODE: Resources = Resources {
-    cpu_millis: 8_000,
-    memory_bytes: 32 << 30,
-};
 
 /// What a simulated cluster runs, as saved in the data folder.
 #[derive(Serialize, Deserialize)]
@@ -176,18 +171,7 @@ async fn federation(data: &Path, rollout_time: Duration, synthetic: u32) -> anyh
     std::fs::create_dir_all(&sim_dir).with_context(|| format!("create {}", sim_dir.display()))?;
     let mut members = Vec::new();
     for cluster in set.clusters.iter().map(|c| &c.value) {
-        let capacity = cluster.capacity.map_or(NODE, |c| Resources {
-            cpu_millis: c.cpu_millis.saturating_sub(cluster.reserved.cpu_millis),
-            memory_bytes: c.memory_bytes.saturating_sub(cluster.reserved.memory_bytes),
-        });
-        // Capacity as whole nodes; a large cloud quota becomes many nodes, capped so the
-        // demo stays light.
-        let nodes = (capacity.cpu_millis / NODE.cpu_millis).clamp(1, 64);
-        let nodes = u32::try_from(nodes).unwrap_or(64);
-        let sim = SimCluster::new(
-            SimClusterSpec::new(cluster.name.clone(), nodes, NODE, rollout_time)
-                .with_api_latency(Duration::from_millis(5)),
-        );
+        let sim = sims::from_definition(cluster, rollout_time, Duration::from_millis(5));
         let file = sim_dir.join(format!("{}.json", cluster.name));
         if file.is_file() {
             let text = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
@@ -220,21 +204,7 @@ async fn federation(data: &Path, rollout_time: Duration, synthetic: u32) -> anyh
                 sim.run(key.clone(), labels, 1, requests)
                     .with_context(|| format!("seed {key} on {}", cluster.name))?;
             }
-            for workload in set.workloads.iter().map(|w| &w.value) {
-                if workload.current_cluster.as_deref() == Some(cluster.name.as_str()) {
-                    let key = WorkloadKey::new(&workload.namespace, &workload.name);
-                    sim.run(
-                        key.clone(),
-                        workload.labels.clone(),
-                        workload.replicas,
-                        Resources {
-                            cpu_millis: workload.resources.cpu_millis,
-                            memory_bytes: workload.resources.memory_bytes,
-                        },
-                    )
-                    .with_context(|| format!("seed {key} on {}", cluster.name))?;
-                }
-            }
+            sims::seed(&sim, &cluster.name, set.workloads.iter().map(|w| &w.value))?;
         }
         let port = Arc::new(Persisted {
             sim,
@@ -242,10 +212,10 @@ async fn federation(data: &Path, rollout_time: Duration, synthetic: u32) -> anyh
             saving: Mutex::new(()),
         });
         port.save().await.context("save the simulated cluster")?;
-        members.push(Member {
+        members.push(Arc::new(Member {
             definition: cluster.clone(),
             port,
-        });
+        }));
     }
     let definitions = set.workloads.iter().map(|w| w.value.clone()).collect();
     let policies = set.policies.iter().map(|p| p.value.clone()).collect();

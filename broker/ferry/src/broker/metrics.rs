@@ -93,17 +93,7 @@ pub async fn render(state: &AppState) -> String {
                     .iter()
                     .filter(|w| w.replicas > 0)
                     .collect();
-                let cost: f64 = serving
-                    .iter()
-                    .map(|w| {
-                        member.definition.pricing.monthly_cost(
-                            ferry_policies::quantity::Resources::new(
-                                w.requests.cpu_millis,
-                                w.requests.memory_bytes,
-                            ),
-                        ) * f64::from(w.replicas)
-                    })
-                    .sum();
+                let cost: f64 = serving.iter().map(|w| member.monthly_cost(w)).sum();
                 let _ = writeln!(out, "ferry_cluster_up{{cluster=\"{name}\"}} 1");
                 let _ = writeln!(
                     out,

@@ -12,4 +12,5 @@ pub mod openapi;
 pub mod policies;
 pub mod run;
 pub mod serve;
+pub mod sims;
 pub mod world;

@@ -17,18 +17,17 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use ferry_adapter_kubernetes::KubeCluster;
-use ferry_adapter_sim::{SimCluster, SimClusterSpec};
 use ferry_auth::VerificationKey;
 use ferry_policies::model::{Connection, Provider};
 use ferry_policies::resources::ResourceSet;
 use ferry_ports::ClusterPort;
-use ferry_ports::{Resources, WorkloadKey};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::api::AppState;
 use super::migration::EngineConfig;
 use super::run::{self, BrokerConfig};
+use super::sims;
 use super::world::{Member, World};
 
 /// The config file (TOML).
@@ -102,12 +101,6 @@ pub struct MigrationsConfig {
     pub rollback_window: Option<String>,
     pub max_concurrent: Option<usize>,
 }
-
-/// Node size of a simulated member: its capacity is cut into nodes of this size.
-const SIM_NODE: Resources = Resources {
-    cpu_millis: 8_000,
-    memory_bytes: 32 << 30,
-};
 
 /// The files' state: modification time and size per file, to notice any change.
 fn fingerprint(paths: &[PathBuf]) -> BTreeMap<PathBuf, (Option<SystemTime>, u64)> {
@@ -190,7 +183,12 @@ async fn members(
                     .with_context(|| format!("cluster {}", cluster.name))?;
                     Arc::new(kube)
                 }
-                _ => Arc::new(new_sim(cluster, set)?),
+                _ => {
+                    let sim =
+                        sims::from_definition(cluster, Duration::from_secs(2), Duration::ZERO);
+                    sims::seed(&sim, &cluster.name, set.workloads.iter().map(|w| &w.value))?;
+                    Arc::new(sim)
+                }
             },
         };
         ports.insert(
@@ -203,40 +201,6 @@ async fn members(
         }));
     }
     Ok((members, ports))
-}
-
-fn new_sim(
-    cluster: &ferry_policies::model::Cluster,
-    set: &ResourceSet,
-) -> anyhow::Result<SimCluster> {
-    let capacity = cluster.capacity.map_or(SIM_NODE, |c| Resources {
-        cpu_millis: c.cpu_millis.saturating_sub(cluster.reserved.cpu_millis),
-        memory_bytes: c.memory_bytes.saturating_sub(cluster.reserved.memory_bytes),
-    });
-    let nodes =
-        u32::try_from((capacity.cpu_millis / SIM_NODE.cpu_millis).clamp(1, 256)).unwrap_or(1);
-    let sim = SimCluster::new(SimClusterSpec::new(
-        cluster.name.clone(),
-        nodes,
-        SIM_NODE,
-        Duration::from_secs(2),
-    ));
-    for workload in set.workloads.iter().map(|w| &w.value) {
-        if workload.current_cluster.as_deref() == Some(cluster.name.as_str()) {
-            let key = WorkloadKey::new(&workload.namespace, &workload.name);
-            sim.run(
-                key.clone(),
-                workload.labels.clone(),
-                workload.replicas,
-                Resources {
-                    cpu_millis: workload.resources.cpu_millis,
-                    memory_bytes: workload.resources.memory_bytes,
-                },
-            )
-            .with_context(|| format!("seed {key} on {}", cluster.name))?;
-        }
-    }
-    Ok(sim)
 }
 
 fn duration(text: Option<&str>, default: Duration, what: &str) -> anyhow::Result<Duration> {
@@ -320,11 +284,6 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     let base = config_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let (members, mut sims) = members(&set, &BTreeMap::new(), &base).await?;
     let world = World::new(
-        Vec::new(),
-        set.workloads.iter().map(|w| w.value.clone()).collect(),
-        set.policies.iter().map(|p| p.value.clone()).collect(),
-    );
-    world.replace_from_files(
         members,
         set.workloads.iter().map(|w| w.value.clone()).collect(),
         set.policies.iter().map(|p| p.value.clone()).collect(),

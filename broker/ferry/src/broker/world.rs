@@ -19,6 +19,15 @@ pub struct Member {
 
 /// Shared, and changed as a whole when files change (`ferry serve` reloads them), so a
 /// reader always sees one consistent version of each part.
+impl Member {
+    /// What `workload`'s replicas here cost a month at this cluster's prices.
+    pub fn monthly_cost(&self, workload: &RunningWorkload) -> f64 {
+        let requests =
+            PlanResources::new(workload.requests.cpu_millis, workload.requests.memory_bytes);
+        self.definition.pricing.monthly_cost(requests) * f64::from(workload.replicas)
+    }
+}
+
 pub struct World {
     members: RwLock<BTreeMap<String, Arc<Member>>>,
     /// Workload definitions from files (tolerations, data size); running workloads
@@ -92,7 +101,7 @@ impl Census {
 
 impl World {
     pub fn new(
-        members: Vec<Member>,
+        members: Vec<Arc<Member>>,
         definitions: Vec<Workload>,
         policies: Vec<PlacementPolicy>,
     ) -> World {
@@ -100,7 +109,7 @@ impl World {
             members: RwLock::new(
                 members
                     .into_iter()
-                    .map(|m| (m.definition.name.clone(), Arc::new(m)))
+                    .map(|m| (m.definition.name.clone(), m))
                     .collect(),
             ),
             definitions: RwLock::new(definitions),

@@ -1,0 +1,60 @@
+//! Simulated members built from Cluster files, for `ferry demo` and for `provider: sim`
+//! members of `ferry serve`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use ferry_adapter_sim::{SimCluster, SimClusterSpec};
+use ferry_policies::model::{Cluster, Workload};
+use ferry_ports::{Resources, WorkloadKey};
+
+/// Node size: a simulated member's capacity is cut into nodes of this size.
+const NODE: Resources = Resources {
+    cpu_millis: 8_000,
+    memory_bytes: 32 << 30,
+};
+/// A large cloud quota becomes many nodes; this keeps a simulated member light.
+const MAX_NODES: u64 = 256;
+
+/// An empty simulated cluster with the file's capacity (minus `reserved`) as whole nodes.
+pub fn from_definition(
+    cluster: &Cluster,
+    rollout_time: Duration,
+    api_latency: Duration,
+) -> SimCluster {
+    let capacity = cluster.capacity.map_or(NODE, |c| Resources {
+        cpu_millis: c.cpu_millis.saturating_sub(cluster.reserved.cpu_millis),
+        memory_bytes: c.memory_bytes.saturating_sub(cluster.reserved.memory_bytes),
+    });
+    let nodes =
+        u32::try_from((capacity.cpu_millis / NODE.cpu_millis).clamp(1, MAX_NODES)).unwrap_or(1);
+    SimCluster::new(
+        SimClusterSpec::new(cluster.name.clone(), nodes, NODE, rollout_time)
+            .with_api_latency(api_latency),
+    )
+}
+
+/// Runs on `sim` the workloads whose files say they run on it (`status.cluster`).
+pub fn seed<'a>(
+    sim: &SimCluster,
+    cluster: &str,
+    workloads: impl IntoIterator<Item = &'a Workload>,
+) -> anyhow::Result<()> {
+    for workload in workloads {
+        if workload.current_cluster.as_deref() == Some(cluster) {
+            let key = WorkloadKey::new(&workload.namespace, &workload.name);
+            let requests = Resources {
+                cpu_millis: workload.resources.cpu_millis,
+                memory_bytes: workload.resources.memory_bytes,
+            };
+            sim.run(
+                key.clone(),
+                workload.labels.clone(),
+                workload.replicas,
+                requests,
+            )
+            .with_context(|| format!("seed {key} on {cluster}"))?;
+        }
+    }
+    Ok(())
+}
