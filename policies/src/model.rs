@@ -242,6 +242,31 @@ pub struct Cluster {
     pub taints: Vec<Taint>,
     /// Health, when the file states it (offline planning); live clusters report it.
     pub health: Option<Health>,
+    /// Where the adapter looks for workloads on this cluster.
+    pub scope: WorkloadScope,
+    /// What changes in the objects Ferry applies on this cluster.
+    pub overrides: Overrides,
+}
+
+/// The namespaces whose workloads a member reports: those listed, those carrying the
+/// label, or (both set) those listed that carry it. Neither set means every namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkloadScope {
+    pub namespaces: Vec<String>,
+    /// One label `(key, value)` that marks a namespace as federated.
+    pub namespace_label: Option<(String, String)>,
+}
+
+/// Rewrites of what Ferry applies on one (target) cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// Image registry host (e.g. `docker.io`) to the registry to pull from instead.
+    pub image_registries: BTreeMap<String, String>,
+    /// Storage class on the source to the storage class here.
+    pub storage_classes: BTreeMap<String, String>,
+    /// Added to every applied object's metadata.
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// A Deployment or StatefulSet, as the planner sees it.

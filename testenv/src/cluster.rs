@@ -552,6 +552,31 @@ impl Cluster {
         })
     }
 
+    /// Kills one component (`kube-apiserver`, `etcd`, `kwok`, ...) with SIGKILL: a crash,
+    /// for tests of what Ferry does while a member's API is gone.
+    pub fn kill(&mut self, component: &str) -> Result<(), Error> {
+        self.component(component)?.kill();
+        Ok(())
+    }
+
+    /// Starts a killed component again with its arguments (the same port and data); for
+    /// the API server, returns once it answers `/readyz` again.
+    pub async fn restart(&mut self, component: &str) -> Result<(), Error> {
+        self.component(component)?.start_again()?;
+        if component == "kube-apiserver" {
+            self.wait_for_apiserver().await?;
+        }
+        Ok(())
+    }
+
+    fn component(&mut self, component: &str) -> Result<&mut Supervised, Error> {
+        let cluster = self.name.clone();
+        self.processes
+            .iter_mut()
+            .find(|p| p.name() == component)
+            .ok_or_else(|| Error::Build(format!("cluster {cluster} has no component {component}")))
+    }
+
     /// Stops every process (newest first) and removes the folder unless it was given.
     pub fn stop(&mut self) {
         while let Some(mut process) = self.processes.pop() {

@@ -16,6 +16,7 @@
 
 mod binaries;
 mod cluster;
+mod manifest;
 mod openstack;
 mod pki;
 mod ports;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 pub use binaries::Binaries;
 pub use cluster::{Cluster, ClusterSpec, Identity, NodeSpec, client_from, start_clusters};
+pub use manifest::manifest_documents;
 pub use openstack::{CLOUD, Credentials, OpenStack, REGION, password_auth};
 pub use process::{Supervised, tail};
 

@@ -29,6 +29,53 @@ pub struct Supervised {
     /// What asks this program to stop: SIGTERM for most; uwsgi and heat-all stop cleanly
     /// only on SIGINT.
     stop_signal: Signal,
+    /// How it was started, to start it again after a test killed it.
+    launch: Launch,
+}
+
+#[derive(Clone)]
+struct Launch {
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, PathBuf)>,
+    dir: PathBuf,
+}
+
+impl Launch {
+    /// Starts the program through `setpriv --pdeathsig`, output to `log` (appended).
+    fn spawn(&self, name: &str, signal: Signal, log: &Path) -> Result<Child, Error> {
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|source| Error::Io {
+                what: format!("open {}", log.display()),
+                source,
+            })?;
+        let err = out.try_clone().map_err(|source| Error::Io {
+            what: format!("open {}", log.display()),
+            source,
+        })?;
+        let mut command = Command::new("setpriv");
+        command
+            .arg("--pdeathsig")
+            .arg(signal.as_str().trim_start_matches("SIG"))
+            .arg("--")
+            .arg(&self.program)
+            .args(&self.args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        command.spawn().map_err(|source| Error::Spawn {
+            component: name.to_owned(),
+            program: self.program.clone(),
+            source,
+        })
+    }
 }
 
 impl Supervised {
@@ -55,39 +102,47 @@ impl Supervised {
         dir: &Path,
         log: PathBuf,
     ) -> Result<Supervised, Error> {
-        let out = File::create(&log).map_err(|source| Error::Io {
+        // A fresh log per start of the harness; restarts append to it.
+        File::create(&log).map_err(|source| Error::Io {
             what: format!("create {}", log.display()),
             source,
         })?;
-        let err = out.try_clone().map_err(|source| Error::Io {
-            what: format!("open {}", log.display()),
-            source,
-        })?;
-        let mut command = Command::new("setpriv");
-        command
-            .arg("--pdeathsig")
-            .arg(signal.as_str().trim_start_matches("SIG"))
-            .arg("--")
-            .arg(program)
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let child = command.spawn().map_err(|source| Error::Spawn {
-            component: name.to_owned(),
+        let launch = Launch {
             program: program.to_path_buf(),
-            source,
-        })?;
+            args: args.to_vec(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.to_path_buf()))
+                .collect(),
+            dir: dir.to_path_buf(),
+        };
+        let child = launch.spawn(name, signal, &log)?;
         Ok(Supervised {
             name: name.to_owned(),
             child: Some(child),
             log,
             stop_signal: signal,
+            launch,
         })
+    }
+
+    /// Kills the process outright (SIGKILL), as a crash or a lost machine would, and
+    /// reaps it. Nothing happens if it has already exited.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the program again with the same arguments, after [`Supervised::kill`] or
+    /// [`Supervised::stop`]; a running process is left as it is.
+    pub fn start_again(&mut self) -> Result<(), Error> {
+        if self.child.is_some() && self.exited().is_none() {
+            return Ok(());
+        }
+        self.child = Some(self.launch.spawn(&self.name, self.stop_signal, &self.log)?);
+        Ok(())
     }
 
     pub fn name(&self) -> &str {

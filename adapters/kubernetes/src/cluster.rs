@@ -1,6 +1,6 @@
 //! [`KubeCluster`]: the [`ClusterPort`] of one member cluster.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::future::Future;
 use std::hash::Hash;
@@ -14,36 +14,33 @@ use ferry_ports::{
     RunningWorkload, WorkloadKey,
 };
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, Node, Pod, Secret, Service, ServiceAccount,
+    ConfigMap, Namespace, Node, PersistentVolumeClaim, Pod, PodSpec, Secret, Service,
+    ServiceAccount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Config, Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
+use crate::connection::{self, CALL_TIMEOUT, Credentials};
 use crate::errors::{Call, port_error};
 use crate::objects::{self, MARK_ANNOTATION};
+use crate::overrides::{TargetOverrides, apply_overrides};
 use crate::quantity;
 
 /// The field manager of every write: the API server then tells Ferry's fields from a
 /// user's, and a conflict names the other manager.
 pub const FIELD_MANAGER: &str = "ferry";
 
-/// Longest wait for one request (not a watch).
-pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Watches hold a request open for up to 290 s (the watcher's server-side timeout), so the
-/// read timeout must be longer, or every idle watch would be cut as if the API were gone.
-const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(295);
 /// How long `inventory()` waits for the first full list of every watch.
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -57,7 +54,27 @@ struct Kind {
     resource: &'static str,
 }
 
-const KINDS: [Kind; 9] = [
+const DEPLOYMENT: Kind = Kind {
+    kind: "Deployment",
+    group: "apps",
+    version: "v1",
+    plural: "deployments",
+    resource: "deployments.apps",
+};
+
+const STATEFUL_SET: Kind = Kind {
+    kind: "StatefulSet",
+    group: "apps",
+    version: "v1",
+    plural: "statefulsets",
+    resource: "statefulsets.apps",
+};
+
+/// The kinds that are workloads, in the order a key is looked up: a Deployment and a
+/// StatefulSet may share a name, and the Deployment is then the workload.
+const WORKLOAD_KINDS: [&Kind; 2] = [&DEPLOYMENT, &STATEFUL_SET];
+
+const KINDS: [Kind; 10] = [
     Kind {
         kind: "Namespace",
         group: "",
@@ -93,13 +110,8 @@ const KINDS: [Kind; 9] = [
         plural: "persistentvolumeclaims",
         resource: "persistentvolumeclaims",
     },
-    Kind {
-        kind: "Deployment",
-        group: "apps",
-        version: "v1",
-        plural: "deployments",
-        resource: "deployments.apps",
-    },
+    DEPLOYMENT,
+    STATEFUL_SET,
     Kind {
         kind: "Service",
         group: "",
@@ -128,6 +140,10 @@ fn kind_of(name: &str) -> Option<&'static Kind> {
 }
 
 impl Kind {
+    fn is_workload(&self) -> bool {
+        WORKLOAD_KINDS.iter().any(|k| k.kind == self.kind)
+    }
+
     fn api_resource(&self) -> ApiResource {
         ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk(self.group, self.version, self.kind),
@@ -162,7 +178,7 @@ fn watch_fault(resource: &str, error: &watcher::Error) -> WatchFault {
             forbidden: true,
             reason: format!(
                 "permission missing: the identity may not list and watch {resource}; grant verbs \
-                 \"list\" and \"watch\" on resource {resource:?} (see rbac/ferry-clusterrole.yaml). \
+                 \"list\" and \"watch\" on resource {resource:?} (see deploy/ferry-clusterrole.yaml). \
                  The API server said: {error}"
             ),
         }
@@ -210,15 +226,86 @@ where
     (reader, task)
 }
 
+/// One reflector per managed namespace, or one over all namespaces when none are named.
+fn spawn_workload_reflectors<K>(
+    client: &Client,
+    namespaces: &[String],
+    resource: &'static str,
+    faults: &Faults,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Vec<Store<K>>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let apis: Vec<(String, Api<K>)> = if namespaces.is_empty() {
+        vec![(resource.to_owned(), Api::all(client.clone()))]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| {
+                (
+                    format!("{resource} in {ns}"),
+                    Api::namespaced(client.clone(), ns),
+                )
+            })
+            .collect()
+    };
+    let mut stores = Vec::with_capacity(apis.len());
+    for (label, api) in apis {
+        let (store, task) = spawn_reflector(api, label, resource, faults.clone());
+        stores.push(store);
+        tasks.push(task);
+    }
+    stores
+}
+
+/// The inventory's namespace label: a reflector over all namespaces, read for the label
+/// here rather than with a label selector, so that any key and value are matched exactly
+/// (no selector syntax to escape).
+struct NamespaceLabel {
+    key: String,
+    value: String,
+    namespaces: Store<Namespace>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for NamespaceLabel {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl NamespaceLabel {
+    /// The names of the namespaces that carry the label now.
+    fn labelled(&self) -> BTreeSet<String> {
+        self.namespaces
+            .state()
+            .iter()
+            .filter(|ns| ns.labels().get(&self.key) == Some(&self.value))
+            .map(|ns| ns.name_any())
+            .collect()
+    }
+}
+
 /// One member cluster through the Kubernetes API. Dropping it stops its watches.
 pub struct KubeCluster {
     name: String,
     client: Client,
     namespaces: Vec<String>,
+    namespace_label: Option<NamespaceLabel>,
+    overrides: TargetOverrides,
     ready_timeout: Duration,
     nodes: Store<Node>,
     pods: Store<Pod>,
     deployments: Vec<Store<Deployment>>,
+    stateful_sets: Vec<Store<StatefulSet>>,
     faults: Faults,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -233,34 +320,32 @@ impl Drop for KubeCluster {
 
 impl KubeCluster {
     /// A cluster from a kubeconfig file and one of its contexts (its current context when
-    /// `None`). Nothing is read from the environment or the in-cluster service account:
-    /// a broker that silently used its own pod's identity would act on the wrong cluster.
-    ///
-    /// `namespaces` are the ones whose Deployments the inventory reports; empty means
-    /// all. Must be called inside a tokio runtime (the watches start here).
+    /// `None`); see [`KubeCluster::connect`].
     pub async fn from_kubeconfig(
         name: &str,
         path: &Path,
         context: Option<&str>,
         namespaces: Vec<String>,
     ) -> Result<KubeCluster, PortError> {
-        let rejected = |reason: String| PortError::Rejected {
-            cluster: name.to_owned(),
-            what: format!("kubeconfig {}", path.display()),
-            reason,
-        };
-        let kubeconfig = Kubeconfig::read_from(path).map_err(|e| rejected(e.to_string()))?;
-        let options = KubeConfigOptions {
+        let credentials = Credentials::Kubeconfig {
+            path: path.to_path_buf(),
             context: context.map(str::to_owned),
-            ..KubeConfigOptions::default()
         };
-        let mut config = Config::from_custom_kubeconfig(kubeconfig, &options)
-            .await
-            .map_err(|e| rejected(e.to_string()))?;
-        config.connect_timeout = Some(CONNECT_TIMEOUT);
-        config.read_timeout = Some(WATCH_READ_TIMEOUT);
-        config.write_timeout = Some(CALL_TIMEOUT);
-        let client = Client::try_from(config).map_err(|e| rejected(e.to_string()))?;
+        KubeCluster::connect(name, &credentials, namespaces).await
+    }
+
+    /// A cluster reached with `credentials`. Nothing is read from the environment or the
+    /// in-cluster service account: a broker that silently used its own pod's identity
+    /// would act on the wrong cluster.
+    ///
+    /// `namespaces` are the ones whose workloads the inventory reports; empty means all.
+    /// Must be called inside a tokio runtime (the watches start here).
+    pub async fn connect(
+        name: &str,
+        credentials: &Credentials,
+        namespaces: Vec<String>,
+    ) -> Result<KubeCluster, PortError> {
+        let client = connection::client(name, credentials).await?;
         Ok(KubeCluster::from_client(name, client, namespaces))
     }
 
@@ -284,33 +369,31 @@ impl KubeCluster {
             faults.clone(),
         );
         tasks.push(task);
-        let mut deployments = Vec::new();
-        let apis: Vec<(String, Api<Deployment>)> = if namespaces.is_empty() {
-            vec![("deployments".to_owned(), Api::all(client.clone()))]
-        } else {
-            namespaces
-                .iter()
-                .map(|ns| {
-                    (
-                        format!("deployments in {ns}"),
-                        Api::namespaced(client.clone(), ns),
-                    )
-                })
-                .collect()
-        };
-        for (label, api) in apis {
-            let (store, task) = spawn_reflector(api, label, "deployments.apps", faults.clone());
-            deployments.push(store);
-            tasks.push(task);
-        }
+        let deployments = spawn_workload_reflectors(
+            &client,
+            &namespaces,
+            "deployments.apps",
+            &faults,
+            &mut tasks,
+        );
+        let stateful_sets = spawn_workload_reflectors(
+            &client,
+            &namespaces,
+            "statefulsets.apps",
+            &faults,
+            &mut tasks,
+        );
         KubeCluster {
             name: name.to_owned(),
             client,
             namespaces,
+            namespace_label: None,
+            overrides: TargetOverrides::default(),
             ready_timeout: DEFAULT_READY_TIMEOUT,
             nodes,
             pods,
             deployments,
+            stateful_sets,
             faults,
             tasks,
         }
@@ -322,7 +405,40 @@ impl KubeCluster {
         self
     }
 
-    /// The namespaces whose Deployments the inventory reports (empty: all).
+    /// Limits the inventory to workloads in namespaces labelled `key: value` (the label's
+    /// presence and value are followed as they change). Together with a non-empty
+    /// namespace list, a workload must be in a listed namespace *and* carry the label: each
+    /// limit only narrows, so adding a label can never bring in a namespace the list left
+    /// out. Like the list, it limits the inventory only, not export, apply or delete.
+    ///
+    /// Watches all namespaces (verbs `list` and `watch` on `namespaces`); must be called
+    /// inside a tokio runtime. A second call replaces the label.
+    pub fn with_namespace_label(mut self, key: String, value: String) -> KubeCluster {
+        let (namespaces, task) = spawn_reflector(
+            Api::<Namespace>::all(self.client.clone()),
+            "namespaces".to_owned(),
+            "namespaces",
+            self.faults.clone(),
+        );
+        // The replaced label's watch stops as it is dropped here.
+        self.namespace_label = Some(NamespaceLabel {
+            key,
+            value,
+            namespaces,
+            task,
+        });
+        self
+    }
+
+    /// What `apply` changes in every object before it is sent to this cluster (a registry
+    /// mirror, storage classes, labels and annotations); see [`TargetOverrides`].
+    pub fn with_overrides(mut self, overrides: TargetOverrides) -> KubeCluster {
+        self.overrides = overrides;
+        self
+    }
+
+    /// The namespaces whose workloads the inventory reports (empty: all, or all carrying
+    /// the label of [`KubeCluster::with_namespace_label`]).
     pub fn namespaces(&self) -> &[String] {
         &self.namespaces
     }
@@ -354,6 +470,12 @@ impl KubeCluster {
             self.pods.wait_until_ready().await?;
             for store in &self.deployments {
                 store.wait_until_ready().await?;
+            }
+            for store in &self.stateful_sets {
+                store.wait_until_ready().await?;
+            }
+            if let Some(label) = &self.namespace_label {
+                label.namespaces.wait_until_ready().await?;
             }
             Ok::<(), reflector::store::WriterDropped>(())
         };
@@ -393,17 +515,33 @@ impl KubeCluster {
     fn not_found(&self, key: &WorkloadKey) -> PortError {
         PortError::NotFound {
             cluster: self.name.clone(),
-            what: format!("Deployment {key}"),
+            what: format!("Deployment or StatefulSet {key}"),
         }
     }
 
-    async fn deployment(&self, key: &WorkloadKey) -> Result<Option<Deployment>, PortError> {
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &key.namespace);
-        self.call(
-            Call::new("get", "deployments.apps", key.to_string()),
-            api.get_opt(&key.name),
-        )
-        .await
+    /// The workload of `key`: its Deployment, or else its StatefulSet. When both kinds
+    /// have that name the Deployment is the workload (here and in the inventory), so that
+    /// a StatefulSet added beside a Deployment Ferry already moves does not change what a
+    /// key means.
+    async fn workload(&self, key: &WorkloadKey) -> Result<Option<Workload>, PortError> {
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &key.namespace);
+        let deployment = self
+            .call(
+                Call::new("get", DEPLOYMENT.resource, key.to_string()),
+                deployments.get_opt(&key.name),
+            )
+            .await?;
+        if let Some(deployment) = deployment {
+            return Ok(Some(Workload::Deployment(deployment)));
+        }
+        let stateful_sets: Api<StatefulSet> = Api::namespaced(self.client.clone(), &key.namespace);
+        let stateful_set = self
+            .call(
+                Call::new("get", STATEFUL_SET.resource, key.to_string()),
+                stateful_sets.get_opt(&key.name),
+            )
+            .await?;
+        Ok(stateful_set.map(Workload::StatefulSet))
     }
 
     async fn get_value<K>(
@@ -453,21 +591,23 @@ impl KubeCluster {
         list.items.iter().map(|o| to_value(&self.name, o)).collect()
     }
 
-    /// The objects a Deployment uses in its namespace, uncleaned, in apply order: those
-    /// before it (ServiceAccount, ConfigMaps, Secrets) and those after it (Services, HPAs,
-    /// PDBs). A referenced object that does not exist is skipped (pods mark such a
-    /// reference `optional`, or fail on the source as well).
+    /// The objects a workload (a Deployment or a StatefulSet, as JSON) uses in its
+    /// namespace, uncleaned, in apply order: those before it (ServiceAccount, ConfigMaps,
+    /// Secrets, the PersistentVolumeClaims its pods name) and those after it (Services
+    /// selecting it or governing it, HPAs, PDBs). A referenced object that does not exist
+    /// is skipped (pods mark such a reference `optional`, or fail on the source as well).
     async fn dependents(
         &self,
         key: &WorkloadKey,
-        deployment: &Value,
+        workload: &Value,
     ) -> Result<(Vec<Value>, Vec<Value>), PortError> {
         let namespace = key.namespace.as_str();
-        let pod_spec = deployment
+        let workload_kind = workload.get("kind").and_then(Value::as_str);
+        let pod_spec = workload
             .pointer("/spec/template/spec")
             .cloned()
             .unwrap_or(Value::Null);
-        let template_labels: BTreeMap<String, String> = deployment
+        let template_labels: BTreeMap<String, String> = workload
             .pointer("/spec/template/metadata/labels")
             .cloned()
             .and_then(|labels| serde_json::from_value(labels).ok())
@@ -501,12 +641,20 @@ impl KubeCluster {
                 None => missing("Secret", name),
             }
         }
-        let mut after = Vec::new();
-        for service in self.list_values::<Service>("services", namespace).await? {
-            if objects::service_selects(service.pointer("/spec/selector"), &template_labels) {
-                after.push(service);
+        for name in &refs.persistent_volume_claims {
+            match self
+                .get_value::<PersistentVolumeClaim>("persistentvolumeclaims", namespace, name)
+                .await?
+            {
+                Some(object) => before.push(object),
+                None => missing("PersistentVolumeClaim", name),
             }
         }
+        let services = self.list_values::<Service>("services", namespace).await?;
+        let governing = workload
+            .pointer("/spec/serviceName")
+            .and_then(Value::as_str);
+        let mut after = objects::workload_services(services, &template_labels, governing);
         for hpa in self
             .list_values::<HorizontalPodAutoscaler>(
                 "horizontalpodautoscalers.autoscaling",
@@ -517,7 +665,7 @@ impl KubeCluster {
             let target = hpa.pointer("/spec/scaleTargetRef");
             let kind = target.and_then(|t| t.get("kind")).and_then(Value::as_str);
             let name = target.and_then(|t| t.get("name")).and_then(Value::as_str);
-            if kind == Some("Deployment") && name == Some(key.name.as_str()) {
+            if kind.is_some() && kind == workload_kind && name == Some(key.name.as_str()) {
                 after.push(hpa);
             }
         }
@@ -585,14 +733,12 @@ impl KubeCluster {
         }
     }
 
+    /// The scheduler's message for the first pending pod `selector` picks.
     async fn pending_reason(
         &self,
         key: &WorkloadKey,
-        deployment: &Deployment,
+        selector: &LabelSelector,
     ) -> Result<Option<String>, PortError> {
-        let Some(selector) = deployment.spec.as_ref().map(|s| &s.selector) else {
-            return Ok(None);
-        };
         let selector_value = serde_json::to_value(selector).unwrap_or(Value::Null);
         let label_query = selector
             .match_labels
@@ -675,28 +821,196 @@ fn mark_of_meta(annotations: Option<&BTreeMap<String, String>>) -> Option<Mark> 
         })
 }
 
-fn running_workload(deployment: &Deployment) -> Option<RunningWorkload> {
-    let namespace = deployment.metadata.namespace.as_deref()?;
-    let name = deployment.metadata.name.as_deref()?;
+/// A workload as read from the API.
+enum Workload {
+    Deployment(Deployment),
+    StatefulSet(StatefulSet),
+}
+
+/// Where a workload's rollout stands by its status, in the same terms for both kinds.
+struct Progress {
+    desired: u32,
+    generation: i64,
+    observed: i64,
+    available: u32,
+    updated: u32,
+    /// Whether as many replicas run the current template as the update strategy will make.
+    updated_enough: bool,
+    /// Why it will not become available without a change.
+    failed: Option<String>,
+}
+
+impl Progress {
+    fn done(&self) -> bool {
+        self.failed.is_none()
+            && self.observed >= self.generation
+            && self.updated_enough
+            && self.available == self.desired
+    }
+}
+
+impl Workload {
+    fn kind(&self) -> &'static Kind {
+        match self {
+            Workload::Deployment(_) => &DEPLOYMENT,
+            Workload::StatefulSet(_) => &STATEFUL_SET,
+        }
+    }
+
+    fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Workload::Deployment(d) => &d.metadata,
+            Workload::StatefulSet(s) => &s.metadata,
+        }
+    }
+
+    fn selector(&self) -> Option<&LabelSelector> {
+        match self {
+            Workload::Deployment(d) => d.spec.as_ref().map(|s| &s.selector),
+            Workload::StatefulSet(s) => s.spec.as_ref().map(|s| &s.selector),
+        }
+    }
+
+    fn to_value(&self, cluster: &str) -> Result<Value, PortError> {
+        match self {
+            Workload::Deployment(d) => to_value(cluster, d),
+            Workload::StatefulSet(s) => to_value(cluster, s),
+        }
+    }
+
+    fn running(&self) -> Option<RunningWorkload> {
+        match self {
+            Workload::Deployment(d) => running_deployment(d),
+            Workload::StatefulSet(s) => running_stateful_set(s),
+        }
+    }
+
+    fn progress(&self) -> Progress {
+        match self {
+            Workload::Deployment(d) => deployment_progress(d),
+            Workload::StatefulSet(s) => stateful_set_progress(s),
+        }
+    }
+}
+
+fn running_deployment(deployment: &Deployment) -> Option<RunningWorkload> {
     let spec = deployment.spec.as_ref();
-    let pod_spec = spec
-        .and_then(|s| s.template.spec.as_ref())
+    running_workload(
+        &deployment.metadata,
+        spec.and_then(|s| s.template.spec.as_ref()),
+        spec.and_then(|s| s.replicas),
+        deployment
+            .status
+            .as_ref()
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0),
+    )
+}
+
+fn running_stateful_set(stateful_set: &StatefulSet) -> Option<RunningWorkload> {
+    let spec = stateful_set.spec.as_ref();
+    running_workload(
+        &stateful_set.metadata,
+        spec.and_then(|s| s.template.spec.as_ref()),
+        spec.and_then(|s| s.replicas),
+        stateful_set_available(stateful_set),
+    )
+}
+
+fn running_workload(
+    metadata: &ObjectMeta,
+    pod_spec: Option<&PodSpec>,
+    replicas: Option<i32>,
+    available: i32,
+) -> Option<RunningWorkload> {
+    let namespace = metadata.namespace.as_deref()?;
+    let name = metadata.name.as_deref()?;
+    let pod_spec = pod_spec
         .and_then(|s| serde_json::to_value(s).ok())
         .unwrap_or(Value::Null);
     Some(RunningWorkload {
         key: WorkloadKey::new(namespace, name),
-        labels: deployment.metadata.labels.clone().unwrap_or_default(),
-        replicas: replicas_u32(spec.and_then(|s| s.replicas).unwrap_or(1)),
-        available_replicas: replicas_u32(
-            deployment
-                .status
-                .as_ref()
-                .and_then(|s| s.available_replicas)
-                .unwrap_or(0),
-        ),
+        labels: metadata.labels.clone().unwrap_or_default(),
+        replicas: replicas_u32(replicas.unwrap_or(1)),
+        available_replicas: replicas_u32(available),
         requests: objects::template_requests(&pod_spec),
-        mark: mark_of_meta(deployment.metadata.annotations.as_ref()),
+        mark: mark_of_meta(metadata.annotations.as_ref()),
     })
+}
+
+/// Ready replicas that have also been ready for `minReadySeconds`; `availableReplicas`
+/// alone where the API server reports it (every supported version does), ready ones
+/// otherwise.
+fn stateful_set_available(stateful_set: &StatefulSet) -> i32 {
+    let status = stateful_set.status.as_ref();
+    let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
+    status
+        .and_then(|s| s.available_replicas)
+        .map_or(ready, |available| available.min(ready))
+}
+
+fn deployment_progress(deployment: &Deployment) -> Progress {
+    let desired = replicas_u32(
+        deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(1),
+    );
+    let status = deployment.status.as_ref();
+    let updated = replicas_u32(status.and_then(|s| s.updated_replicas).unwrap_or(0));
+    let failed = status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| {
+            c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        })
+        .map(|c| {
+            c.message
+                .clone()
+                .unwrap_or_else(|| "progress deadline exceeded".to_owned())
+        });
+    Progress {
+        desired,
+        generation: deployment.metadata.generation.unwrap_or(0),
+        observed: status.and_then(|s| s.observed_generation).unwrap_or(0),
+        available: replicas_u32(status.and_then(|s| s.available_replicas).unwrap_or(0)),
+        updated,
+        updated_enough: updated == desired,
+        failed,
+    }
+}
+
+/// A StatefulSet has no progress deadline, so its rollout never reports `Failed`.
+fn stateful_set_progress(stateful_set: &StatefulSet) -> Progress {
+    let spec = stateful_set.spec.as_ref();
+    let desired = replicas_u32(spec.and_then(|s| s.replicas).unwrap_or(1));
+    let status = stateful_set.status.as_ref();
+    let updated = replicas_u32(status.and_then(|s| s.updated_replicas).unwrap_or(0));
+    // As `kubectl rollout status` counts it: a partitioned rolling update replaces only the
+    // replicas at or above the partition, and `OnDelete` replaces none until someone
+    // deletes their pods. Waiting for all of them would never end.
+    let strategy = spec.and_then(|s| s.update_strategy.as_ref());
+    let to_update = match strategy.and_then(|s| s.type_.as_deref()) {
+        Some("OnDelete") => 0,
+        _ => {
+            let partition = strategy
+                .and_then(|s| s.rolling_update.as_ref())
+                .and_then(|r| r.partition)
+                .unwrap_or(0);
+            desired.saturating_sub(replicas_u32(partition))
+        }
+    };
+    Progress {
+        desired,
+        generation: stateful_set.metadata.generation.unwrap_or(0),
+        observed: status.and_then(|s| s.observed_generation).unwrap_or(0),
+        available: replicas_u32(stateful_set_available(stateful_set)),
+        updated,
+        updated_enough: updated >= to_update,
+        failed: None,
+    }
 }
 
 fn replicas_u32(value: i32) -> u32 {
@@ -731,13 +1045,32 @@ impl ClusterPort for KubeCluster {
             .filter_map(|spec| serde_json::to_value(spec).ok())
             .map(|spec| objects::pod_requests(&spec))
             .fold(Resources::default(), Resources::plus);
-        let mut workloads: Vec<RunningWorkload> = self
+        // One being deleted is on its way out; its pods still count in `requested`.
+        let deployments: Vec<RunningWorkload> = self
             .deployments
             .iter()
             .flat_map(Store::state)
-            // One being deleted is on its way out; its pods still count in `requested`.
             .filter(|d| d.metadata.deletion_timestamp.is_none())
-            .filter_map(|d| running_workload(&d))
+            .filter_map(|d| running_deployment(&d))
+            .collect();
+        // A key names the Deployment when both kinds have it, as in `export`.
+        let taken: BTreeSet<WorkloadKey> = deployments.iter().map(|w| w.key.clone()).collect();
+        let stateful_sets = self
+            .stateful_sets
+            .iter()
+            .flat_map(Store::state)
+            .filter(|s| s.metadata.deletion_timestamp.is_none())
+            .filter_map(|s| running_stateful_set(&s))
+            .filter(|w| !taken.contains(&w.key));
+        let labelled = self.namespace_label.as_ref().map(NamespaceLabel::labelled);
+        let mut workloads: Vec<RunningWorkload> = deployments
+            .into_iter()
+            .chain(stateful_sets)
+            .filter(|w| {
+                labelled
+                    .as_ref()
+                    .is_none_or(|names| names.contains(&w.key.namespace))
+            })
             .collect();
         workloads.sort_by(|a, b| a.key.cmp(&b.key));
         let health = if ready.len() == nodes.len() {
@@ -754,13 +1087,16 @@ impl ClusterPort for KubeCluster {
         })
     }
 
+    /// The Deployment of `key`, or else its StatefulSet (a Deployment of the same name
+    /// wins), with its dependents. A StatefulSet keeps its `volumeClaimTemplates`; the
+    /// claims its controller made from them are not carried, and no claim's data moves.
     async fn export(&self, key: &WorkloadKey) -> Result<ExportedWorkload, PortError> {
-        let deployment = self
-            .deployment(key)
+        let workload = self
+            .workload(key)
             .await?
             .ok_or_else(|| self.not_found(key))?;
-        let running = running_workload(&deployment).ok_or_else(|| self.not_found(key))?;
-        let deployment = to_value(&self.name, &deployment)?;
+        let running = workload.running().ok_or_else(|| self.not_found(key))?;
+        let workload = workload.to_value(&self.name)?;
         let namespace: Api<Namespace> = Api::all(self.client.clone());
         let namespace = self
             .call(
@@ -768,11 +1104,11 @@ impl ClusterPort for KubeCluster {
                 namespace.get(&key.namespace),
             )
             .await?;
-        let (before, after) = self.dependents(key, &deployment).await?;
+        let (before, after) = self.dependents(key, &workload).await?;
         let mut objects = Vec::with_capacity(before.len() + after.len() + 2);
         objects.push(to_value(&self.name, &namespace)?);
         objects.extend(before);
-        objects.push(deployment);
+        objects.push(workload);
         objects.extend(after);
         for object in &mut objects {
             objects::clean(object);
@@ -786,6 +1122,8 @@ impl ClusterPort for KubeCluster {
         })
     }
 
+    /// Each object gets this cluster's [`TargetOverrides`], then the mark, before it is
+    /// sent.
     async fn apply(&self, exported: &ExportedWorkload, mark: &Mark) -> Result<(), PortError> {
         let key = &exported.key;
         let rejected = |reason: String| PortError::Rejected {
@@ -837,21 +1175,22 @@ impl ClusterPort for KubeCluster {
                     }
                 }
             }
-            if kind.kind == "Deployment"
+            if kind.is_workload()
                 && name == Some(key.name.as_str())
                 && let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut)
             {
                 spec.insert("replicas".to_owned(), Value::from(exported.replicas));
             }
+            apply_overrides(&self.overrides, &mut object);
             objects::set_mark(&mut object, &mark.migration);
             plan.push((kind, object));
         }
         if !plan.iter().any(|(kind, o)| {
-            kind.kind == "Deployment"
+            kind.is_workload()
                 && o.pointer("/metadata/name").and_then(Value::as_str) == Some(key.name.as_str())
         }) {
             return Err(rejected(
-                "the objects hold no Deployment of that name".to_owned(),
+                "the objects hold no Deployment or StatefulSet of that name".to_owned(),
             ));
         }
 
@@ -911,6 +1250,7 @@ impl ClusterPort for KubeCluster {
                 let mut namespace = serde_json::json!({
                     "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": key.namespace},
                 });
+                apply_overrides(&self.overrides, &mut namespace);
                 objects::set_mark(&mut namespace, &mark.migration);
                 if let Some(kind) = kind_of("Namespace") {
                     self.server_side_apply(kind, None, &namespace).await?;
@@ -921,41 +1261,39 @@ impl ClusterPort for KubeCluster {
     }
 
     async fn rollout(&self, key: &WorkloadKey) -> Result<Rollout, PortError> {
-        let deployment = self
-            .deployment(key)
+        let workload = self
+            .workload(key)
             .await?
             .ok_or_else(|| self.not_found(key))?;
-        let desired = replicas_u32(
-            deployment
-                .spec
-                .as_ref()
-                .and_then(|s| s.replicas)
-                .unwrap_or(1),
-        );
-        let status = deployment.status.clone().unwrap_or_default();
-        let generation = deployment.metadata.generation.unwrap_or(0);
-        let observed = status.observed_generation.unwrap_or(0);
-        let updated = replicas_u32(status.updated_replicas.unwrap_or(0));
-        let available = replicas_u32(status.available_replicas.unwrap_or(0));
-        if let Some(condition) = status.conditions.iter().flatten().find(|c| {
-            c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
-        }) {
-            return Ok(Rollout::Failed {
-                reason: condition
-                    .message
-                    .clone()
-                    .unwrap_or_else(|| "progress deadline exceeded".to_owned()),
+        let progress = workload.progress();
+        if progress.done() {
+            return Ok(Rollout::Available {
+                replicas: progress.desired,
             });
         }
-        if observed >= generation && updated == desired && available == desired {
-            return Ok(Rollout::Available { replicas: desired });
+        let Progress {
+            desired,
+            generation,
+            observed,
+            available,
+            updated,
+            failed,
+            ..
+        } = progress;
+        if let Some(reason) = failed {
+            return Ok(Rollout::Failed { reason });
         }
         let mut message = if observed < generation {
-            format!("waiting for the Deployment controller to observe generation {generation}")
+            format!(
+                "waiting for the {} controller to observe generation {generation}",
+                workload.kind().kind
+            )
         } else {
             format!("{available} of {desired} replicas available, {updated} updated")
         };
-        if let Some(reason) = self.pending_reason(key, &deployment).await? {
+        if let Some(selector) = workload.selector()
+            && let Some(reason) = self.pending_reason(key, selector).await?
+        {
             message.push_str("; pods pending: ");
             message.push_str(&reason);
         }
@@ -966,6 +1304,8 @@ impl ClusterPort for KubeCluster {
         })
     }
 
+    /// Patches the Deployment of `key`, or else its StatefulSet (the same choice as
+    /// `export`), without reading it first.
     async fn scale(
         &self,
         key: &WorkloadKey,
@@ -980,24 +1320,28 @@ impl ClusterPort for KubeCluster {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PatchParams::default()
         };
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), &key.namespace);
-        self.call(
-            Call::new("patch", "deployments.apps", key.to_string()),
-            api.patch(&key.name, &params, &Patch::Merge(&patch)),
-        )
-        .await
-        .map_err(|error| match error {
-            PortError::NotFound { .. } => self.not_found(key),
-            other => other,
-        })?;
-        Ok(())
+        for kind in WORKLOAD_KINDS {
+            let api = self.dynamic(kind, Some(&key.namespace));
+            match self
+                .call(
+                    Call::new("patch", kind.resource, key.to_string()),
+                    api.patch(&key.name, &params, &Patch::Merge(&patch)),
+                )
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(PortError::NotFound { .. }) => continue,
+                Err(other) => return Err(other),
+            }
+        }
+        Err(self.not_found(key))
     }
 
     async fn delete(&self, key: &WorkloadKey, mark: &Mark) -> Result<(), PortError> {
-        let Some(deployment) = self.deployment(key).await? else {
+        let Some(workload) = self.workload(key).await? else {
             return Ok(());
         };
-        let held = mark_of_meta(deployment.metadata.annotations.as_ref());
+        let held = mark_of_meta(workload.metadata().annotations.as_ref());
         if held.as_ref() != Some(mark) {
             // Refused loudly, as the sim does: deleting what Ferry does not own is a bug
             // upstream, and a silent success would hide it.
@@ -1013,10 +1357,10 @@ impl ClusterPort for KubeCluster {
                 ),
             });
         }
-        let deployment_value = to_value(&self.name, &deployment)?;
-        let (before, after) = self.dependents(key, &deployment_value).await?;
-        // The Deployment goes last: if this is interrupted, it still names the rest, so
-        // the repeated call finds them again.
+        let workload_value = workload.to_value(&self.name)?;
+        let (before, after) = self.dependents(key, &workload_value).await?;
+        // The workload goes last: if this is interrupted, it still names the rest, so the
+        // repeated call finds them again.
         for object in after.iter().rev().chain(before.iter().rev()) {
             if objects::mark_of(object) != Some(mark.migration.as_str()) {
                 continue;
@@ -1027,9 +1371,56 @@ impl ClusterPort for KubeCluster {
                 self.delete_object(kind, &key.namespace, name).await?;
             }
         }
-        if let Some(kind) = kind_of("Deployment") {
-            self.delete_object(kind, &key.namespace, &key.name).await?;
-        }
+        self.delete_object(workload.kind(), &key.namespace, &key.name)
+            .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_stateful_sets_rollout_is_done_when_its_strategy_has_updated_what_it_will() {
+        let stateful_set = |strategy: &Value, status: &Value| -> StatefulSet {
+            serde_json::from_value(json!({
+                "metadata": {"name": "pg", "namespace": "shop", "generation": 2},
+                "spec": {"replicas": 3, "serviceName": "pg", "updateStrategy": strategy,
+                         "selector": {"matchLabels": {"app": "pg"}},
+                         "template": {"metadata": {"labels": {"app": "pg"}}}},
+                "status": status,
+            }))
+            .expect("a valid StatefulSet")
+        };
+        let rolling = json!({"type": "RollingUpdate"});
+        let partitioned = json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 2}});
+        let on_delete = json!({"type": "OnDelete"});
+        let status = |observed: i64, ready: i32, available: Option<i32>, updated: i32| {
+            json!({"replicas": 3, "observedGeneration": observed, "readyReplicas": ready,
+                   "availableReplicas": available, "updatedReplicas": updated})
+        };
+        // (strategy, status at generation 2, done)
+        let cases = [
+            (&rolling, status(2, 3, Some(3), 3), true),
+            (&rolling, status(1, 3, Some(3), 3), false),
+            (&rolling, status(2, 3, Some(3), 2), false),
+            (&rolling, status(2, 2, Some(2), 3), false),
+            // Ready, but not yet for `minReadySeconds`.
+            (&rolling, status(2, 3, Some(2), 3), false),
+            // An API server that does not report availableReplicas: ready ones count.
+            (&rolling, status(2, 3, None, 3), true),
+            // Only the ordinals at or above the partition are replaced.
+            (&partitioned, status(2, 3, Some(3), 1), true),
+            (&partitioned, status(2, 3, Some(3), 0), false),
+            // OnDelete replaces nothing by itself.
+            (&on_delete, status(2, 3, Some(3), 0), true),
+            (&on_delete, status(2, 1, Some(1), 0), false),
+        ];
+        for (strategy, status, done) in cases {
+            let progress = stateful_set_progress(&stateful_set(strategy, &status));
+            assert_eq!(progress.done(), done, "{strategy} {status}");
+        }
     }
 }

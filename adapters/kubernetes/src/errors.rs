@@ -71,7 +71,7 @@ pub(crate) fn port_error(cluster: &str, call: &Call, error: kube::Error) -> Port
                     what: call.what(),
                     reason: format!(
                         "permission missing: the identity may not {} {}; grant verb {:?} on \
-                         resource {:?} (see rbac/ferry-clusterrole.yaml). The API server said: {message}",
+                         resource {:?} (see deploy/ferry-clusterrole.yaml). The API server said: {message}",
                         call.verb, call.resource, call.verb, call.resource
                     ),
                 },
@@ -82,7 +82,7 @@ pub(crate) fn port_error(cluster: &str, call: &Call, error: kube::Error) -> Port
                 },
                 504 => PortError::Timeout {
                     cluster,
-                    seconds: crate::cluster::CALL_TIMEOUT.as_secs(),
+                    seconds: crate::connection::CALL_TIMEOUT.as_secs(),
                 },
                 429 | 500..=599 => PortError::Unreachable {
                     cluster,
@@ -106,7 +106,7 @@ pub(crate) fn port_error(cluster: &str, call: &Call, error: kube::Error) -> Port
         }
         error if is_timeout(&error) => PortError::Timeout {
             cluster,
-            seconds: crate::cluster::CALL_TIMEOUT.as_secs(),
+            seconds: crate::connection::CALL_TIMEOUT.as_secs(),
         },
         error => PortError::Unreachable {
             cluster,

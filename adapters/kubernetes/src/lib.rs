@@ -2,13 +2,16 @@
 //! kube-rs.
 //!
 //! [`KubeCluster`] keeps an inventory from watches (kube-runtime reflectors over Nodes,
-//! Pods and the managed namespaces' Deployments, started on construction and stopped on
-//! drop), exports a Deployment with the objects it uses in its namespace (ServiceAccount,
-//! ConfigMaps, Secrets, Services selecting it, HPAs and PDBs targeting it) cleaned for
-//! another cluster, applies such a graph by server-side apply, reads a rollout from the
-//! Deployment's status and its pending pods' scheduler message, scales, and deletes what
-//! Ferry owns. [`CLUSTER_ROLE_YAML`] (`rbac/ferry-clusterrole.yaml`) lists exactly the
-//! verbs it uses.
+//! Pods and the managed namespaces' Deployments and StatefulSets, started on construction
+//! and stopped on drop), exports a workload — a Deployment, or a StatefulSet when no
+//! Deployment has that `namespace/name` — with the objects it uses in its namespace
+//! (ServiceAccount, ConfigMaps, Secrets, the PersistentVolumeClaims its pods name,
+//! Services selecting it and a StatefulSet's governing Service, HPAs targeting it, PDBs
+//! selecting it) cleaned for another cluster, applies such a graph by server-side apply
+//! with the target's [`TargetOverrides`], reads a rollout from the workload's status and
+//! its pending pods' scheduler message, scales, and deletes what Ferry owns.
+//! [`CLUSTER_ROLE_YAML`] (`deploy/ferry-clusterrole.yaml` at the repository root) lists
+//! exactly the verbs it uses.
 //!
 //! Invariants:
 //! - The client comes from a named kubeconfig file (and context), never from
@@ -19,34 +22,54 @@
 //!   API server's message.
 //! - Ferry marks what it creates or drains with the annotation [`MARK_ANNOTATION`]
 //!   (`ferry.dev/migration: <id>`). It never applies over an object of the same name that
-//!   carries no mark (a user's), and deletes only objects carrying exactly the mark given.
-//!   Namespaces are created when missing but never changed or deleted.
+//!   carries no mark (a user's), and deletes only objects carrying exactly the mark given,
+//!   in the foreground (a workload's pods are gone before it is). Namespaces are created
+//!   when missing but never changed or deleted.
+//! - A key names the Deployment when a Deployment and a StatefulSet share it, in the
+//!   inventory, `export`, `rollout`, `scale` and `delete` alike.
+//! - Data does not move: a claim is exported as a new request for storage (without the
+//!   source's volume, status and binding annotations), and the target provisions or binds
+//!   an empty volume for it. A StatefulSet's `volumeClaimTemplates` stay inside it; the
+//!   claims its controller made from them on the source are not carried.
+//! - Overrides belong to the target: `apply` rewrites each object with the target's
+//!   [`TargetOverrides`] (registries, storage classes, metadata labels and annotations),
+//!   then sets the mark, which no override can replace. Selectors and pod templates keep
+//!   their labels.
 //! - Secret values cross the port in memory only; nothing here logs object contents (logs
 //!   name objects, never their data).
 //! - Every request gives up after 30 s; a 403 names the verb and resource to grant.
 //!
 //! Not built yet:
-//! - Only Deployments are workloads (no StatefulSets, Jobs, DaemonSets); PVCs are
-//!   accepted by `apply` but not exported (their data would not move anyway).
-//! - Objects referenced from outside the namespace, Ingresses, NetworkPolicies, Roles and
-//!   RoleBindings are not carried.
+//! - Deployments and StatefulSets are the only workloads (no Jobs, CronJobs, DaemonSets).
+//! - Objects referenced from outside the namespace, Ingresses, NetworkPolicies, Roles,
+//!   RoleBindings and StorageClasses are not carried; a claim's class must exist on the
+//!   target (or be mapped there by [`TargetOverrides::storage_classes`]).
 //! - Per-replica requests sum the containers only (no init containers, no overhead), as
 //!   the issue defines them; `requested` on the nodes does count both.
-//! - `scale` marks only the Deployment, so deleting a drained source leaves its unmarked
-//!   ConfigMaps, Secrets, Services, HPAs and PDBs in place.
+//! - `scale` marks only the workload, so deleting a drained source leaves its unmarked
+//!   ConfigMaps, Secrets, claims, Services, HPAs and PDBs in place.
+//! - `delete` leaves the claims a StatefulSet's controller made on the target (their
+//!   retention policy decides, `Retain` by default); the claims Ferry applied (those a
+//!   pod template names) carry the mark and are deleted with their data.
 //! - `apply` sets `spec.replicas`; when an HPA on the target has since changed it, the
 //!   next apply is a Conflict rather than a hand-over to the HPA.
-//! - The managed-namespace list limits the inventory only, not export/apply/delete.
+//! - The managed-namespace list and the namespace label
+//!   ([`KubeCluster::with_namespace_label`]; both together mean both must hold) limit the
+//!   inventory only, not export/apply/delete.
 //! - A failed apply is not rolled back: the objects applied before the failure stay,
 //!   marked, and a repeated apply (or delete with the mark) takes them up.
 
 mod cluster;
+mod connection;
 mod errors;
 pub mod objects;
+mod overrides;
 pub mod quantity;
 
 pub use cluster::{FIELD_MANAGER, KubeCluster};
+pub use connection::{BearerToken, Credentials};
 pub use objects::MARK_ANNOTATION;
+pub use overrides::{TargetOverrides, apply_overrides};
 
 /// The ClusterRole the adapter needs, with exactly the verbs it uses.
-pub const CLUSTER_ROLE_YAML: &str = include_str!("../rbac/ferry-clusterrole.yaml");
+pub const CLUSTER_ROLE_YAML: &str = include_str!("../../../deploy/ferry-clusterrole.yaml");

@@ -1,6 +1,6 @@
-//! Pure functions over JSON objects: what a pod template refers to, label selectors, and
-//! cleaning an object for another cluster. Kept apart from the API calls so that they are
-//! unit-tested without a cluster.
+//! Pure functions over JSON objects: what a pod template refers to, which Services belong
+//! to a workload, label selectors, and cleaning an object for another cluster. Kept apart
+//! from the API calls so that they are unit-tested without a cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +20,18 @@ const SOURCE_ONLY_ANNOTATIONS: [&str; 2] = [
     "kubectl.kubernetes.io/last-applied-configuration",
 ];
 
+/// Annotations the source's volume controllers put on a claim to record how it was bound
+/// or provisioned there. On the target they would claim a binding that never happened (the
+/// PV controller would wait for a volume that does not exist) or pin provisioning to a
+/// source node.
+const CLAIM_BINDING_ANNOTATIONS: [&str; 5] = [
+    "pv.kubernetes.io/bind-completed",
+    "pv.kubernetes.io/bound-by-controller",
+    "volume.beta.kubernetes.io/storage-provisioner",
+    "volume.kubernetes.io/storage-provisioner",
+    "volume.kubernetes.io/selected-node",
+];
+
 /// Metadata the API server assigns; another cluster rejects or ignores it, and an
 /// ownerReference to a uid that does not exist there would get the object collected.
 const SERVER_METADATA: [&str; 7] = [
@@ -37,6 +49,9 @@ const SERVER_METADATA: [&str; 7] = [
 pub struct References {
     pub config_maps: BTreeSet<String>,
     pub secrets: BTreeSet<String>,
+    /// Claims named in `volumes[].persistentVolumeClaim.claimName` (not a StatefulSet's
+    /// `volumeClaimTemplates`, whose claims its controller makes per replica).
+    pub persistent_volume_claims: BTreeSet<String>,
     /// `None` for the namespace's `default` account, which every namespace has.
     pub service_account: Option<String>,
 }
@@ -54,7 +69,8 @@ fn array_at<'a>(value: &'a Value, pointer: &str) -> &'a [Value] {
 }
 
 /// ConfigMaps and Secrets from env, envFrom, volumes (projected too) and image pull
-/// secrets, and the ServiceAccount, of a pod spec (`spec.template.spec` of a Deployment).
+/// secrets, PersistentVolumeClaims from volumes, and the ServiceAccount, of a pod spec
+/// (`spec.template.spec` of a Deployment or a StatefulSet).
 pub fn references(pod_spec: &Value) -> References {
     let mut refs = References::default();
     let add = |set: &mut BTreeSet<String>, name: Option<&str>| {
@@ -89,6 +105,10 @@ pub fn references(pod_spec: &Value) -> References {
             add(&mut refs.config_maps, str_at(source, "/configMap/name"));
             add(&mut refs.secrets, str_at(source, "/secret/name"));
         }
+        add(
+            &mut refs.persistent_volume_claims,
+            str_at(volume, "/persistentVolumeClaim/claimName"),
+        );
     }
     for pull in array_at(pod_spec, "/imagePullSecrets") {
         add(&mut refs.secrets, str_at(pull, "/name"));
@@ -167,6 +187,25 @@ pub fn service_selects(selector: Option<&Value>, labels: &BTreeMap<String, Strin
             .all(|(key, value)| value.as_str() == labels.get(key).map(String::as_str))
 }
 
+/// The Services of a workload, in `services`' order and each once: those selecting its pods
+/// (`template_labels`) and, for a StatefulSet, its governing Service (`spec.serviceName`),
+/// which gives the pods their DNS names even when it selects nothing (endpoints managed by
+/// hand).
+pub fn workload_services(
+    services: Vec<Value>,
+    template_labels: &BTreeMap<String, String>,
+    governing: Option<&str>,
+) -> Vec<Value> {
+    services
+        .into_iter()
+        .filter(|service| {
+            let named =
+                governing.is_some_and(|name| str_at(service, "/metadata/name") == Some(name));
+            named || service_selects(service.pointer("/spec/selector"), template_labels)
+        })
+        .collect()
+}
+
 /// Whether a `LabelSelector` (matchLabels and matchExpressions) picks `labels`. An empty
 /// selector picks nothing here, for the same reason as above: a PDB over everything in
 /// the namespace is not this workload's.
@@ -203,8 +242,9 @@ pub fn label_selector_selects(selector: Option<&Value>, labels: &BTreeMap<String
 }
 
 /// Removes what belongs to the source cluster: server-assigned metadata, status, the
-/// source-only annotations, and a Service's allocated addresses and node ports (they are
-/// allocated per cluster, and the same number may be taken on the target).
+/// source-only annotations, a Service's allocated addresses and node ports (they are
+/// allocated per cluster, and the same number may be taken on the target), and a claim's
+/// binding (see [`clean_claim`]), StatefulSets' claim templates included.
 pub fn clean(object: &mut Value) {
     let kind = object
         .get("kind")
@@ -218,35 +258,74 @@ pub fn clean(object: &mut Value) {
         for field in SERVER_METADATA {
             metadata.remove(field);
         }
-        let empty = match metadata
-            .get_mut("annotations")
-            .and_then(Value::as_object_mut)
-        {
-            Some(annotations) => {
-                for annotation in SOURCE_ONLY_ANNOTATIONS {
-                    annotations.remove(annotation);
+    }
+    remove_annotations(object, &SOURCE_ONLY_ANNOTATIONS);
+    match kind.as_str() {
+        "Service" => clean_service(object),
+        "PersistentVolumeClaim" => clean_claim(object),
+        "StatefulSet" => {
+            if let Some(templates) = object
+                .pointer_mut("/spec/volumeClaimTemplates")
+                .and_then(Value::as_array_mut)
+            {
+                for template in templates {
+                    clean_claim(template);
                 }
-                annotations.is_empty()
             }
-            None => false,
-        };
-        if empty {
-            metadata.remove("annotations");
+        }
+        _ => {}
+    }
+}
+
+fn clean_service(service: &mut Value) {
+    let Some(spec) = service.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    // `None` is not an allocated address but what makes the Service headless (a
+    // StatefulSet's governing Service): dropping it would give the target a cluster IP.
+    if spec.get("clusterIP").and_then(Value::as_str) != Some("None") {
+        spec.remove("clusterIP");
+    }
+    spec.remove("clusterIPs");
+    spec.remove("healthCheckNodePort");
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for port in ports {
+            if let Some(port) = port.as_object_mut() {
+                port.remove("nodePort");
+            }
         }
     }
-    if kind == "Service"
-        && let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut)
-    {
-        spec.remove("clusterIP");
-        spec.remove("clusterIPs");
-        spec.remove("healthCheckNodePort");
-        if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
-            for port in ports {
-                if let Some(port) = port.as_object_mut() {
-                    port.remove("nodePort");
-                }
-            }
-        }
+}
+
+/// Makes a claim (or a claim template) a new request for storage on the target: without
+/// the source's volume (`spec.volumeName` names a PersistentVolume of the source), status
+/// or binding annotations. The data in the source's volume does not move.
+pub fn clean_claim(claim: &mut Value) {
+    if let Some(map) = claim.as_object_mut() {
+        map.remove("status");
+    }
+    if let Some(spec) = claim.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("volumeName");
+    }
+    remove_annotations(claim, &CLAIM_BINDING_ANNOTATIONS);
+}
+
+/// Removes `names` from an object's annotations, and the annotations map if that empties it.
+fn remove_annotations(object: &mut Value, names: &[&str]) {
+    let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let Some(annotations) = metadata
+        .get_mut("annotations")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    for name in names {
+        annotations.remove(*name);
+    }
+    if annotations.is_empty() {
+        metadata.remove("annotations");
     }
 }
 
@@ -316,6 +395,8 @@ mod tests {
                     {"serviceAccountToken": {"path": "token"}},
                 ]}},
                 {"name": "v4", "emptyDir": {}},
+                {"name": "v5", "persistentVolumeClaim": {"claimName": "uploads"}},
+                {"name": "v6", "persistentVolumeClaim": {"claimName": "cache", "readOnly": true}},
             ],
         });
         let refs = references(&spec);
@@ -334,6 +415,7 @@ mod tests {
                 "vol-secret"
             ])
         );
+        assert_eq!(refs.persistent_volume_claims, set(&["cache", "uploads"]));
         assert_eq!(refs.service_account.as_deref(), Some("web-sa"));
         assert_eq!(
             references(&json!({"serviceAccountName": "default"})).service_account,
@@ -451,6 +533,90 @@ mod tests {
             deployment,
             json!({"kind": "Deployment", "metadata": {"name": "web", "annotations": {"keep": "me"}}, "spec": {"replicas": 3}})
         );
+    }
+
+    #[test]
+    fn a_workloads_services_are_those_selecting_it_and_its_governing_one() {
+        let service = |name: &str, selector: Value| json!({"kind": "Service", "metadata": {"name": name}, "spec": {"selector": selector}});
+        let services = vec![
+            service("web", json!({"app": "db"})),
+            service("db-peers", json!({"app": "db"})),
+            service("db-manual", Value::Null),
+            service("other", json!({"app": "cache"})),
+        ];
+        let pods = labels(&[("app", "db")]);
+        // (governing Service, the names carried): a governing Service that also selects
+        // the pods is carried once, one without a selector only because it is named.
+        let cases: [(Option<&str>, &[&str]); 4] = [
+            (None, &["web", "db-peers"]),
+            (Some("db-peers"), &["web", "db-peers"]),
+            (Some("db-manual"), &["web", "db-peers", "db-manual"]),
+            (Some("absent"), &["web", "db-peers"]),
+        ];
+        for (governing, want) in cases {
+            let names: Vec<String> = workload_services(services.clone(), &pods, governing)
+                .iter()
+                .filter_map(|s| str_at(s, "/metadata/name").map(str::to_owned))
+                .collect();
+            assert_eq!(names, want, "governing {governing:?}");
+        }
+    }
+
+    #[test]
+    fn cleaning_makes_claims_new_requests_and_keeps_headless_services_headless() {
+        let binding_annotations = json!({
+            "pv.kubernetes.io/bind-completed": "yes",
+            "pv.kubernetes.io/bound-by-controller": "yes",
+            "volume.beta.kubernetes.io/storage-provisioner": "rancher.io/local-path",
+            "volume.kubernetes.io/storage-provisioner": "rancher.io/local-path",
+            "volume.kubernetes.io/selected-node": "node-1",
+        });
+        let mut with_keep = binding_annotations.clone();
+        with_keep["keep"] = json!("me");
+        let claim_spec = json!({"accessModes": ["ReadWriteOnce"], "storageClassName": "standard",
+                                "resources": {"requests": {"storage": "1Gi"}}});
+        let mut bound_spec = claim_spec.clone();
+        bound_spec["volumeName"] = json!("pvc-0d1e");
+        let bound_status = json!({"phase": "Bound", "capacity": {"storage": "1Gi"}});
+        // (object as read on the source, as exported)
+        let cases = [
+            (
+                json!({"kind": "PersistentVolumeClaim",
+                       "metadata": {"name": "uploads", "uid": "u", "annotations": with_keep},
+                       "spec": bound_spec, "status": bound_status}),
+                json!({"kind": "PersistentVolumeClaim",
+                       "metadata": {"name": "uploads", "annotations": {"keep": "me"}},
+                       "spec": claim_spec}),
+            ),
+            (
+                json!({"kind": "PersistentVolumeClaim",
+                       "metadata": {"name": "uploads", "annotations": binding_annotations},
+                       "spec": bound_spec, "status": bound_status}),
+                json!({"kind": "PersistentVolumeClaim", "metadata": {"name": "uploads"},
+                       "spec": claim_spec}),
+            ),
+            (
+                json!({"kind": "StatefulSet", "metadata": {"name": "db", "generation": 2},
+                       "spec": {"serviceName": "db", "volumeClaimTemplates": [
+                           {"metadata": {"name": "data"}, "spec": claim_spec, "status": {"phase": "Pending"}},
+                       ]},
+                       "status": {"replicas": 2}}),
+                json!({"kind": "StatefulSet", "metadata": {"name": "db"},
+                "spec": {"serviceName": "db", "volumeClaimTemplates": [
+                    {"metadata": {"name": "data"}, "spec": claim_spec},
+                ]}}),
+            ),
+            (
+                json!({"kind": "Service", "metadata": {"name": "db"},
+                       "spec": {"clusterIP": "None", "clusterIPs": ["None"], "selector": {"app": "db"}}}),
+                json!({"kind": "Service", "metadata": {"name": "db"},
+                       "spec": {"clusterIP": "None", "selector": {"app": "db"}}}),
+            ),
+        ];
+        for (mut object, want) in cases {
+            clean(&mut object);
+            assert_eq!(object, want);
+        }
     }
 
     #[test]

@@ -1,25 +1,31 @@
 //! The adapter against real Kubernetes control planes (ferry-testenv): a realistic app is
 //! inventoried and exported from cluster A, applied to cluster B, rolled out, drained and
 //! deleted; ownership and field conflicts are refused; an unfit workload reports the
-//! scheduler's reason; the shipped ClusterRole suffices and a missing verb is named.
+//! scheduler's reason; the shipped ClusterRole suffices and a missing verb is named. A
+//! StatefulSet moves the same way with its governing Service and claim templates; claims a
+//! Deployment names arrive cleaned; a target's overrides are applied there; the inventory
+//! follows a namespace label.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use ferry_adapter_kubernetes::{CLUSTER_ROLE_YAML, KubeCluster, MARK_ANNOTATION};
+use ferry_adapter_kubernetes::{CLUSTER_ROLE_YAML, KubeCluster, MARK_ANNOTATION, TargetOverrides};
 use ferry_ports::{ClusterPort, Health, Mark, PortError, Resources, Rollout, WorkloadKey};
-use ferry_testenv::{Cluster, ClusterSpec, client_from, start_clusters};
-use k8s_openapi::api::apps::v1::Deployment;
+use ferry_testenv::{Cluster, ClusterSpec, client_from, manifest_documents, start_clusters};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Secret, Service,
+    ServiceAccount,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::ClusterRole;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
-use yaml_rust2::{Yaml, YamlLoader};
 
 const WAIT: Duration = Duration::from_secs(120);
 const NS: &str = "shop";
@@ -156,31 +162,39 @@ async fn create_app(client: &Client) -> Result<()> {
     Ok(())
 }
 
+/// The objects named `Kind/name` that exist in `NS` on a cluster: → (mark,
+/// resourceVersion).
+async fn objects_on(
+    client: &Client,
+    names: &[&str],
+) -> Result<BTreeMap<String, (Option<String>, String)>> {
+    let mut seen = BTreeMap::new();
+    for kind_name in names {
+        let (kind, name) = kind_name.split_once('/').context("Kind/name")?;
+        let (group, version) = match kind {
+            "Deployment" | "StatefulSet" => ("apps", "v1"),
+            "HorizontalPodAutoscaler" => ("autoscaling", "v2"),
+            "PodDisruptionBudget" => ("policy", "v1"),
+            _ => ("", "v1"),
+        };
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &resource);
+        if let Some(o) = api.get_opt(name).await? {
+            seen.insert(
+                (*kind_name).to_owned(),
+                (
+                    o.annotations().get(MARK_ANNOTATION).cloned(),
+                    o.resource_version().unwrap_or_default(),
+                ),
+            );
+        }
+    }
+    Ok(seen)
+}
+
 /// Every object of the app on a cluster: kind/name → (mark, resourceVersion).
 async fn app_objects(client: &Client) -> Result<BTreeMap<String, (Option<String>, String)>> {
-    let mut seen = BTreeMap::new();
-    macro_rules! record {
-        ($kind:ty, $name:expr) => {
-            let api: Api<$kind> = Api::namespaced(client.clone(), NS);
-            if let Some(o) = api.get_opt($name).await? {
-                seen.insert(
-                    format!("{}/{}", <$kind as Resource>::kind(&()), $name),
-                    (
-                        o.annotations().get(MARK_ANNOTATION).cloned(),
-                        o.resource_version().unwrap_or_default(),
-                    ),
-                );
-            }
-        };
-    }
-    record!(ServiceAccount, "web");
-    record!(ConfigMap, "web-config");
-    record!(Secret, "web-secret");
-    record!(Deployment, "web");
-    record!(Service, "web");
-    record!(HorizontalPodAutoscaler, "web");
-    record!(PodDisruptionBudget, "web");
-    Ok(seen)
+    objects_on(client, &APP_KINDS).await
 }
 
 const APP_KINDS: [&str; 7] = [
@@ -204,9 +218,9 @@ async fn until_available(port: &KubeCluster, name: &str, replicas: u32) -> Resul
     .await
 }
 
-async fn until_gone(client: &Client) -> Result<()> {
-    eventually("the app's marked objects are gone", || async {
-        Ok(app_objects(client).await?.is_empty().then_some(()))
+async fn until_gone(client: &Client, names: &[&str]) -> Result<()> {
+    eventually(&format!("{names:?} are gone"), || async {
+        Ok(objects_on(client, names).await?.is_empty().then_some(()))
     })
     .await
 }
@@ -406,7 +420,7 @@ async fn migrate(clusters: &[Cluster]) -> Result<()> {
     }
     assert_eq!(app_objects(&admin_b).await?.len(), APP_KINDS.len());
     b.delete(&key("web"), &mark("m1")).await?;
-    until_gone(&admin_b).await?;
+    until_gone(&admin_b, &APP_KINDS).await?;
     b.delete(&key("web"), &mark("m1")).await?;
     assert!(
         Api::<Namespace>::all(admin_b.clone())
@@ -471,25 +485,614 @@ async fn migrate(clusters: &[Cluster]) -> Result<()> {
     Ok(())
 }
 
-/// A YAML document as JSON (the manifest is plain maps, lists and strings).
-fn yaml_to_json(yaml: &Yaml) -> Value {
-    match yaml {
-        Yaml::Hash(map) => Value::Object(
-            map.iter()
-                .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), yaml_to_json(v))))
-                .collect(),
-        ),
-        Yaml::Array(items) => Value::Array(items.iter().map(yaml_to_json).collect()),
-        Yaml::String(s) | Yaml::Real(s) => Value::String(s.clone()),
-        Yaml::Integer(i) => Value::from(*i),
-        Yaml::Boolean(b) => Value::Bool(*b),
-        _ => Value::Null,
+fn kind_names(objects: &[Value]) -> Vec<String> {
+    objects
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or("?"),
+                o["metadata"]["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+fn string_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+async fn create_namespace(client: &Client, name: &str, labels: Value) -> Result<()> {
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &object(json!({"metadata": {"name": name, "labels": labels}})),
+        )
+        .await?;
+    Ok(())
+}
+
+/// PersistentVolumes of `class` for the PV controller to bind claims to: no provisioner
+/// runs in these clusters, and kwok never mounts the hostPath.
+async fn create_volumes(client: &Client, class: &str, count: usize) -> Result<()> {
+    let api: Api<PersistentVolume> = Api::all(client.clone());
+    for i in 0..count {
+        let volume = json!({
+            "metadata": {"name": format!("{class}-{i}")},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "storageClassName": class,
+                     "hostPath": {"path": format!("/tmp/{class}-{i}")}},
+        });
+        api.create(&PostParams::default(), &object(volume)).await?;
     }
+    Ok(())
+}
+
+/// The objects of the database [`create_stateful_app`] makes, besides the StatefulSet's
+/// claims.
+const PG_KINDS: [&str; 4] = [
+    "ConfigMap/pg-config",
+    "StatefulSet/pg",
+    "Service/pg",
+    "PodDisruptionBudget/pg",
+];
+
+/// A database in `NS` (which must exist) as a user would create it: a StatefulSet `pg`
+/// with its headless governing Service, a ConfigMap and a PDB, and with `claim_class` a
+/// claim template of that storage class.
+async fn create_stateful_app(
+    client: &Client,
+    replicas: u32,
+    claim_class: Option<&str>,
+) -> Result<()> {
+    let ns = Some(NS);
+    create::<ConfigMap>(
+        client,
+        ns,
+        json!({"metadata": {"name": "pg-config"}, "data": {"POSTGRES_DB": "shop"}}),
+    )
+    .await?;
+    create::<Service>(
+        client,
+        ns,
+        json!({
+            "metadata": {"name": "pg"},
+            "spec": {"clusterIP": "None", "selector": {"app": "pg"}, "ports": [{"port": 5432}]},
+        }),
+    )
+    .await?;
+    let (mounts, templates) = match claim_class {
+        Some(class) => (
+            json!([{"name": "data", "mountPath": "/var/lib/postgresql"}]),
+            json!([{
+                "metadata": {"name": "data"},
+                "spec": {"storageClassName": class, "accessModes": ["ReadWriteOnce"],
+                         "resources": {"requests": {"storage": "1Gi"}}},
+            }]),
+        ),
+        None => (json!([]), json!([])),
+    };
+    create::<StatefulSet>(
+        client,
+        ns,
+        json!({
+            "metadata": {"name": "pg", "labels": {"app": "pg", "team": "data"}},
+            "spec": {
+                "replicas": replicas,
+                "serviceName": "pg",
+                "selector": {"matchLabels": {"app": "pg"}},
+                "template": {
+                    "metadata": {"labels": {"app": "pg"}},
+                    "spec": {
+                        "initContainers": [{"name": "init", "image": "busybox:1.36"}],
+                        "containers": [{
+                            "name": "db",
+                            "image": "postgres:17",
+                            "envFrom": [{"configMapRef": {"name": "pg-config"}}],
+                            "resources": {"requests": {"cpu": "250m", "memory": "128Mi"}},
+                            "volumeMounts": mounts,
+                        }],
+                    },
+                },
+                "volumeClaimTemplates": templates,
+            },
+        }),
+    )
+    .await?;
+    create::<PodDisruptionBudget>(
+        client,
+        ns,
+        json!({
+            "metadata": {"name": "pg"},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "pg"}}},
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A Deployment `name` in `namespace` with no replicas (the inventory lists it all the
+/// same).
+fn idle_deployment(name: &str) -> Value {
+    json!({
+        "metadata": {"name": name},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "c", "image": "registry.invalid/idle:1"}]}}},
+    })
+}
+
+fn idle_stateful_set(name: &str) -> Value {
+    let mut stateful_set = idle_deployment(name);
+    stateful_set["spec"]["serviceName"] = json!(name);
+    stateful_set
+}
+
+async fn until_pending_because(port: &KubeCluster, name: &str, reason: &str) -> Result<String> {
+    eventually(
+        &format!("{}: {name} waits because {reason}", port.name()),
+        || async {
+            match port.rollout(&key(name)).await? {
+                Rollout::Progressing { message, .. } if message.contains(reason) => {
+                    Ok(Some(message))
+                }
+                Rollout::Progressing { .. } => Ok(None),
+                other => bail!("{name}: {other:?}"),
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrates_a_statefulset_with_its_claim_templates_between_two_real_clusters() -> Result<()> {
+    let clusters = two_clusters(["sts-a", "sts-b"]).await?;
+    let result = migrate_stateful_set(&clusters).await;
+    with_logs(result, &clusters)
+}
+
+async fn migrate_stateful_set(clusters: &[Cluster]) -> Result<()> {
+    let (admin_a, admin_b) = (clusters[0].client().await?, clusters[1].client().await?);
+    create_namespace(&admin_a, NS, json!({})).await?;
+    create_volumes(&admin_a, "standard", 2).await?;
+    create_stateful_app(&admin_a, 2, Some("standard")).await?;
+    // Both kinds named `twin`: the key means the Deployment.
+    create::<Deployment>(&admin_a, Some(NS), idle_deployment("twin")).await?;
+    create::<StatefulSet>(&admin_a, Some(NS), idle_stateful_set("twin")).await?;
+    let a = KubeCluster::from_kubeconfig("a", clusters[0].kubeconfig(), None, vec![]).await?;
+    // B names its storage class and its registry mirror differently.
+    let b = KubeCluster::from_kubeconfig("b", clusters[1].kubeconfig(), None, vec![NS.to_owned()])
+        .await?
+        .with_overrides(TargetOverrides {
+            storage_classes: string_map(&[("standard", "fast")]),
+            image_registries: string_map(&[("docker.io", "mirror.dc1.example")]),
+            ..TargetOverrides::default()
+        });
+
+    let inventory = eventually("a: pg has 2 available replicas", || async {
+        let inventory = a.inventory().await?;
+        let done = inventory
+            .workloads
+            .iter()
+            .any(|w| w.key == key("pg") && w.available_replicas == 2);
+        Ok(done.then_some(inventory))
+    })
+    .await?;
+    let pg = inventory
+        .workloads
+        .iter()
+        .find(|w| w.key == key("pg"))
+        .context("pg in the inventory")?;
+    assert_eq!(pg.replicas, 2);
+    assert_eq!(
+        pg.requests,
+        Resources {
+            cpu_millis: 250,
+            memory_bytes: 128 << 20
+        }
+    );
+    assert_eq!(pg.labels.get("team").map(String::as_str), Some("data"));
+    assert_eq!(pg.mark, None);
+    assert_eq!(
+        inventory
+            .workloads
+            .iter()
+            .filter(|w| w.key == key("twin"))
+            .count(),
+        1
+    );
+    let twin = a.export(&key("twin")).await?;
+    assert_eq!(
+        kind_names(&twin.objects),
+        [format!("Namespace/{NS}"), "Deployment/twin".to_owned()]
+    );
+
+    // Export: the governing Service stays headless, the claim templates stay in the
+    // StatefulSet, and the claims made from them (data-pg-0, data-pg-1) are not carried.
+    let exported = a.export(&key("pg")).await?;
+    let mut want = vec![format!("Namespace/{NS}")];
+    want.extend(PG_KINDS.iter().map(|s| (*s).to_owned()));
+    assert_eq!(kind_names(&exported.objects), want);
+    assert_eq!(exported.replicas, 2);
+    let stateful_set = &exported.objects[2];
+    assert!(stateful_set.get("status").is_none(), "{stateful_set}");
+    let template = &stateful_set["spec"]["volumeClaimTemplates"][0];
+    assert_eq!(template["spec"]["storageClassName"], "standard");
+    assert!(template.get("status").is_none(), "{template}");
+    assert_eq!(exported.objects[3]["spec"]["clusterIP"], "None");
+
+    // Apply to B: marked, with B's storage class and registry.
+    b.apply(&exported, &mark("m1")).await?;
+    for (name, (m, _)) in objects_on(&admin_b, &PG_KINDS).await? {
+        assert_eq!(m.as_deref(), Some("m1"), "{name}");
+    }
+    assert_eq!(objects_on(&admin_b, &PG_KINDS).await?.len(), PG_KINDS.len());
+    let on_b = serde_json::to_value(
+        Api::<StatefulSet>::namespaced(admin_b.clone(), NS)
+            .get("pg")
+            .await?,
+    )?;
+    assert_eq!(
+        on_b["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"],
+        "fast"
+    );
+    let pod_spec = &on_b["spec"]["template"]["spec"];
+    assert_eq!(
+        pod_spec["containers"][0]["image"],
+        "mirror.dc1.example/library/postgres:17"
+    );
+    assert_eq!(
+        pod_spec["initContainers"][0]["image"],
+        "mirror.dc1.example/library/busybox:1.36"
+    );
+    let service_b = Api::<Service>::namespaced(admin_b.clone(), NS)
+        .get("pg")
+        .await?;
+    assert_eq!(
+        service_b.spec.and_then(|s| s.cluster_ip).as_deref(),
+        Some("None")
+    );
+
+    // No volume of B's class yet: the first pod waits for its claim, and says so.
+    until_pending_because(&b, "pg", "unbound immediate PersistentVolumeClaims").await?;
+    create_volumes(&admin_b, "fast", 2).await?;
+    until_available(&b, "pg", 2).await?;
+
+    // Applying again changes nothing.
+    let before = objects_on(&admin_b, &PG_KINDS).await?;
+    b.apply(&exported, &mark("m1")).await?;
+    assert_eq!(
+        objects_on(&admin_b, &PG_KINDS).await?,
+        before,
+        "a repeated apply wrote"
+    );
+
+    // Drain the source: marked, no replicas, and its rollout to zero completes.
+    a.scale(&key("pg"), 0, Some(&mark("m1"))).await?;
+    let drained = Api::<StatefulSet>::namespaced(admin_a.clone(), NS)
+        .get("pg")
+        .await?;
+    assert_eq!(drained.spec.as_ref().and_then(|s| s.replicas), Some(0));
+    assert_eq!(
+        drained
+            .annotations()
+            .get(MARK_ANNOTATION)
+            .map(String::as_str),
+        Some("m1")
+    );
+    until_available(&a, "pg", 0).await?;
+
+    // Delete on B: a wrong mark deletes nothing; the right one deletes the graph. The
+    // claims the StatefulSet controller made stay (its retention policy is Retain).
+    match b.delete(&key("pg"), &mark("m2")).await {
+        Err(PortError::Conflict { .. }) => {}
+        other => bail!("delete with a wrong mark: {other:?}"),
+    }
+    assert_eq!(objects_on(&admin_b, &PG_KINDS).await?.len(), PG_KINDS.len());
+    b.delete(&key("pg"), &mark("m1")).await?;
+    until_gone(&admin_b, &PG_KINDS).await?;
+    assert!(
+        Api::<PersistentVolumeClaim>::namespaced(admin_b.clone(), NS)
+            .get_opt("data-pg-0")
+            .await?
+            .is_some(),
+        "the controller's claim stays"
+    );
+    eventually("b: pg leaves the inventory", || async {
+        let inventory = b.inventory().await?;
+        Ok(inventory
+            .workloads
+            .iter()
+            .all(|w| w.key != key("pg"))
+            .then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+/// What the source's volume controllers write on a claim they bind.
+const BINDING_ANNOTATIONS: [&str; 5] = [
+    "pv.kubernetes.io/bind-completed",
+    "pv.kubernetes.io/bound-by-controller",
+    "volume.beta.kubernetes.io/storage-provisioner",
+    "volume.kubernetes.io/storage-provisioner",
+    "volume.kubernetes.io/selected-node",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployments_claims_and_the_targets_overrides_arrive_on_the_target() -> Result<()> {
+    let clusters = two_clusters(["pvc-a", "pvc-b"]).await?;
+    let result = claims_and_overrides(&clusters).await;
+    with_logs(result, &clusters)
+}
+
+async fn claims_and_overrides(clusters: &[Cluster]) -> Result<()> {
+    let (admin_a, admin_b) = (clusters[0].client().await?, clusters[1].client().await?);
+    create_namespace(&admin_a, NS, json!({})).await?;
+    create_volumes(&admin_a, "standard", 1).await?;
+    create::<PersistentVolumeClaim>(
+        &admin_a,
+        Some(NS),
+        json!({
+            "metadata": {"name": "uploads", "labels": {"app": "files"}},
+            "spec": {"storageClassName": "standard", "accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "1Gi"}}},
+        }),
+    )
+    .await?;
+    create::<Deployment>(&admin_a, Some(NS), json!({
+        "metadata": {"name": "files", "labels": {"app": "files"}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "files"}},
+            "template": {
+                "metadata": {"labels": {"app": "files"}},
+                "spec": {
+                    "initContainers": [{"name": "init", "image": "busybox:1.36"}],
+                    "containers": [
+                        {"name": "web", "image": "nginx:1.27",
+                         "volumeMounts": [{"name": "uploads", "mountPath": "/srv"}]},
+                        {"name": "sidecar", "image": "registry.invalid/sidecar:1"},
+                    ],
+                    "volumes": [{"name": "uploads", "persistentVolumeClaim": {"claimName": "uploads"}}],
+                },
+            },
+        },
+    })).await?;
+    // Bound on the source: the volume name and annotations that cleaning must take away.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(admin_a.clone(), NS);
+    let bound = eventually("a: uploads is bound", || async {
+        let claim = claims.get("uploads").await?;
+        let phase = claim.status.as_ref().and_then(|s| s.phase.as_deref());
+        Ok((phase == Some("Bound")).then_some(claim))
+    })
+    .await?;
+    assert!(
+        bound
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.as_ref())
+            .is_some()
+    );
+    assert!(
+        bound
+            .annotations()
+            .contains_key("pv.kubernetes.io/bind-completed"),
+        "{:?}",
+        bound.annotations()
+    );
+
+    let a = KubeCluster::from_kubeconfig("a", clusters[0].kubeconfig(), None, vec![]).await?;
+    let exported = a.export(&key("files")).await?;
+    assert_eq!(
+        kind_names(&exported.objects),
+        [
+            format!("Namespace/{NS}"),
+            "PersistentVolumeClaim/uploads".to_owned(),
+            "Deployment/files".to_owned()
+        ]
+    );
+    let claim = &exported.objects[1];
+    assert!(claim["spec"].get("volumeName").is_none(), "{claim}");
+    assert!(claim.get("status").is_none(), "{claim}");
+    for annotation in BINDING_ANNOTATIONS {
+        assert!(
+            claim["metadata"]["annotations"].get(annotation).is_none(),
+            "{annotation} left in {claim}"
+        );
+    }
+    assert_eq!(claim["spec"]["storageClassName"], "standard");
+
+    let b = KubeCluster::from_kubeconfig("b", clusters[1].kubeconfig(), None, vec![])
+        .await?
+        .with_overrides(TargetOverrides {
+            image_registries: string_map(&[("docker.io", "mirror.dc1.example")]),
+            storage_classes: string_map(&[("standard", "fast")]),
+            labels: string_map(&[("dc", "dc1")]),
+            annotations: string_map(&[("example.com/owner", "dc1-platform")]),
+        });
+    b.apply(&exported, &mark("m1")).await?;
+
+    // Read back on B: the overrides are in the metadata and the specs they name, and
+    // nowhere else.
+    let claim_b = serde_json::to_value(
+        Api::<PersistentVolumeClaim>::namespaced(admin_b.clone(), NS)
+            .get("uploads")
+            .await?,
+    )?;
+    assert_eq!(claim_b["spec"]["storageClassName"], "fast", "{claim_b}");
+    assert!(claim_b["spec"].get("volumeName").is_none(), "{claim_b}");
+    assert_eq!(claim_b["status"]["phase"], "Pending", "{claim_b}");
+    assert_eq!(
+        claim_b["metadata"]["labels"],
+        json!({"app": "files", "dc": "dc1"})
+    );
+    assert_eq!(
+        claim_b["metadata"]["annotations"],
+        json!({"example.com/owner": "dc1-platform", MARK_ANNOTATION: "m1"})
+    );
+    let files_b = serde_json::to_value(
+        Api::<Deployment>::namespaced(admin_b.clone(), NS)
+            .get("files")
+            .await?,
+    )?;
+    let metadata = &files_b["metadata"];
+    assert_eq!(metadata["labels"], json!({"app": "files", "dc": "dc1"}));
+    assert_eq!(
+        metadata["annotations"]["example.com/owner"], "dc1-platform",
+        "{metadata}"
+    );
+    assert_eq!(
+        files_b["spec"]["selector"],
+        json!({"matchLabels": {"app": "files"}})
+    );
+    let template = &files_b["spec"]["template"];
+    assert_eq!(template["metadata"], json!({"labels": {"app": "files"}}));
+    let images = |field: &str| -> Vec<Value> {
+        template["spec"][field]
+            .as_array()
+            .map(|cs| cs.iter().map(|c| c["image"].clone()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        images("containers"),
+        [
+            json!("mirror.dc1.example/library/nginx:1.27"),
+            json!("registry.invalid/sidecar:1")
+        ]
+    );
+    assert_eq!(
+        images("initContainers"),
+        [json!("mirror.dc1.example/library/busybox:1.36")]
+    );
+    let namespace_b = Api::<Namespace>::all(admin_b.clone()).get(NS).await?;
+    assert_eq!(
+        namespace_b.labels().get("dc").map(String::as_str),
+        Some("dc1")
+    );
+
+    // Nothing binds the claim on B (no volume of class `fast`): the pod waits, and says
+    // why. Moving the data is not the adapter's to do.
+    until_pending_because(&b, "files", "unbound immediate PersistentVolumeClaims").await?;
+
+    // Delete on B takes the claim too (it carries the mark); the source's stays bound.
+    b.delete(&key("files"), &mark("m1")).await?;
+    until_gone(
+        &admin_b,
+        &["Deployment/files", "PersistentVolumeClaim/uploads"],
+    )
+    .await?;
+    assert_eq!(
+        objects_on(&admin_a, &["PersistentVolumeClaim/uploads"])
+            .await?
+            .len(),
+        1
+    );
+    Ok(())
+}
+
+const MANAGED: (&str, &str) = ("ferry.dev/managed", "yes");
+
+/// Waits until the inventory reports exactly the workloads `want` (`namespace/name`,
+/// sorted).
+async fn until_workloads(port: &KubeCluster, want: &[&str]) -> Result<()> {
+    eventually(&format!("{}: workloads {want:?}", port.name()), || async {
+        let keys: Vec<String> = port
+            .inventory()
+            .await?
+            .workloads
+            .iter()
+            .map(|w| w.key.to_string())
+            .collect();
+        ensure!(keys == want, "reported {keys:?}");
+        Ok(Some(()))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inventory_follows_a_namespace_label() -> Result<()> {
+    let clusters = start_clusters(&[ClusterSpec::named("label").with_nodes(1, "4", "16Gi")])
+        .await
+        .context("start a cluster")?;
+    let result = namespace_label(&clusters).await;
+    with_logs(result, &clusters)
+}
+
+async fn namespace_label(clusters: &[Cluster]) -> Result<()> {
+    let admin = clusters[0].client().await?;
+    let (label, value) = MANAGED;
+    for (namespace, labels) in [
+        ("shop", json!({label: value})),
+        ("lab", json!({})),
+        ("ops", json!({label: value})),
+    ] {
+        create_namespace(&admin, namespace, labels).await?;
+        create::<Deployment>(&admin, Some(namespace), idle_deployment("web")).await?;
+    }
+    create::<StatefulSet>(&admin, Some("ops"), idle_stateful_set("cache")).await?;
+    let path = clusters[0].kubeconfig();
+    let connect = |name: &'static str, namespaces: &[&str]| {
+        let namespaces = namespaces.iter().map(|n| (*n).to_owned()).collect();
+        KubeCluster::from_kubeconfig(name, path, None, namespaces)
+    };
+    let everything = connect("everything", &[]).await?;
+    let labelled = connect("labelled", &[])
+        .await?
+        .with_namespace_label(label.to_owned(), value.to_owned());
+    let listed_and_labelled = connect("listed-and-labelled", &["shop", "lab"])
+        .await?
+        .with_namespace_label(label.to_owned(), value.to_owned());
+
+    // (cluster, the workloads it reports): the label alone, and the label within the list.
+    let cases = [
+        (
+            &everything,
+            ["lab/web", "ops/cache", "ops/web", "shop/web"].as_slice(),
+        ),
+        (&labelled, &["ops/cache", "ops/web", "shop/web"]),
+        (&listed_and_labelled, &["shop/web"]),
+    ];
+    for (port, want) in cases {
+        until_workloads(port, want).await?;
+    }
+
+    // The label moves (lab gains it, shop loses it), and the inventories follow.
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    for (namespace, labels) in [
+        ("lab", json!({label: value})),
+        ("shop", json!({label: null})),
+    ] {
+        namespaces
+            .patch(
+                namespace,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": labels}})),
+            )
+            .await?;
+    }
+    let cases = [
+        (
+            &everything,
+            ["lab/web", "ops/cache", "ops/web", "shop/web"].as_slice(),
+        ),
+        (&labelled, &["lab/web", "ops/cache", "ops/web"]),
+        (&listed_and_labelled, &["lab/web"]),
+    ];
+    for (port, want) in cases {
+        until_workloads(port, want).await?;
+    }
+    Ok(())
 }
 
 fn cluster_role(name: &str, drop_deployment_patch: bool) -> Result<ClusterRole> {
-    let docs = YamlLoader::load_from_str(CLUSTER_ROLE_YAML)?;
-    let mut role = yaml_to_json(docs.first().context("one document")?);
+    let mut role = manifest_documents(CLUSTER_ROLE_YAML)?
+        .into_iter()
+        .next()
+        .context("one document")?;
     role["metadata"]["name"] = json!(name);
     if drop_deployment_patch {
         for rule in role["rules"].as_array_mut().context("rules")? {
@@ -587,7 +1190,7 @@ async fn least_privilege(clusters: &[Cluster]) -> Result<()> {
     }
     a.scale(&key("web"), 0, Some(&mark("m1"))).await?;
     b.delete(&key("web"), &mark("m1")).await?;
-    until_gone(&admin_b).await?;
+    until_gone(&admin_b, &APP_KINDS).await?;
     // On the drained source only the Deployment carries the mark (the scale put it
     // there): the user's ConfigMaps and Secrets stay.
     a.delete(&key("web"), &mark("m1")).await?;
@@ -598,6 +1201,34 @@ async fn least_privilege(clusters: &[Cluster]) -> Result<()> {
     })
     .await?;
     assert_eq!(left.len(), APP_KINDS.len() - 1, "{left:?}");
+
+    // A StatefulSet moves with the same role.
+    create_stateful_app(&admin_a, 1, None).await?;
+    eventually("a: pg available, seen with the role", || async {
+        let inventory = a.inventory().await?;
+        Ok(inventory
+            .workloads
+            .iter()
+            .any(|w| w.key == key("pg") && w.available_replicas == 1)
+            .then_some(()))
+    })
+    .await?;
+    let exported = a.export(&key("pg")).await?;
+    b.apply(&exported, &mark("m2")).await?;
+    until_available(&b, "pg", 1).await?;
+    a.scale(&key("pg"), 0, Some(&mark("m2"))).await?;
+    b.delete(&key("pg"), &mark("m2")).await?;
+    until_gone(&admin_b, &PG_KINDS).await?;
+
+    // An inventory limited by a namespace label watches namespaces, which the role allows.
+    let labelled = as_identity(&clusters[0], "ferry-labelled", "ferry-adapter")
+        .await?
+        .with_namespace_label(MANAGED.0.to_owned(), MANAGED.1.to_owned());
+    let inventory = labelled
+        .inventory()
+        .await
+        .context("the role lets the inventory watch namespaces")?;
+    assert_eq!(inventory.workloads, [], "no namespace carries the label");
     Ok(())
 }
 
@@ -629,5 +1260,68 @@ async fn an_api_that_does_not_answer_is_unreachable() -> Result<()> {
     let wrong_context = KubeCluster::from_kubeconfig("x", &path, Some("nope"), vec![]).await;
     assert!(matches!(wrong_context, Err(PortError::Rejected { .. })));
     std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// A token source the test turns: none, a wrong one, then a real one.
+struct TurnedToken(std::sync::Mutex<Result<String, String>>);
+
+impl ferry_adapter_kubernetes::BearerToken for TurnedToken {
+    fn current(&self) -> Result<String, String> {
+        self.0
+            .lock()
+            .map_or_else(|_| Err("lock poisoned".to_owned()), |t| t.clone())
+    }
+}
+
+impl TurnedToken {
+    fn set(&self, token: Result<String, String>) {
+        if let Ok(mut current) = self.0.lock() {
+            *current = token;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refreshed_token_takes_effect_without_a_new_client() -> Result<()> {
+    use base64::Engine as _;
+    let clusters = start_clusters(&[ClusterSpec::named("token-a").with_nodes(2, "4", "8Gi")])
+        .await
+        .context("one cluster")?;
+    let cluster = &clusters[0];
+    let identity = cluster.identity("rotated", "cluster-admin").await?;
+    let token = std::sync::Arc::new(TurnedToken(std::sync::Mutex::new(Err(
+        "the issuer has no token yet".to_owned(),
+    ))));
+    let credentials = ferry_adapter_kubernetes::Credentials::Endpoint {
+        server: cluster.server().to_owned(),
+        ca_base64: base64::engine::general_purpose::STANDARD
+            .encode(std::fs::read(cluster.ca_file())?),
+        token: token.clone(),
+    };
+    // The Debug form of credentials never shows the token.
+    assert!(!format!("{credentials:?}").contains(&identity.token));
+    let port = KubeCluster::connect("token-a", &credentials, vec![])
+        .await?
+        .with_ready_timeout(Duration::from_secs(3));
+
+    let error = port.inventory().await.expect_err("no token");
+    assert!(
+        error.to_string().contains("the issuer has no token yet"),
+        "{error}"
+    );
+    token.set(Ok("not-a-valid-token".to_owned()));
+    let error = port.export(&key("web")).await.expect_err("a wrong token");
+    assert!(error.to_string().contains("Unauthorized"), "{error}");
+
+    // The issuer refreshes: the same client's next requests, and its watches' next
+    // connections, carry the new token.
+    token.set(Ok(identity.token.clone()));
+    let inventory = eventually("an inventory with the refreshed token", || async {
+        Ok(port.inventory().await.ok())
+    })
+    .await?;
+    assert_eq!(inventory.nodes, 2);
+    assert_eq!(inventory.health, Health::Ready);
     Ok(())
 }

@@ -18,6 +18,9 @@
 
 use std::fmt;
 
+mod retry;
+pub use retry::{Backoff, Retrying};
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 

@@ -21,8 +21,9 @@ use yaml::{Node, Pos};
 
 use crate::model::{
     Cluster, Connection, GkeConnection, Health, KubeconfigRef, Objective, OpenstackConnection,
-    OpenstackProvisioner, PlacementPolicy, PreferredTerm, Pricing, Provider, RebalanceRules,
-    Spread, Taint, TaintEffect, Toleration, TolerationOperator, Workload, WorkloadSelector,
+    OpenstackProvisioner, Overrides, PlacementPolicy, PreferredTerm, Pricing, Provider,
+    RebalanceRules, Spread, Taint, TaintEffect, Toleration, TolerationOperator, Workload,
+    WorkloadScope, WorkloadSelector,
 };
 use crate::quantity::{Resources, parse_duration};
 use crate::selector::{LabelExpression, LabelSelector, SelectorOperator};
@@ -310,6 +311,10 @@ fn decode_cluster(
     let taints = fields
         .optional("taints")
         .map(|n| list(ctx, n, "spec.taints", decode_taint));
+    let scope = fields.optional("workloads").map(|n| decode_scope(ctx, n));
+    let overrides = fields
+        .optional("overrides")
+        .map(|n| decode_overrides(ctx, n));
     let spec_pos = fields.pos();
     fields.finish(
         ctx,
@@ -322,6 +327,8 @@ fn decode_cluster(
             "capacity",
             "reserved",
             "taints",
+            "workloads",
+            "overrides",
         ],
     );
 
@@ -387,6 +394,76 @@ fn decode_cluster(
         reserved: reserved?,
         taints: taints?,
         health: health?,
+        scope: scope.unwrap_or_else(|| Some(WorkloadScope::default()))?,
+        overrides: overrides.unwrap_or_else(|| Some(Overrides::default()))?,
+    })
+}
+
+/// `spec.workloads`: the namespaces listed and those carrying one label.
+fn decode_scope(ctx: &mut Ctx<'_>, node: &Node) -> Option<WorkloadScope> {
+    let path = "spec.workloads";
+    let mut fields = Fields::of(ctx, node, path)?;
+    let namespaces = fields.optional("namespaces").map(|n| {
+        let names = string_list(ctx, n, "spec.workloads.namespaces")?;
+        let bad: Vec<&String> = names.iter().filter(|name| !is_dns_label(name)).collect();
+        if let Some(name) = bad.first() {
+            ctx.error(
+                n.pos,
+                "spec.workloads.namespaces",
+                format!("`{name}` is not a valid namespace name (a DNS-1123 label)"),
+            );
+            return None;
+        }
+        Some(names)
+    });
+    let label = fields.optional("namespaceLabel").map(|n| {
+        let map = labels(ctx, n, "spec.workloads.namespaceLabel")?;
+        if map.len() != 1 {
+            ctx.error(
+                n.pos,
+                "spec.workloads.namespaceLabel",
+                format!("one label `key: value` is expected; found {}", map.len()),
+            );
+            return None;
+        }
+        map.into_iter().next()
+    });
+    fields.finish(ctx, &["namespaces", "namespaceLabel"]);
+    Some(WorkloadScope {
+        namespaces: namespaces.unwrap_or_else(|| Some(Vec::new()))?,
+        namespace_label: label.map_or(Some(None), |l| l.map(Some))?,
+    })
+}
+
+/// `spec.overrides`: rewrites of what Ferry applies on this cluster.
+fn decode_overrides(ctx: &mut Ctx<'_>, node: &Node) -> Option<Overrides> {
+    let path = "spec.overrides";
+    let mut fields = Fields::of(ctx, node, path)?;
+    let mut map = |ctx: &mut Ctx<'_>, name: &str, as_labels: bool| {
+        fields.optional(name).map(|n| {
+            let field = format!("{path}.{name}");
+            if as_labels {
+                labels(ctx, n, &field)
+            } else {
+                string_map(ctx, n, &field)
+            }
+        })
+    };
+    let image_registries = map(ctx, "imageRegistries", false);
+    let storage_classes = map(ctx, "storageClasses", false);
+    let extra_labels = map(ctx, "labels", true);
+    let annotations = map(ctx, "annotations", false);
+    fields.finish(
+        ctx,
+        &["imageRegistries", "storageClasses", "labels", "annotations"],
+    );
+    let or_empty =
+        |m: Option<Option<BTreeMap<String, String>>>| m.unwrap_or_else(|| Some(BTreeMap::new()));
+    Some(Overrides {
+        image_registries: or_empty(image_registries)?,
+        storage_classes: or_empty(storage_classes)?,
+        labels: or_empty(extra_labels)?,
+        annotations: or_empty(annotations)?,
     })
 }
 

@@ -51,6 +51,63 @@ fn a_valid_cluster_decodes_completely() {
 }
 
 #[test]
+fn workload_scope_and_overrides_decode_and_bad_ones_are_named() {
+    let text = CLUSTER.replace(
+        "status:",
+        "  workloads: { namespaces: [shop, batch], namespaceLabel: { ferry.dev/federated: \"true\" } }
+  overrides:
+    imageRegistries: { docker.io: mirror.dc1.example }
+    storageClasses: { standard: ceph-rbd }
+    labels: { site: dc1 }
+    annotations: { owner: platform }
+status:",
+    );
+    let (resources, found) = parse_source("f.yaml", &text);
+    assert_eq!(found, vec![]);
+    let Some(Resource::Cluster(cluster)) = resources.first().map(|r| &r.value) else {
+        panic!("expected a cluster, got {resources:?}")
+    };
+    assert_eq!(cluster.scope.namespaces, ["shop", "batch"]);
+    assert_eq!(
+        cluster.scope.namespace_label,
+        Some(("ferry.dev/federated".to_owned(), "true".to_owned()))
+    );
+    assert_eq!(
+        cluster.overrides.image_registries["docker.io"],
+        "mirror.dc1.example"
+    );
+    assert_eq!(cluster.overrides.storage_classes["standard"], "ceph-rbd");
+    assert_eq!(cluster.overrides.labels["site"], "dc1");
+    assert_eq!(cluster.overrides.annotations["owner"], "platform");
+
+    let cases = [
+        (
+            "  workloads: { namespaces: [Shop_1] }\nstatus:",
+            "spec.workloads.namespaces: `Shop_1` is not a valid namespace name (a DNS-1123 label)",
+        ),
+        (
+            "  workloads: { namespaceLabel: { a: b, c: d } }\nstatus:",
+            "spec.workloads.namespaceLabel: one label `key: value` is expected; found 2",
+        ),
+        (
+            "  overrides: { imageRegistry: { a: b } }\nstatus:",
+            "spec.overrides.imageRegistry: unknown field `imageRegistry`; expected one of: imageRegistries, storageClasses, labels, annotations",
+        ),
+        (
+            "  overrides: { labels: { site: \"not valid!\" } }\nstatus:",
+            "spec.overrides.labels.site: `site: not valid!` is not a valid label",
+        ),
+    ];
+    for (replacement, expected) in cases {
+        let found = diagnostics(&CLUSTER.replace("status:", replacement));
+        assert!(
+            found.len() == 1 && found[0].ends_with(expected),
+            "{replacement}: {found:?}"
+        );
+    }
+}
+
+#[test]
 fn typo_wrong_type_and_bad_quantity_are_all_reported() {
     let text = CLUSTER
         .replace("cpuCoreHour: 0.031", "cpuCoreHuor: 0.031")

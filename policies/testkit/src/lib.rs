@@ -373,6 +373,8 @@ fn generate_clusters(rng: &mut Rng, shape: &Shape) -> Vec<Cluster> {
                 reserved: Resources::default(),
                 taints,
                 health,
+                scope: Default::default(),
+                overrides: Default::default(),
             }
         })
         .collect()

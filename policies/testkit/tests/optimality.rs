@@ -474,6 +474,8 @@ fn cluster(name: &str, cpu_core_hour: f64, cores: u64) -> Cluster {
         reserved: Resources::default(),
         taints: Vec::new(),
         health: Some(Health::Ready),
+        scope: Default::default(),
+        overrides: Default::default(),
     }
 }
 
