@@ -198,6 +198,12 @@ pub struct Engine {
     /// Test hook (`FERRY_TEST_PAUSE_AT=<step>:<before|after>`): stop at that boundary so
     /// that the crash-safety test can SIGKILL the broker exactly there.
     pause_at: Option<String>,
+    /// The last thing a running step waited for, per migration: a step that runs out of
+    /// time says why (e.g. the scheduler's reason for pods left Pending).
+    waiting_for: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// Since when an undo has been refused, per migration (in memory: a restart grants
+    /// a refused rollback another full period).
+    undo_refused_since: std::sync::Mutex<std::collections::BTreeMap<String, std::time::Instant>>,
 }
 
 fn random_id() -> String {
@@ -225,6 +231,8 @@ impl Engine {
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             config,
             pause_at: std::env::var("FERRY_TEST_PAUSE_AT").ok(),
+            waiting_for: std::sync::Mutex::default(),
+            undo_refused_since: std::sync::Mutex::default(),
         }
     }
 
@@ -537,10 +545,14 @@ impl Engine {
         {
             Ok(result) => result,
             Err(_) => Err(StepError::Refused(format!(
-                "step {name} did not finish within {} s",
-                self.config.step_deadline.as_secs()
+                "step {name} did not finish within {} s{}",
+                self.config.step_deadline.as_secs(),
+                self.waiting_for(&migration.id)
+                    .map(|w| format!("; it was waiting for: {w}"))
+                    .unwrap_or_default()
             ))),
         };
+        self.set_waiting_for(&migration.id, None);
         self.pause_if_asked(&name, "after").await;
         let step = &mut migration.steps[index];
         step.ended_at = Some(clock::now());
@@ -673,6 +685,10 @@ impl Engine {
                             available,
                             message,
                         } => {
+                            self.set_waiting_for(
+                                &migration.id,
+                                Some(format!("{available} of {desired} available; {message}")),
+                            );
                             self.events.publish(
                                 "migration.progress",
                                 Some(&migration.namespace),
@@ -694,6 +710,38 @@ impl Engine {
             }
             other => Err(StepError::Refused(format!("unknown step {other}"))),
         }
+    }
+
+    /// Whether a refused undo is still within its grace period (the step deadline) since
+    /// the first refusal.
+    fn keep_trying_undo(&self, id: &str) -> bool {
+        let mut refused = self
+            .undo_refused_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let since = *refused
+            .entry(id.to_owned())
+            .or_insert_with(std::time::Instant::now);
+        since.elapsed() < self.config.step_deadline
+    }
+
+    fn waiting_for(&self, id: &str) -> Option<String> {
+        self.waiting_for
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
+    fn set_waiting_for(&self, id: &str, what: Option<String>) {
+        let mut all = self
+            .waiting_for
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match what {
+            Some(what) => all.insert(id.to_owned(), what),
+            None => all.remove(id),
+        };
     }
 
     fn member(&self, name: &str) -> Result<Arc<dyn ferry_ports::ClusterPort>, StepError> {
@@ -733,6 +781,12 @@ impl Engine {
         }
         self.pause_if_asked(&name, "undo").await;
         let result = self.undo(&name, &migration).await;
+        if result.is_ok() {
+            self.undo_refused_since
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&migration.id);
+        }
         match result {
             Ok(message) => {
                 let step = &mut migration.steps[index];
@@ -746,6 +800,14 @@ impl Engine {
             Err(StepError::Port(error)) if error.is_transient() => {
                 // The cluster will come back; the undo is idempotent. Try again later.
                 tracing::warn!(id = %migration.id, %error, "rollback waits for the cluster");
+                tokio::time::sleep(self.config.poll.max(Duration::from_secs(1))).await;
+                Ok(())
+            }
+            Err(StepError::Port(error)) if self.keep_trying_undo(&migration.id) => {
+                // A refusal can pass too: an API server that has just restarted answers
+                // 403 until its authorizer has loaded the role bindings again. Giving up
+                // would leave the workload to an operator, so try again for a while.
+                tracing::warn!(id = %migration.id, %error, "rollback refused; trying again");
                 tokio::time::sleep(self.config.poll.max(Duration::from_secs(1))).await;
                 Ok(())
             }

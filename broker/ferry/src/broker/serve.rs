@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use ferry_adapter_kubernetes::KubeCluster;
+use ferry_adapter_kubernetes::{KubeCluster, TargetOverrides};
 use ferry_auth::VerificationKey;
-use ferry_policies::model::{Connection, Provider};
+use ferry_policies::model::{Connection, Overrides, Provider};
 use ferry_policies::resources::ResourceSet;
-use ferry_ports::ClusterPort;
+use ferry_ports::{Backoff, ClusterPort, Retrying};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -177,11 +177,17 @@ async fn members(
                         &cluster.name,
                         &path,
                         reference.context.as_deref(),
-                        Vec::new(),
+                        cluster.scope.namespaces.clone(),
                     )
                     .await
                     .with_context(|| format!("cluster {}", cluster.name))?;
-                    Arc::new(kube)
+                    let mut kube = kube.with_overrides(target_overrides(&cluster.overrides));
+                    if let Some((key, value)) = &cluster.scope.namespace_label {
+                        kube = kube.with_namespace_label(key.clone(), value.clone());
+                    }
+                    // Port calls are idempotent: a dropped connection or an API server
+                    // restart is ridden out before a migration step gives up.
+                    Arc::new(Retrying::new(Arc::new(kube), Backoff::default()))
                 }
                 _ => {
                     let sim =
@@ -201,6 +207,16 @@ async fn members(
         }));
     }
     Ok((members, ports))
+}
+
+/// A Cluster file's overrides in the adapter's terms.
+fn target_overrides(overrides: &Overrides) -> TargetOverrides {
+    TargetOverrides {
+        image_registries: overrides.image_registries.clone(),
+        storage_classes: overrides.storage_classes.clone(),
+        labels: overrides.labels.clone(),
+        annotations: overrides.annotations.clone(),
+    }
 }
 
 fn duration(text: Option<&str>, default: Duration, what: &str) -> anyhow::Result<Duration> {
@@ -266,7 +282,9 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
             Duration::from_secs(600),
             "step-deadline",
         )?,
-        poll: Duration::from_millis(500),
+        // One GET of the workload per running migration: cheap for the API server, and
+        // it bounds what the broker adds to a rollout's end at a quarter second.
+        poll: Duration::from_millis(250),
         rollback_window: duration(
             config.migrations.rollback_window.as_deref(),
             Duration::from_secs(600),

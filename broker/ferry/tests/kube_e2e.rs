@@ -1,0 +1,1025 @@
+//! `ferry serve` on three real Kubernetes clusters of the test harness (kube-apiserver,
+//! controller manager, scheduler, etcd, kwok nodes), driven through the REST API. The
+//! broker acts on each cluster as a ServiceAccount bound to `deploy/ferry-clusterrole.yaml`,
+//! never as cluster admin; the tests look at the clusters as admin.
+//!
+//! The three clusters are started once for the whole file and shared: each test works in
+//! namespaces of its own, runs its own broker (with its own store and settings) scoped to
+//! them, and the tests take turns, so that the one that kills an API server disturbs no
+//! other. Nodes of `kube-a` carry the label `ferry-test/site=a`: a workload that selects it
+//! runs on A and stays Pending elsewhere, which is how these tests make a rollout that does
+//! not finish.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use ferry_testenv::{ClusterSpec, client_from, manifest_documents, start_clusters};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+const SECRET_VALUE: &str = "s3cr3t-value-that-must-not-leak";
+const CLUSTERS: [&str; 3] = ["kube-a", "kube-b", "kube-c"];
+/// Monthly price per core on A, B and C: B is the cheapest, A the dearest.
+const CPU_PRICES: [f64; 3] = [0.05, 0.02, 0.03];
+const SITE_LABEL: &str = "ferry-test/site";
+
+// ---------------------------------------------------------------------------------------
+// The shared clusters
+// ---------------------------------------------------------------------------------------
+
+/// What a test may ask of the clusters' processes.
+enum Action {
+    Kill(&'static str),
+    Restart(&'static str),
+}
+
+type Request = (usize, Action, oneshot::Sender<Result<(), String>>);
+
+struct Fixture {
+    /// Admin kubeconfigs, for the tests' own looks.
+    admin: Vec<PathBuf>,
+    /// Kubeconfigs of the restricted `ferry-broker` ServiceAccount, for the broker.
+    broker: Vec<PathBuf>,
+    control: mpsc::UnboundedSender<Request>,
+}
+
+/// The tests take turns on the shared clusters.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Starts the three clusters on first use, on a thread of their own that keeps them (and
+/// their processes, which die with that thread) for the life of the test binary.
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let (ready, started) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("a runtime for the clusters");
+            runtime.block_on(async move {
+                let (control, mut requests) = mpsc::unbounded_channel::<Request>();
+                let mut clusters = match setup().await {
+                    Ok((clusters, admin, broker)) => {
+                        let _ = ready.send(Ok(Fixture {
+                            admin,
+                            broker,
+                            control,
+                        }));
+                        clusters
+                    }
+                    Err(error) => {
+                        let _ = ready.send(Err(format!("{error:#}")));
+                        return;
+                    }
+                };
+                while let Some((index, action, reply)) = requests.recv().await {
+                    let cluster = &mut clusters[index];
+                    let result = match action {
+                        Action::Kill(component) => cluster.kill(component),
+                        Action::Restart(component) => cluster.restart(component).await,
+                    };
+                    let _ = reply.send(result.map_err(|e| e.to_string()));
+                }
+            });
+        });
+        match started.recv() {
+            Ok(Ok(fixture)) => fixture,
+            Ok(Err(error)) => panic!("the test clusters did not start: {error}"),
+            Err(_) => panic!("the test clusters' thread died while starting"),
+        }
+    })
+}
+
+async fn setup() -> Result<(Vec<ferry_testenv::Cluster>, Vec<PathBuf>, Vec<PathBuf>)> {
+    // A fixed folder per cluster: a run leaves at most one copy behind, wiped by the next.
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kube-e2e");
+    let specs: Vec<ClusterSpec> = CLUSTERS
+        .iter()
+        .map(|name| {
+            let spec = ClusterSpec::named(name).in_dir(root.join(name));
+            // C is small: a target without room for the big workload.
+            if *name == "kube-c" {
+                spec.with_nodes(2, "2", "8Gi")
+            } else {
+                spec.with_nodes(2, "8", "32Gi")
+            }
+        })
+        .collect();
+    let clusters = start_clusters(&specs)
+        .await
+        .context("start three clusters")?;
+    let role = manifest_documents(ferry_adapter_kubernetes::CLUSTER_ROLE_YAML)?
+        .into_iter()
+        .next()
+        .context("deploy/ferry-clusterrole.yaml has a document")?;
+    let role: ClusterRole = serde_json::from_value(role)?;
+    let role_name = role.metadata.name.clone().context("the role has a name")?;
+    let mut admin = Vec::new();
+    let mut broker = Vec::new();
+    for cluster in &clusters {
+        let client = cluster.client().await?;
+        Api::<ClusterRole>::all(client.clone())
+            .create(&PostParams::default(), &role)
+            .await?;
+        let identity = cluster.identity("ferry-broker", &role_name).await?;
+        // The authorizer learns of the binding through its informer: wait until it has.
+        let restricted = client_from(&identity.kubeconfig).await?;
+        eventually("the broker's identity may list nodes", || {
+            let nodes: Api<Node> = Api::all(restricted.clone());
+            async move {
+                Ok(nodes
+                    .list(&ListParams::default())
+                    .await
+                    .is_ok()
+                    .then_some(()))
+            }
+        })
+        .await?;
+        if cluster.name() == "kube-a" {
+            let nodes: Api<Node> = Api::all(client.clone());
+            for node in nodes.list(&ListParams::default()).await? {
+                let name = node.metadata.name.context("node name")?;
+                nodes
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"metadata": {"labels": {SITE_LABEL: "a"}}})),
+                    )
+                    .await?;
+            }
+        }
+        admin.push(cluster.kubeconfig().to_path_buf());
+        broker.push(identity.kubeconfig);
+    }
+    Ok((clusters, admin, broker))
+}
+
+async fn control(cluster: usize, action: Action) -> Result<()> {
+    let (reply, answer) = oneshot::channel();
+    fixture()
+        .control
+        .send((cluster, action, reply))
+        .map_err(|_| anyhow::anyhow!("the clusters' thread is gone"))?;
+    answer
+        .await
+        .context("the clusters' thread did not answer")?
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+async fn admin(cluster: usize) -> Result<Client> {
+    Ok(client_from(&fixture().admin[cluster]).await?)
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe().await? {
+            return Ok(value);
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            bail!("{what}: not after {:?}", started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Workloads on the clusters
+// ---------------------------------------------------------------------------------------
+
+fn object<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {
+    Ok(serde_json::from_value(value)?)
+}
+
+async fn create_namespace(client: &Client, name: &str) -> Result<()> {
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &object(json!({"metadata": {"name": name}}))?,
+        )
+        .await?;
+    Ok(())
+}
+
+/// A Deployment of `replicas` pods requesting `cpu` each; with `pinned`, its pods only
+/// fit on kube-a's nodes.
+fn deployment(name: &str, replicas: u32, cpu: &str, pinned: bool) -> Value {
+    let mut spec = json!({
+        "containers": [{
+            "name": "app", "image": "registry.invalid/app:1",
+            "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}},
+        }],
+    });
+    if pinned {
+        spec["nodeSelector"] = json!({SITE_LABEL: "a"});
+    }
+    json!({
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": spec},
+        },
+    })
+}
+
+async fn create_deployment(client: &Client, namespace: &str, value: Value) -> Result<()> {
+    Api::<Deployment>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &object(value)?)
+        .await?;
+    Ok(())
+}
+
+/// `(spec.replicas, status.availableReplicas)` of a Deployment, `None` if absent.
+async fn replicas(client: &Client, namespace: &str, name: &str) -> Result<Option<(i32, i32)>> {
+    Ok(Api::<Deployment>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await?
+        .map(|d| {
+            (
+                d.spec.and_then(|s| s.replicas).unwrap_or(1),
+                d.status.and_then(|s| s.available_replicas).unwrap_or(0),
+            )
+        }))
+}
+
+async fn until_available(client: &Client, namespace: &str, name: &str, want: i32) -> Result<()> {
+    eventually(&format!("{namespace}/{name} available {want}"), || async {
+        Ok((replicas(client, namespace, name).await? == Some((want, want))).then_some(()))
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------
+// A broker
+// ---------------------------------------------------------------------------------------
+
+struct Broker {
+    child: Child,
+    url: String,
+    logs: Arc<Mutex<String>>,
+    dir: PathBuf,
+    token: String,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // SIGKILL: what the crash test needs, and enough for the others.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a broker's folder: the three clusters (reached as the restricted identity,
+/// scoped to `namespaces`) and `ferry.toml` with `migrations` settings.
+fn broker_dir(test: &str, namespaces: &[&str], migrations: &str) -> Result<PathBuf> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("kube-e2e-brokers")
+        .join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("resources"))?;
+    let mut clusters = String::new();
+    for (i, name) in CLUSTERS.iter().enumerate() {
+        clusters.push_str(&format!(
+            "apiVersion: ferry.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: {name}}}\nspec:\n  provider: kubernetes\n  kubernetes: {{kubeconfig: {:?}}}\n  workloads: {{namespaces: {namespaces:?}}}\n  overrides: {{labels: {{ferry-test/arrived-on: {name}}}, imageRegistries: {{registry.invalid: mirror-{name}.invalid}}}}\n  pricing: {{currency: USD, cpuCoreHour: {}, memoryGiBHour: 0.004, egressGiB: 0.01}}\n---\n",
+            fixture().broker[i].display(),
+            CPU_PRICES[i],
+        ));
+    }
+    std::fs::write(dir.join("resources/clusters.yaml"), clusters)?;
+    std::fs::write(
+        dir.join("ferry.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata = \"data\"\nresources = [\"resources\"]\n[migrations]\n{migrations}\n"
+        ),
+    )?;
+    Ok(dir)
+}
+
+impl Broker {
+    /// `ferry serve` on `dir`, with extra environment (the crash test's pause hook).
+    fn start(dir: &Path, env: &[(&str, &str)]) -> Result<Broker> {
+        let mut child = Command::new(FERRY)
+            .args(["serve", "--config"])
+            .arg(dir.join("ferry.toml"))
+            .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("start ferry serve")?;
+        let logs = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().context("stderr")?;
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut all) = sink.lock() {
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let url = loop {
+            let Some(line) = lines.next() else {
+                let logs = logs.lock().map(|l| l.clone()).unwrap_or_default();
+                bail!("ferry serve ended before it listened:\n{logs}");
+            };
+            if let Some(rest) = line?.strip_prefix("ferry serve: listening on ") {
+                break rest.trim().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let output = Command::new(FERRY)
+            .args(["token", "create", "--role", "admin", "--data"])
+            .arg(dir.join("data"))
+            .output()?;
+        ensure!(output.status.success(), "token create failed");
+        Ok(Broker {
+            child,
+            url,
+            logs,
+            dir: dir.to_path_buf(),
+            token: String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        })
+    }
+
+    fn logs(&self) -> String {
+        self.logs.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value)> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut request = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn migration(&self, id: &str) -> Result<Value> {
+        Ok(self
+            .call("GET", &format!("/api/v1/migrations/{id}"), None)
+            .await?
+            .1)
+    }
+
+    /// Waits until the broker reports `workload` on `cluster` (its watches have synced).
+    async fn until_sees(&self, workload: &str, cluster: &str) -> Result<()> {
+        let (namespace, name) = workload.split_once('/').context("ns/name")?;
+        eventually(
+            &format!("the broker sees {workload} on {cluster}"),
+            || async {
+                let (status, workloads) = self.call("GET", "/api/v1/workloads", None).await?;
+                let found = workloads["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|w| {
+                        w["namespace"] == namespace
+                            && w["name"] == name
+                            && w["placements"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .any(|p| p["cluster"] == cluster)
+                    });
+                Ok((status == 200 && found).then_some(()))
+            },
+        )
+        .await
+    }
+
+    /// Submits a migration; returns its id.
+    async fn migrate(&self, workload: &str, to: &str, dry_run: bool) -> Result<String> {
+        let (status, created) = self
+            .call(
+                "POST",
+                "/api/v1/migrations",
+                Some(json!({"workload": workload, "to": to, "dryRun": dry_run})),
+            )
+            .await?;
+        ensure!(
+            status == 202,
+            "POST /migrations answered {status}: {created}"
+        );
+        Ok(created["id"].as_str().context("id")?.to_owned())
+    }
+
+    async fn until_final(&self, id: &str) -> Result<Value> {
+        let started = Instant::now();
+        loop {
+            let migration = self.migration(id).await?;
+            if let Some("done" | "rolledBack" | "failed" | "cancelled") =
+                migration["state"].as_str()
+            {
+                return Ok(migration);
+            }
+            if started.elapsed() > Duration::from_secs(180) {
+                bail!("migration {id} did not end: {migration}\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn until_step_running(&self, id: &str, step: &str) -> Result<()> {
+        eventually(&format!("step {step} of {id} running"), || async {
+            let migration = self.migration(id).await?;
+            let running = migration["steps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| s["name"] == step && s["state"] == "running");
+            Ok(running.then_some(()))
+        })
+        .await
+    }
+
+    async fn until_log(&self, text: &str) -> Result<()> {
+        eventually(&format!("broker log line {text:?}"), || async {
+            Ok(self.logs().contains(text).then_some(()))
+        })
+        .await
+    }
+}
+
+fn state(migration: &Value) -> &str {
+    migration["state"].as_str().unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------
+// The tests
+// ---------------------------------------------------------------------------------------
+
+/// Deployment (3 replicas), Service, ConfigMap, Secret, ServiceAccount, HPA and PDB.
+async fn create_realistic_app(client: &Client, ns: &str) -> Result<()> {
+    create_namespace(client, ns).await?;
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &object(json!({"metadata": {"name": "web-config"}, "data": {"MODE": "production"}}))?,
+        )
+        .await?;
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &object(
+                json!({"metadata": {"name": "web-secret"}, "stringData": {"TOKEN": SECRET_VALUE}}),
+            )?,
+        )
+        .await?;
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &object(json!({"metadata": {"name": "web"}}))?,
+        )
+        .await?;
+    let mut web = deployment("web", 3, "100m", false);
+    web["spec"]["template"]["spec"]["serviceAccountName"] = json!("web");
+    web["spec"]["template"]["spec"]["containers"][0]["envFrom"] =
+        json!([{"configMapRef": {"name": "web-config"}}]);
+    web["spec"]["template"]["spec"]["containers"][0]["env"] = json!([
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "web-secret", "key": "TOKEN"}}}
+    ]);
+    create_deployment(client, ns, web).await?;
+    Api::<Service>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &object(json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}))?,
+        )
+        .await?;
+    // minReplicas = replicas: without a metrics server the autoscaler changes nothing.
+    Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &object(json!({
+                "metadata": {"name": "web"},
+                "spec": {
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                    "minReplicas": 3, "maxReplicas": 6,
+                    "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 80}}}],
+                },
+            }))?,
+        )
+        .await?;
+    Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &object(json!({
+                "metadata": {"name": "web"},
+                "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}},
+            }))?,
+        )
+        .await?;
+    until_available(client, ns, "web", 3).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_migrate_realistic_app() -> Result<()> {
+    let _turn = TURN.lock().await;
+    let ns = "shop";
+    let (a, b) = (admin(0).await?, admin(1).await?);
+    create_realistic_app(&a, ns).await?;
+    let dir = broker_dir(
+        "realistic",
+        &[ns],
+        "rollback-window = \"2s\"\nstep-deadline = \"90s\"",
+    )?;
+    let broker = Broker::start(&dir, &[])?;
+    broker.until_sees("shop/web", "kube-a").await?;
+
+    let id = broker.migrate("shop/web", "kube-b", false).await?;
+    let done = broker.until_final(&id).await?;
+    assert_eq!(state(&done), "done", "{done}\n{}", broker.logs());
+    assert_eq!(done["from"], "kube-a");
+
+    // Every object is on B, the Deployment available, the Secret intact; B's overrides
+    // (a label, a registry mirror) are in what was applied there.
+    until_available(&b, ns, "web", 3).await?;
+    let web = Api::<Deployment>::namespaced(b.clone(), ns)
+        .get("web")
+        .await?;
+    assert_eq!(
+        web.metadata
+            .labels
+            .unwrap_or_default()
+            .get("ferry-test/arrived-on"),
+        Some(&"kube-b".to_owned())
+    );
+    let image = web
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|p| p.containers[0].image.clone());
+    assert_eq!(image, Some(Some("mirror-kube-b.invalid/app:1".to_owned())));
+    Api::<ConfigMap>::namespaced(b.clone(), ns)
+        .get("web-config")
+        .await?;
+    Api::<ServiceAccount>::namespaced(b.clone(), ns)
+        .get("web")
+        .await?;
+    Api::<Service>::namespaced(b.clone(), ns).get("web").await?;
+    let hpa = Api::<HorizontalPodAutoscaler>::namespaced(b.clone(), ns)
+        .get("web")
+        .await?;
+    assert_eq!(hpa.spec.min_replicas, Some(3));
+    Api::<PodDisruptionBudget>::namespaced(b.clone(), ns)
+        .get("web")
+        .await?;
+    let secret = Api::<Secret>::namespaced(b.clone(), ns)
+        .get("web-secret")
+        .await?;
+    let value = secret
+        .data
+        .and_then(|d| d.get("TOKEN").cloned())
+        .context("TOKEN")?;
+    assert_eq!(value.0, SECRET_VALUE.as_bytes());
+
+    // The source: drained, then deleted after the rollback window.
+    eventually("the drained source is deleted", || async {
+        Ok(replicas(&a, ns, "web").await?.is_none().then_some(()))
+    })
+    .await?;
+
+    // The Secret's value is nowhere in the broker's events, audit log, log or store.
+    let (_, audit) = broker.call("GET", "/api/v1/audit", None).await?;
+    assert!(!audit.to_string().contains(SECRET_VALUE));
+    assert!(
+        !broker.logs().contains(SECRET_VALUE),
+        "the secret value is in the broker's log"
+    );
+    let encoded = "czNjcjN0LXZhbHVlLXRoYXQtbXVzdC1ub3QtbGVhaw"; // base64 of the value, unpadded prefix
+    let mut stack = vec![broker.dir.join("data")];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path)?.filter_map(|e| e.ok().map(|e| e.path())));
+        } else {
+            let text = String::from_utf8_lossy(&std::fs::read(&path)?).into_owned();
+            assert!(
+                !text.contains(SECRET_VALUE) && !text.contains(encoded),
+                "{} holds the secret",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Every object of the kinds Ferry carries in `namespace`, with its resourceVersion.
+async fn snapshot(client: &Client, namespace: &str) -> Result<BTreeMap<String, String>> {
+    async fn kind<K>(client: &Client, ns: &str, out: &mut BTreeMap<String, String>) -> Result<()>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        for item in Api::<K>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await?
+        {
+            let meta = item.meta();
+            out.insert(
+                format!(
+                    "{} {}",
+                    K::kind(&K::DynamicType::default()),
+                    meta.name.clone().unwrap_or_default()
+                ),
+                meta.resource_version.clone().unwrap_or_default(),
+            );
+        }
+        Ok(())
+    }
+    let mut out = BTreeMap::new();
+    if let Some(ns) = Api::<Namespace>::all(client.clone())
+        .get_opt(namespace)
+        .await?
+    {
+        out.insert(
+            "Namespace".to_owned(),
+            ns.metadata.resource_version.unwrap_or_default(),
+        );
+        kind::<Deployment>(client, namespace, &mut out).await?;
+        kind::<ConfigMap>(client, namespace, &mut out).await?;
+        kind::<Secret>(client, namespace, &mut out).await?;
+        kind::<Service>(client, namespace, &mut out).await?;
+        kind::<ServiceAccount>(client, namespace, &mut out).await?;
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_dry_run_returns_the_plan_and_changes_nothing() -> Result<()> {
+    let _turn = TURN.lock().await;
+    let ns = "dry";
+    let a = admin(0).await?;
+    create_namespace(&a, ns).await?;
+    create_deployment(&a, ns, deployment("report", 2, "200m", false)).await?;
+    until_available(&a, ns, "report", 2).await?;
+    let broker = Broker::start(&broker_dir("dry", &[ns], "rollback-window = \"1s\"")?, &[])?;
+    broker.until_sees("dry/report", "kube-a").await?;
+
+    let mut before = Vec::new();
+    for cluster in 0..3 {
+        before.push(snapshot(&admin(cluster).await?, ns).await?);
+    }
+    let id = broker.migrate("dry/report", "kube-b", true).await?;
+    let end = broker.until_final(&id).await?;
+    assert_eq!(state(&end), "done", "{end}");
+    assert_eq!(end["dryRun"], true);
+    let plan = &end["steps"][0];
+    assert_eq!(plan["state"], "done");
+    let message = plan["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("2 replicas fit on kube-b") && message.contains("monthly savings"),
+        "{end}"
+    );
+    for step in 1..4 {
+        assert_eq!(end["steps"][step]["state"], "skipped", "{end}");
+    }
+    // Give a wrongly started step time to show, then compare every cluster.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (cluster, before) in before.iter().enumerate() {
+        let after = snapshot(&admin(cluster).await?, ns).await?;
+        assert_eq!(&after, before, "{} changed", CLUSTERS[cluster]);
+    }
+    assert!(before[1].is_empty() && before[2].is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_target_without_room_is_refused_at_planning() -> Result<()> {
+    let _turn = TURN.lock().await;
+    let ns = "room";
+    let a = admin(0).await?;
+    create_namespace(&a, ns).await?;
+    // 3 × 1.5 cores: fits on A (16 cores), not on C (4 cores in all).
+    create_deployment(&a, ns, deployment("big", 3, "1500m", false)).await?;
+    until_available(&a, ns, "big", 3).await?;
+    let broker = Broker::start(&broker_dir("room", &[ns], "")?, &[])?;
+    broker.until_sees("room/big", "kube-a").await?;
+
+    let id = broker.migrate("room/big", "kube-c", false).await?;
+    let end = broker.until_final(&id).await?;
+    assert_eq!(state(&end), "rolledBack", "{end}");
+    let reason = end["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("plan: kube-c has") && reason.contains("needs 4.5 "),
+        "{reason}"
+    );
+    assert_eq!(end["steps"][1]["state"], "pending", "{end}");
+    assert!(snapshot(&admin(2).await?, ns).await?.is_empty());
+    assert_eq!(replicas(&a, ns, "big").await?, Some((3, 3)));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_pending_past_the_deadline_rolls_back_and_the_source_serves() -> Result<()> {
+    let _turn = TURN.lock().await;
+    let ns = "pending";
+    let (a, b) = (admin(0).await?, admin(1).await?);
+    create_namespace(&a, ns).await?;
+    create_deployment(&a, ns, deployment("pinned", 2, "100m", true)).await?;
+    until_available(&a, ns, "pinned", 2).await?;
+    let broker = Broker::start(
+        &broker_dir("pending", &[ns], "step-deadline = \"8s\"")?,
+        &[],
+    )?;
+    broker.until_sees("pending/pinned", "kube-a").await?;
+
+    let id = broker.migrate("pending/pinned", "kube-b", false).await?;
+    let end = broker.until_final(&id).await?;
+    assert_eq!(state(&end), "rolledBack", "{end}");
+    let reason = end["reason"].as_str().unwrap_or_default();
+    // The scheduler's own words for why the pods stayed Pending.
+    assert!(
+        reason.contains("start: step start did not finish within 8 s")
+            && reason.contains("0 of 2 available")
+            && reason.contains("didn't match Pod's node affinity/selector"),
+        "{reason}"
+    );
+    assert_eq!(end["steps"][2]["state"], "rolledBack", "{end}");
+    eventually("the target's copy is deleted", || async {
+        Ok(replicas(&b, ns, "pinned").await?.is_none().then_some(()))
+    })
+    .await?;
+    assert_eq!(replicas(&a, ns, "pinned").await?, Some((2, 2)));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_cancel_during_start_rolls_back() -> Result<()> {
+    let _turn = TURN.lock().await;
+    let ns = "cancel";
+    let (a, b) = (admin(0).await?, admin(1).await?);
+    create_namespace(&a, ns).await?;
+    create_deployment(&a, ns, deployment("pinned", 2, "100m", true)).await?;
+    until_available(&a, ns, "pinned", 2).await?;
+    let broker = Broker::start(
+        &broker_dir("cancel", &[ns], "step-deadline = \"120s\"")?,
+        &[],
+    )?;
+    broker.until_sees("cancel/pinned", "kube-a").await?;
+
+    let id = broker.migrate("cancel/pinned", "kube-b", false).await?;
+    broker.until_step_running(&id, "start").await?;
+    // The copy exists on B (its pods Pending) when the cancel arrives.
+    eventually("the copy on B", || async {
+        Ok(replicas(&b, ns, "pinned").await?.map(|_| ()))
+    })
+    .await?;
+    let (status, answer) = broker
+        .call("POST", &format!("/api/v1/migrations/{id}/cancel"), None)
+        .await?;
+    assert_eq!(status, 202, "{answer}");
+    let end = broker.until_final(&id).await?;
+    assert_eq!(state(&end), "cancelled", "{end}");
+    assert!(
+        end["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cancelled by")),
+        "{end}"
+    );
+    // Deleted with foreground propagation: gone once its pods are.
+    eventually("the target's copy is deleted", || async {
+        Ok(replicas(&b, ns, "pinned").await?.is_none().then_some(()))
+    })
+    .await?;
+    assert_eq!(replicas(&a, ns, "pinned").await?, Some((2, 2)));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_target_apiserver_killed_during_start_rolls_back_when_it_returns() -> Result<()> {
+    let _turn = TURN.lock().await;
+    let ns = "outage";
+    let (a, c) = (admin(0).await?, 2);
+    create_namespace(&a, ns).await?;
+    create_deployment(&a, ns, deployment("pinned", 2, "100m", true)).await?;
+    until_available(&a, ns, "pinned", 2).await?;
+    let broker = Broker::start(
+        &broker_dir("outage", &[ns], "step-deadline = \"120s\"")?,
+        &[],
+    )?;
+    broker.until_sees("outage/pinned", "kube-a").await?;
+
+    // The source is looked at every 100 ms for the whole test.
+    let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let source_watch = {
+        let (a, watching) = (a.clone(), watching.clone());
+        tokio::spawn(async move {
+            let mut worst = (i32::MAX, i32::MAX);
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(Some((desired, available))) = replicas(&a, ns, "pinned").await {
+                    worst = (worst.0.min(desired), worst.1.min(available));
+                } else {
+                    worst = (0, 0);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            worst
+        })
+    };
+
+    let id = broker.migrate("outage/pinned", "kube-c", false).await?;
+    broker.until_step_running(&id, "start").await?;
+    let c_client = admin(c).await?;
+    eventually("the copy on C", || async {
+        Ok(replicas(&c_client, ns, "pinned").await?.map(|_| ()))
+    })
+    .await?;
+    control(c, Action::Kill("kube-apiserver")).await?;
+    // Down for longer than the adapter's retries: the start step fails and the rollback
+    // waits for C, which cannot delete its copy while C is gone.
+    let down = Instant::now();
+    eventually("the start step fails", || async {
+        let migration = broker.migration(&id).await?;
+        Ok((migration["state"] == "rollingBack").then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(state(&broker.migration(&id).await?), "rollingBack");
+    control(c, Action::Restart("kube-apiserver")).await?;
+    eprintln!("kube-c's API server was down {:?}", down.elapsed());
+
+    let end = broker.until_final(&id).await?;
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let worst = source_watch.await?;
+    assert_eq!(state(&end), "rolledBack", "{end}");
+    let reason = end["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("kube-c"), "{reason}");
+    assert_eq!(worst, (2, 2), "the source stopped serving at some point");
+    let c_client = admin(c).await?;
+    eventually("the copy on C is deleted", || async {
+        Ok(replicas(&c_client, ns, "pinned")
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_crash_at_every_step() -> Result<()> {
+    let _turn = TURN.lock().await;
+    let ns = "crash";
+    let (a, b) = (admin(0).await?, admin(1).await?);
+    create_namespace(&a, ns).await?;
+    let boundaries: Vec<String> = ["plan", "prepare", "start", "drain"]
+        .iter()
+        .flat_map(|step| ["before", "after"].map(|b| format!("{step}:{b}")))
+        .collect();
+    for i in 0..boundaries.len() {
+        create_deployment(&a, ns, deployment(&format!("w{i}"), 2, "50m", false)).await?;
+    }
+    for i in 0..boundaries.len() {
+        until_available(&a, ns, &format!("w{i}"), 2).await?;
+    }
+    for (i, at) in boundaries.iter().enumerate() {
+        let workload = format!("{ns}/w{i}");
+        let name = format!("w{i}");
+        let dir = broker_dir(
+            &format!("crash-{i}"),
+            &[ns],
+            "rollback-window = \"1s\"\nstep-deadline = \"60s\"",
+        )?;
+        let id = {
+            let broker = Broker::start(&dir, &[("FERRY_TEST_PAUSE_AT", at)])?;
+            broker.until_sees(&workload, "kube-a").await?;
+            let id = broker.migrate(&workload, "kube-b", false).await?;
+            broker.until_log(&format!("paused at {at}")).await?;
+            id
+            // Dropped here: SIGKILL, no shutdown code runs.
+        };
+        let broker = Broker::start(&dir, &[])?;
+        let end = broker.until_final(&id).await?;
+        let outcome = state(&end).to_owned();
+        assert!(
+            outcome == "done" || outcome == "rolledBack",
+            "{at}: {end}\n{}",
+            broker.logs()
+        );
+        // Exactly one serving copy, where the outcome says; the other is gone.
+        let (home, away) = if outcome == "done" {
+            (&b, &a)
+        } else {
+            (&a, &b)
+        };
+        until_available(home, ns, &name, 2).await?;
+        eventually(&format!("{at}: the other copy is gone"), || async {
+            Ok(replicas(away, ns, &name).await?.is_none().then_some(()))
+        })
+        .await?;
+        eprintln!("{at}: {outcome}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_twenty_migrations_under_a_cap_of_five() -> Result<()> {
+    let _turn = TURN.lock().await;
+    let ns = "many";
+    let (a, b) = (admin(0).await?, admin(1).await?);
+    create_namespace(&a, ns).await?;
+    let names: Vec<String> = (0..20).map(|i| format!("w{i:02}")).collect();
+    for name in &names {
+        create_deployment(&a, ns, deployment(name, 1, "50m", false)).await?;
+    }
+    for name in &names {
+        until_available(&a, ns, name, 1).await?;
+    }
+    let broker = Broker::start(
+        &broker_dir(
+            "many",
+            &[ns],
+            "max-concurrent = 5\nrollback-window = \"1s\"\nstep-deadline = \"120s\"",
+        )?,
+        &[],
+    )?;
+    for name in &names {
+        broker.until_sees(&format!("{ns}/{name}"), "kube-a").await?;
+    }
+
+    let started = Instant::now();
+    let submitted = futures::future::join_all(
+        names
+            .iter()
+            .map(|name| broker.migrate_owned(format!("{ns}/{name}"))),
+    )
+    .await;
+    let ids: Vec<String> = submitted.into_iter().collect::<Result<_>>()?;
+    let mut most_running = 0;
+    loop {
+        let (_, all) = broker.call("GET", "/api/v1/migrations", None).await?;
+        let ours: Vec<&Value> = all["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| {
+                m["id"]
+                    .as_str()
+                    .is_some_and(|id| ids.iter().any(|i| i == id))
+            })
+            .collect();
+        let running = ours.iter().filter(|m| m["state"] == "running").count();
+        assert!(running <= 5, "{running} migrations running at once");
+        most_running = most_running.max(running);
+        let ended: Vec<&&Value> = ours
+            .iter()
+            .filter(|m| state(m) != "running" && state(m) != "pending")
+            .collect();
+        if ended.len() == ids.len() {
+            for m in ended {
+                assert_eq!(state(m), "done", "{m}");
+            }
+            break;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "not all ended: {}",
+            Value::Array(ours.into_iter().cloned().collect())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "20 migrations under a cap of 5 took {elapsed:?}; at most {most_running} ran at once"
+    );
+    assert_eq!(most_running, 5, "the cap was never reached");
+    for name in &names {
+        until_available(&b, ns, name, 1).await?;
+    }
+    Ok(())
+}
+
+impl Broker {
+    /// [`Broker::migrate`] to kube-b, owning its argument (for `join_all`).
+    async fn migrate_owned(&self, workload: String) -> Result<String> {
+        self.migrate(&workload, "kube-b", false).await
+    }
+}
