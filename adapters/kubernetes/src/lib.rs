@@ -14,9 +14,11 @@
 //! exactly the verbs it uses.
 //!
 //! Invariants:
-//! - The client comes from a named kubeconfig file (and context), never from
+//! - The client comes from [`Credentials`]: a named kubeconfig file (and context), or an
+//!   endpoint with its CA and a [`BearerToken`] read on every request (so a refreshed
+//!   token takes effect without a new client, watches included) — never from
 //!   `Client::try_default()`: a broker running in a pod must not act on its own cluster
-//!   by accident.
+//!   by accident. Credentials print without their token.
 //! - Every write uses the field manager [`FIELD_MANAGER`] (`ferry`) and is never forced:
 //!   a field another manager holds yields [`ferry_ports::PortError::Conflict`] with the
 //!   API server's message.
@@ -38,6 +40,8 @@
 //! - Secret values cross the port in memory only; nothing here logs object contents (logs
 //!   name objects, never their data).
 //! - Every request gives up after 30 s; a 403 names the verb and resource to grant.
+//!   Retries belong to the caller ([`ferry_ports::Retrying`] in the broker), so that a
+//!   migration step decides how long an outage may last.
 //!
 //! Not built yet:
 //! - Deployments and StatefulSets are the only workloads (no Jobs, CronJobs, DaemonSets).
