@@ -800,6 +800,154 @@ fn cancel_rolls_back_even_when_the_broker_dies_mid_rollback() {
     assert_eq!(status, 409);
 }
 
+#[test]
+fn cost_history_answers_viewers_and_gains_a_point_after_a_migration() {
+    let data = temp_dir("cost-history");
+    let broker = Broker::start(&data, None);
+    let viewer = broker.viewer_token();
+    let (status, refused) = broker.call("GET", "/api/v1/cost-history", None, None);
+    assert_eq!(status, 401, "{refused}");
+    assert_eq!(refused["error"]["code"], "token_missing", "{refused}");
+    let (status, bad) = broker.call(
+        "GET",
+        "/api/v1/cost-history?limit=many",
+        Some(&viewer),
+        None,
+    );
+    assert_eq!(status, 400, "{bad}");
+    let openapi = broker.get("/api/v1/openapi.json");
+    assert!(
+        openapi["paths"]["/api/v1/cost-history"]["get"]["x-ferry-role"] == "viewer",
+        "{openapi}"
+    );
+
+    // The sampler takes a first point as the broker starts.
+    let history = |query: &str| -> Vec<Value> {
+        let (status, body) = broker.call(
+            "GET",
+            &format!("/api/v1/cost-history{query}"),
+            Some(&viewer),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        body["items"].as_array().cloned().expect("items")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while history("").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no cost history point after 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let first = history("").remove(0);
+    let clusters = first["clusters"].as_object().expect("clusters");
+    assert_eq!(clusters.len(), 3, "{first}");
+    let sum: f64 = clusters.values().filter_map(Value::as_f64).sum();
+    let total = first["total"].as_f64().expect("total");
+    assert!((sum - total).abs() < 0.02, "{first}");
+    assert!(
+        first["at"].as_str().is_some_and(|at| at.ends_with('Z')),
+        "{first}"
+    );
+    assert!(first.get("migration").is_none(), "{first}");
+    assert_eq!(history("?limit=1").len(), 1);
+
+    // A migration's end adds a point that names it, with the move's cost in it.
+    let workload = "shop/recommendations";
+    let (from, to) = other_cluster(&broker, workload);
+    let (status, created) = broker.call(
+        "POST",
+        "/api/v1/migrations",
+        Some(&broker.admin),
+        Some(json!({"workload": workload, "to": to})),
+    );
+    assert_eq!(status, 202, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(broker.wait_for_final(&id)["state"], "done");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        if let Some(point) = history("")
+            .into_iter()
+            .find(|p| p["migration"] == id.as_str())
+        {
+            break point;
+        }
+        assert!(Instant::now() < deadline, "no cost history point for {id}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let cost = |point: &Value, cluster: &str| point["clusters"][cluster].as_f64().expect("cost");
+    assert!(cost(&after, &from) < cost(&first, &from), "{first} {after}");
+    assert!(cost(&after, &to) > cost(&first, &to), "{first} {after}");
+}
+
+#[test]
+fn the_dashboard_and_its_assets_are_served_from_the_binary() {
+    let data = temp_dir("dashboard");
+    let broker = Broker::start(&data, None);
+    let client = reqwest::blocking::Client::new();
+    let page = client.get(&broker.url).send().expect("the page");
+    assert_eq!(page.status().as_u16(), 200);
+    let header = |response: &reqwest::blocking::Response, name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(header(&page, "content-type").starts_with("text/html"));
+    let csp = header(&page, "content-security-policy");
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    let html = page.text().expect("html");
+    // No inline script: the strict policy would block it.
+    assert!(!html.contains("<script>"), "{html}");
+    let mut assets = Vec::new();
+    for part in html.split(['"', '\'']) {
+        if part.starts_with("/assets/") && !assets.contains(&part.to_owned()) {
+            assets.push(part.to_owned());
+        }
+    }
+    assert!(
+        assets.iter().any(|a| a.ends_with(".js")) && assets.iter().any(|a| a.ends_with(".css")),
+        "{assets:?}"
+    );
+    for (asset, kind) in [
+        ("/assets/app.js", "text/javascript"),
+        ("/assets/live.js", "text/javascript"),
+        ("/assets/chart.js", "text/javascript"),
+        ("/assets/style.css", "text/css"),
+        ("/assets/icon.svg", "image/svg+xml"),
+    ] {
+        let response = client
+            .get(format!("{}{asset}", broker.url))
+            .send()
+            .expect("asset");
+        assert_eq!(response.status().as_u16(), 200, "{asset}");
+        assert!(
+            header(&response, "content-type").starts_with(kind),
+            "{asset}"
+        );
+        assert_eq!(header(&response, "cache-control"), "no-cache", "{asset}");
+        let etag = header(&response, "etag");
+        assert!(etag.starts_with('"'), "{asset}: {etag}");
+        // Unchanged since the browser's copy: 304, no body.
+        let again = client
+            .get(format!("{}{asset}", broker.url))
+            .header("If-None-Match", &etag)
+            .send()
+            .expect("asset");
+        assert_eq!(again.status().as_u16(), 304, "{asset}");
+    }
+    let (status, missing) = broker.call("GET", "/assets/nothing.js", None, None);
+    assert_eq!(status, 404);
+    assert_eq!(missing["error"]["code"], "not_found", "{missing}");
+}
+
 /// HMAC-SHA256, for crafting tokens the CLI would never mint (expired, wrong iss/aud).
 fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
     use hmac::{Hmac, Mac};

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use super::events::Events;
 use super::migration::{CancelError, Engine, Migration, SubmitError};
 use super::world::World;
-use super::{audit, policies};
+use super::{audit, history, policies};
 
 /// Largest request body: policies and what-if resources are text, a few hundred KiB at
 /// most in practice.
@@ -137,6 +137,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/migrations/{id}", get(get_migration))
         .route("/api/v1/migrations/{id}/cancel", post(cancel_migration))
         .route("/api/v1/audit", get(audit_log))
+        .route("/api/v1/cost-history", get(cost_history))
         .route("/api/v1/openapi.json", get(openapi))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -150,6 +151,7 @@ pub fn router(state: Shared) -> Router {
         .route("/readyz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/", get(super::dashboard::index))
+        .route("/assets/{file}", get(super::dashboard::asset))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .method_not_allowed_fallback(|| async {
             (
@@ -196,7 +198,7 @@ async fn clusters(
                     .iter()
                     .filter(|w| w.replicas > 0)
                     .collect();
-                let cost: f64 = serving.iter().map(|w| member.monthly_cost(w)).sum();
+                let cost = member.monthly_run_rate(inventory);
                 (
                     format!("{:?}", inventory.health),
                     capacity,
@@ -546,6 +548,32 @@ async fn audit_log(
         .rev()
         .take(limit)
         .map(|(_, r)| r)
+        .collect();
+    Ok(Json(json!({"items": items})))
+}
+
+/// The cost history, oldest first: `?limit=N` keeps the newest N points.
+async fn cost_history(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Role::Viewer)?;
+    // Parsed here rather than by `Query`, so that a bad value is a 400 in our shape.
+    let mut limit = None;
+    for pair in query.as_deref().unwrap_or("").split('&') {
+        if let Some(value) = pair.strip_prefix("limit=") {
+            limit = Some(value.parse::<usize>().map_err(|_| {
+                ApiError::BadRequest(
+                    "bad_query",
+                    format!("limit must be a whole number, not `{value}`"),
+                )
+            })?);
+        }
+    }
+    let items: Vec<Value> = history::points(&state, limit)?
+        .iter()
+        .map(history::dto)
         .collect();
     Ok(Json(json!({"items": items})))
 }

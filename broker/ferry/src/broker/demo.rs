@@ -20,6 +20,7 @@ use ferry_ports::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::history::{self, HistoryConfig};
 use super::migration::EngineConfig;
 use super::run::{self, BrokerConfig};
 use super::sims;
@@ -269,6 +270,11 @@ pub async fn run(
                 max_concurrent: 4,
             },
             auth: None,
+            // Every 10 s: a visitor sees the chart move within a minute.
+            history: HistoryConfig {
+                interval: Duration::from_secs(10),
+                max_points: history::DEFAULT_MAX_POINTS,
+            },
         },
         async move {
             let _ = stop_receiver.await;

@@ -1,5 +1,10 @@
 //! The event stream: what happened, in order, to every subscriber (`GET /api/v1/events`).
 //! Events are for watching live; the durable record is the audit log and the migrations.
+//!
+//! Kinds: `migration.state`, `migration.step`, `migration.progress`,
+//! `migration.cancelRequested`, `migration.sourceRemoved` (the engine);
+//! `resources.reloaded`, `resources.rejected` (serve's file watch); `cost.sampled` and
+//! `cluster.health` (the cost-history sampler); `hello` and `lagged` (the stream itself).
 
 use serde::Serialize;
 use serde_json::Value;

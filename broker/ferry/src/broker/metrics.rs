@@ -93,7 +93,7 @@ pub async fn render(state: &AppState) -> String {
                     .iter()
                     .filter(|w| w.replicas > 0)
                     .collect();
-                let cost: f64 = serving.iter().map(|w| member.monthly_cost(w)).sum();
+                let cost = member.monthly_run_rate(inventory);
                 let _ = writeln!(out, "ferry_cluster_up{{cluster=\"{name}\"}} 1");
                 let _ = writeln!(
                     out,

@@ -107,13 +107,31 @@ pub const ROUTES: &[RouteDoc] = &[
         method: "get",
         path: "/api/v1/events",
         role: Some("viewer"),
-        summary: "Server-sent events: migration steps and states, policy changes",
+        summary: "Server-sent events: migration steps, progress and states, policy and resource changes, cluster health, cost samples",
     },
     RouteDoc {
         method: "get",
         path: "/api/v1/audit",
         role: Some("admin"),
         summary: "Who did what, when, from where, with what outcome",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/cost-history",
+        role: Some("viewer"),
+        summary: "Monthly run-rate per cluster and in total over time, oldest first: {\"items\": [{\"at\", \"clusters\": {name: cost}, \"total\", \"migration\"?}]}; `?limit=N` keeps the newest N",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/",
+        role: None,
+        summary: "The dashboard (HTML; it signs in with a token of its own)",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/assets/{file}",
+        role: None,
+        summary: "The dashboard's scripts, styles and icon, embedded in the binary",
     },
     RouteDoc {
         method: "get",

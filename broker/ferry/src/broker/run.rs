@@ -11,6 +11,7 @@ use ferry_store::Store;
 
 use super::api::{AppState, router};
 use super::events::Events;
+use super::history::{self, HistoryConfig};
 use super::migration::{Engine, EngineConfig};
 use super::world::World;
 
@@ -24,6 +25,8 @@ pub struct BrokerConfig {
     pub engine: EngineConfig,
     /// Who signs the tokens this broker accepts; `None` for its own HS256 key.
     pub auth: Option<ExternalAuth>,
+    /// The cost history's sampler (the dashboard's chart).
+    pub history: HistoryConfig,
 }
 
 /// An identity provider's key (OIDC): tokens are then verified with it, not the broker's
@@ -91,6 +94,7 @@ pub async fn start(
         .await
         .with_context(|| format!("listen on {}", config.listen))?;
     let addr = listener.local_addr().context("the bound address")?;
+    history::spawn(Arc::clone(&state), config.history);
     let app = router(Arc::clone(&state));
     let server = tokio::spawn(async move {
         axum::serve(

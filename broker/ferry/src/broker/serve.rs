@@ -25,6 +25,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::api::AppState;
+use super::history::{self, HistoryConfig};
 use super::migration::EngineConfig;
 use super::run::{self, BrokerConfig};
 use super::sims;
@@ -44,6 +45,9 @@ pub struct Config {
     pub watch_interval: Option<String>,
     #[serde(default)]
     pub migrations: MigrationsConfig,
+    /// The dashboard's cost history: how often it is sampled, how many points are kept.
+    #[serde(default)]
+    pub cost_history: CostHistoryConfig,
     /// An identity provider's key; without it the broker verifies its own HS256 tokens.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
@@ -100,6 +104,15 @@ pub struct MigrationsConfig {
     pub step_deadline: Option<String>,
     pub rollback_window: Option<String>,
     pub max_concurrent: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CostHistoryConfig {
+    /// Time between two samples (default 60s).
+    pub interval: Option<String>,
+    /// Points kept, the oldest dropped beyond it (default 2000).
+    pub max_points: Option<usize>,
 }
 
 /// The files' state: modification time and size per file, to notice any change.
@@ -249,7 +262,35 @@ fn resource_paths(config: &Config, config_path: &Path) -> Vec<PathBuf> {
 
 /// Checks the resource files before anything starts: bad input is reported as such.
 pub fn check(config: &Config, config_path: &Path) -> Result<(), Vec<String>> {
-    load(&resource_paths(config, config_path)).map(|_| ())
+    let mut problems = load(&resource_paths(config, config_path))
+        .err()
+        .unwrap_or_default();
+    if let Err(problem) = history_config(&config.cost_history) {
+        problems.push(format!("error: {}: {problem}", config_path.display()));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// The sampler's settings from `[cost-history]`, with their defaults.
+fn history_config(config: &CostHistoryConfig) -> Result<HistoryConfig, String> {
+    let interval = duration(
+        config.interval.as_deref(),
+        history::DEFAULT_INTERVAL,
+        "[cost-history] interval",
+    )
+    .map_err(|e| e.to_string())?;
+    let max_points = config.max_points.unwrap_or(history::DEFAULT_MAX_POINTS);
+    if interval.is_zero() || max_points == 0 {
+        return Err("[cost-history] interval and max-points must be above zero".to_owned());
+    }
+    Ok(HistoryConfig {
+        interval,
+        max_points,
+    })
 }
 
 pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
@@ -292,6 +333,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         )?,
         max_concurrent: config.migrations.max_concurrent.unwrap_or(4),
     };
+    let history = history_config(&config.cost_history).map_err(|e| anyhow::anyhow!(e))?;
     let auth = match &config.auth {
         Some(auth) => Some(auth.external(config_path.parent().unwrap_or(Path::new(".")))?),
         None => None,
@@ -314,6 +356,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
             data: data.clone(),
             engine,
             auth,
+            history,
         },
         async move {
             let _ = stop_receiver.await;

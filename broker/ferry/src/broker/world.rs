@@ -26,6 +26,16 @@ impl Member {
             PlanResources::new(workload.requests.cpu_millis, workload.requests.memory_bytes);
         self.definition.pricing.monthly_cost(requests) * f64::from(workload.replicas)
     }
+
+    /// What everything serving here costs a month (drained copies cost nothing).
+    pub fn monthly_run_rate(&self, inventory: &ferry_ports::Inventory) -> f64 {
+        inventory
+            .workloads
+            .iter()
+            .filter(|w| w.replicas > 0)
+            .map(|w| self.monthly_cost(w))
+            .sum()
+    }
 }
 
 pub struct World {
