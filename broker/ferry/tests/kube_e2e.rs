@@ -552,6 +552,24 @@ async fn kube_migrate_realistic_app() -> Result<()> {
     let broker = Broker::start(&dir, &[])?;
     broker.until_sees("shop/web", "kube-a").await?;
 
+    // Everything the event stream says during the migration, kept to look for the secret.
+    let mut stream = reqwest::Client::new()
+        .get(format!("{}/api/v1/events", broker.url))
+        .bearer_auth(&broker.token)
+        .send()
+        .await?;
+    let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let events = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(chunk)) = stream.chunk().await {
+                if let Ok(mut all) = seen.lock() {
+                    all.extend_from_slice(&chunk);
+                }
+            }
+        })
+    };
+
     let id = broker.migrate("shop/web", "kube-b", false).await?;
     let done = broker.until_final(&id).await?;
     assert_eq!(state(&done), "done", "{done}\n{}", broker.logs());
@@ -605,6 +623,19 @@ async fn kube_migrate_realistic_app() -> Result<()> {
     .await?;
 
     // The Secret's value is nowhere in the broker's events, audit log, log or store.
+    events.abort();
+    let events = seen
+        .lock()
+        .map(|all| String::from_utf8_lossy(&all).into_owned())
+        .unwrap_or_default();
+    assert!(
+        events.contains("migration.step") && events.contains(&id),
+        "the event stream showed nothing of the migration: {events}"
+    );
+    assert!(
+        !events.contains(SECRET_VALUE),
+        "the secret value is in the event stream"
+    );
     let (_, audit) = broker.call("GET", "/api/v1/audit", None).await?;
     assert!(!audit.to_string().contains(SECRET_VALUE));
     assert!(
