@@ -565,6 +565,22 @@ fn auth_matrix_and_bad_input_change_nothing() {
             403,
         ),
         (
+            "a bad limit on the audit log is a 400 in the API's shape",
+            Some(broker.admin.clone()),
+            "GET",
+            "/api/v1/audit?limit=lots",
+            None,
+            400,
+        ),
+        (
+            "a bad limit from a viewer is refused for the role first",
+            Some(viewer.clone()),
+            "GET",
+            "/api/v1/audit?limit=lots",
+            None,
+            403,
+        ),
+        (
             "operator of shop cannot move payments",
             Some(shop_operator.clone()),
             "POST",

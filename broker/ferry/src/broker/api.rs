@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, RawQuery, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -530,19 +530,14 @@ async fn cancel_migration(
     Ok((StatusCode::ACCEPTED, Json(migration)).into_response())
 }
 
-#[derive(Deserialize)]
-struct AuditQuery {
-    limit: Option<usize>,
-}
-
 async fn audit_log(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Query(query): Query<AuditQuery>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers, Role::Admin)?;
+    let limit = limit_param(query.as_deref())?.unwrap_or(500).min(10_000);
     let records = state.store.list::<audit::AuditRecord>(audit::PREFIX)?;
-    let limit = query.limit.unwrap_or(500).min(10_000);
     let items: Vec<_> = records
         .into_iter()
         .rev()
@@ -552,16 +547,11 @@ async fn audit_log(
     Ok(Json(json!({"items": items})))
 }
 
-/// The cost history, oldest first: `?limit=N` keeps the newest N points.
-async fn cost_history(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Role::Viewer)?;
-    // Parsed here rather than by `Query`, so that a bad value is a 400 in our shape.
+/// `?limit=N` of a list. Parsed here rather than by axum's `Query`, so that a bad value is
+/// a 400 in the API's error shape, and only after the caller is authorized.
+fn limit_param(query: Option<&str>) -> Result<Option<usize>, ApiError> {
     let mut limit = None;
-    for pair in query.as_deref().unwrap_or("").split('&') {
+    for pair in query.unwrap_or("").split('&') {
         if let Some(value) = pair.strip_prefix("limit=") {
             limit = Some(value.parse::<usize>().map_err(|_| {
                 ApiError::BadRequest(
@@ -571,6 +561,17 @@ async fn cost_history(
             })?);
         }
     }
+    Ok(limit)
+}
+
+/// The cost history, oldest first: `?limit=N` keeps the newest N points.
+async fn cost_history(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Role::Viewer)?;
+    let limit = limit_param(query.as_deref())?;
     let items: Vec<Value> = history::points(&state, limit)?
         .iter()
         .map(history::dto)
