@@ -3,8 +3,11 @@
 //! Three layers make sure no component outlives a test run:
 //! - [`Supervised`] stops its process on drop (SIGTERM, then SIGKILL after a grace period),
 //!   which covers normal ends and panics;
-//! - every process is started through `setpriv --pdeathsig TERM`, so the kernel signals it
-//!   when the thread that started it dies, which covers a harness killed outright;
+//! - every process is started through `setpriv --pdeathsig KILL`, so the kernel kills it
+//!   when the thread that started it dies, which covers a harness killed outright and
+//!   fixtures that live until the test binary exits (no drop runs then). KILL, not a
+//!   polite signal: a kube-apiserver whose etcd got SIGTERM at the same moment could hang
+//!   in its shutdown, and heat-all ignores SIGTERM; orphans of both were seen;
 //! - processes are never found by name: only the PIDs we started are ever signalled.
 
 use std::fs::File;
@@ -42,8 +45,8 @@ struct Launch {
 }
 
 impl Launch {
-    /// Starts the program through `setpriv --pdeathsig`, output to `log` (appended).
-    fn spawn(&self, name: &str, signal: Signal, log: &Path) -> Result<Child, Error> {
+    /// Starts the program through `setpriv --pdeathsig KILL`, output to `log` (appended).
+    fn spawn(&self, name: &str, log: &Path) -> Result<Child, Error> {
         let out = File::options()
             .create(true)
             .append(true)
@@ -59,7 +62,7 @@ impl Launch {
         let mut command = Command::new("setpriv");
         command
             .arg("--pdeathsig")
-            .arg(signal.as_str().trim_start_matches("SIG"))
+            .arg("KILL")
             .arg("--")
             .arg(&self.program)
             .args(&self.args)
@@ -91,8 +94,8 @@ impl Supervised {
         Supervised::start_stopped_by(Signal::SIGTERM, name, program, args, env, dir, log)
     }
 
-    /// [`Supervised::start`] for a program that stops cleanly on `signal`, which is also
-    /// what it receives if the harness dies.
+    /// [`Supervised::start`] for a program that stops cleanly on `signal` (a harness that
+    /// dies kills it outright instead).
     pub fn start_stopped_by(
         signal: Signal,
         name: &str,
@@ -116,7 +119,7 @@ impl Supervised {
                 .collect(),
             dir: dir.to_path_buf(),
         };
-        let child = launch.spawn(name, signal, &log)?;
+        let child = launch.spawn(name, &log)?;
         Ok(Supervised {
             name: name.to_owned(),
             child: Some(child),
@@ -141,7 +144,7 @@ impl Supervised {
         if self.child.is_some() && self.exited().is_none() {
             return Ok(());
         }
-        self.child = Some(self.launch.spawn(&self.name, self.stop_signal, &self.log)?);
+        self.child = Some(self.launch.spawn(&self.name, &self.log)?);
         Ok(())
     }
 
