@@ -659,6 +659,27 @@ async fn kube_migrate_realistic_app() -> Result<()> {
     Ok(())
 }
 
+/// The common start of a test: namespace `ns` on kube-a with one Deployment `name`
+/// available there, and a broker scoped to `ns` (its `[migrations]` settings given) that
+/// sees it. Returns kube-a's admin client and the broker.
+async fn one_app_on_a(
+    ns: &str,
+    name: &str,
+    replicas: u32,
+    cpu: &str,
+    pinned: bool,
+    migrations: &str,
+) -> Result<(Client, Broker)> {
+    let a = admin(0).await?;
+    create_namespace(&a, ns).await?;
+    create_deployment(&a, ns, deployment(name, replicas, cpu, pinned)).await?;
+    let want = i32::try_from(replicas)?;
+    until_available(&a, ns, name, want).await?;
+    let broker = Broker::start(&broker_dir(ns, &[ns], migrations)?, &[])?;
+    broker.until_sees(&format!("{ns}/{name}"), "kube-a").await?;
+    Ok((a, broker))
+}
+
 /// Every object of the kinds Ferry carries in `namespace`, with its resourceVersion.
 async fn snapshot(client: &Client, namespace: &str) -> Result<BTreeMap<String, String>> {
     async fn kind<K>(client: &Client, ns: &str, out: &mut BTreeMap<String, String>) -> Result<()>
@@ -707,12 +728,8 @@ async fn snapshot(client: &Client, namespace: &str) -> Result<BTreeMap<String, S
 async fn kube_dry_run_returns_the_plan_and_changes_nothing() -> Result<()> {
     let _turn = TURN.lock().await;
     let ns = "dry";
-    let a = admin(0).await?;
-    create_namespace(&a, ns).await?;
-    create_deployment(&a, ns, deployment("report", 2, "200m", false)).await?;
-    until_available(&a, ns, "report", 2).await?;
-    let broker = Broker::start(&broker_dir("dry", &[ns], "rollback-window = \"1s\"")?, &[])?;
-    broker.until_sees("dry/report", "kube-a").await?;
+    let (_a, broker) =
+        one_app_on_a(ns, "report", 2, "200m", false, "rollback-window = \"1s\"").await?;
 
     let mut before = Vec::new();
     for cluster in 0..3 {
@@ -746,13 +763,8 @@ async fn kube_dry_run_returns_the_plan_and_changes_nothing() -> Result<()> {
 async fn kube_target_without_room_is_refused_at_planning() -> Result<()> {
     let _turn = TURN.lock().await;
     let ns = "room";
-    let a = admin(0).await?;
-    create_namespace(&a, ns).await?;
     // 3 × 1.5 cores: fits on A (16 cores), not on C (4 cores in all).
-    create_deployment(&a, ns, deployment("big", 3, "1500m", false)).await?;
-    until_available(&a, ns, "big", 3).await?;
-    let broker = Broker::start(&broker_dir("room", &[ns], "")?, &[])?;
-    broker.until_sees("room/big", "kube-a").await?;
+    let (a, broker) = one_app_on_a(ns, "big", 3, "1500m", false, "").await?;
 
     let id = broker.migrate("room/big", "kube-c", false).await?;
     let end = broker.until_final(&id).await?;
@@ -772,15 +784,8 @@ async fn kube_target_without_room_is_refused_at_planning() -> Result<()> {
 async fn kube_pending_past_the_deadline_rolls_back_and_the_source_serves() -> Result<()> {
     let _turn = TURN.lock().await;
     let ns = "pending";
-    let (a, b) = (admin(0).await?, admin(1).await?);
-    create_namespace(&a, ns).await?;
-    create_deployment(&a, ns, deployment("pinned", 2, "100m", true)).await?;
-    until_available(&a, ns, "pinned", 2).await?;
-    let broker = Broker::start(
-        &broker_dir("pending", &[ns], "step-deadline = \"8s\"")?,
-        &[],
-    )?;
-    broker.until_sees("pending/pinned", "kube-a").await?;
+    let b = admin(1).await?;
+    let (a, broker) = one_app_on_a(ns, "pinned", 2, "100m", true, "step-deadline = \"8s\"").await?;
 
     let id = broker.migrate("pending/pinned", "kube-b", false).await?;
     let end = broker.until_final(&id).await?;
@@ -806,15 +811,9 @@ async fn kube_pending_past_the_deadline_rolls_back_and_the_source_serves() -> Re
 async fn kube_cancel_during_start_rolls_back() -> Result<()> {
     let _turn = TURN.lock().await;
     let ns = "cancel";
-    let (a, b) = (admin(0).await?, admin(1).await?);
-    create_namespace(&a, ns).await?;
-    create_deployment(&a, ns, deployment("pinned", 2, "100m", true)).await?;
-    until_available(&a, ns, "pinned", 2).await?;
-    let broker = Broker::start(
-        &broker_dir("cancel", &[ns], "step-deadline = \"120s\"")?,
-        &[],
-    )?;
-    broker.until_sees("cancel/pinned", "kube-a").await?;
+    let b = admin(1).await?;
+    let (a, broker) =
+        one_app_on_a(ns, "pinned", 2, "100m", true, "step-deadline = \"120s\"").await?;
 
     let id = broker.migrate("cancel/pinned", "kube-b", false).await?;
     broker.until_step_running(&id, "start").await?;
@@ -848,15 +847,9 @@ async fn kube_cancel_during_start_rolls_back() -> Result<()> {
 async fn kube_target_apiserver_killed_during_start_rolls_back_when_it_returns() -> Result<()> {
     let _turn = TURN.lock().await;
     let ns = "outage";
-    let (a, c) = (admin(0).await?, 2);
-    create_namespace(&a, ns).await?;
-    create_deployment(&a, ns, deployment("pinned", 2, "100m", true)).await?;
-    until_available(&a, ns, "pinned", 2).await?;
-    let broker = Broker::start(
-        &broker_dir("outage", &[ns], "step-deadline = \"120s\"")?,
-        &[],
-    )?;
-    broker.until_sees("outage/pinned", "kube-a").await?;
+    let c = 2;
+    let (a, broker) =
+        one_app_on_a(ns, "pinned", 2, "100m", true, "step-deadline = \"120s\"").await?;
 
     // The source is looked at every 100 ms for the whole test.
     let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));

@@ -193,11 +193,11 @@ async fn clusters(
                     ),
                     |c| (c.cpu_millis, c.memory_bytes),
                 );
-                let serving: Vec<_> = inventory
+                let serving = inventory
                     .workloads
                     .iter()
                     .filter(|w| w.replicas > 0)
-                    .collect();
+                    .count();
                 let cost = member.monthly_run_rate(inventory);
                 (
                     format!("{:?}", inventory.health),
@@ -206,7 +206,7 @@ async fn clusters(
                         inventory.requested.cpu_millis,
                         inventory.requested.memory_bytes,
                     ),
-                    serving.len(),
+                    serving,
                     cost,
                     None,
                 )

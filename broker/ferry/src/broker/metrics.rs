@@ -88,11 +88,11 @@ pub async fn render(state: &AppState) -> String {
         let name = &member.definition.name;
         match census.inventories.get(name) {
             Some(Ok(inventory)) => {
-                let serving: Vec<_> = inventory
+                let serving = inventory
                     .workloads
                     .iter()
                     .filter(|w| w.replicas > 0)
-                    .collect();
+                    .count();
                 let cost = member.monthly_run_rate(inventory);
                 let _ = writeln!(out, "ferry_cluster_up{{cluster=\"{name}\"}} 1");
                 let _ = writeln!(
@@ -108,7 +108,7 @@ pub async fn render(state: &AppState) -> String {
                 let _ = writeln!(
                     out,
                     "ferry_cluster_workloads{{cluster=\"{name}\"}} {}",
-                    serving.len()
+                    serving
                 );
                 let _ = writeln!(
                     out,

@@ -725,6 +725,13 @@ impl Engine {
         since.elapsed() < self.config.step_deadline
     }
 
+    fn forget_refusals(&self, id: &str) {
+        self.undo_refused_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+    }
+
     fn waiting_for(&self, id: &str) -> Option<String> {
         self.waiting_for
             .lock()
@@ -782,10 +789,7 @@ impl Engine {
         self.pause_if_asked(&name, "undo").await;
         let result = self.undo(&name, &migration).await;
         if result.is_ok() {
-            self.undo_refused_since
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&migration.id);
+            self.forget_refusals(&migration.id);
         }
         match result {
             Ok(message) => {
@@ -813,6 +817,7 @@ impl Engine {
             }
             Err(StepError::Store(error)) => Err(error),
             Err(error) => {
+                self.forget_refusals(&migration.id);
                 let reason = format!(
                     "rollback of {name} failed: {error}; the workload needs a look by an operator"
                 );
