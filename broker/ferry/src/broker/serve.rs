@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use ferry_adapter_kubernetes::{KubeCluster, TargetOverrides};
 use ferry_auth::VerificationKey;
-use ferry_policies::model::{Connection, Overrides, Provider};
+use ferry_policies::model::{Cluster, Connection, Overrides, Provider, WorkloadScope};
 use ferry_policies::resources::ResourceSet;
 use ferry_ports::{Backoff, ClusterPort, Retrying};
 use serde::Deserialize;
@@ -162,12 +162,24 @@ fn load(paths: &[PathBuf]) -> Result<ResourceSet, Vec<String>> {
 }
 
 /// The members' ports by name, kept across reloads (a simulated cluster's state, a
-/// Kubernetes member's watches), with the connection they were made for.
-type Sims = BTreeMap<String, (Connection, Arc<dyn ClusterPort>)>;
+/// Kubernetes member's watches), with what they were made from.
+type Sims = BTreeMap<String, (PortSpec, Arc<dyn ClusterPort>)>;
 
-/// Members for the loaded set: a member whose connection did not change keeps its port
-/// (a simulated cluster its state, a Kubernetes member its watches); a new simulated one
-/// starts with the workloads whose files say they run there.
+/// What a member's port is built from: a change to any of it builds a new port (the
+/// adapter takes the scope and overrides at construction).
+type PortSpec = (Connection, WorkloadScope, Overrides);
+
+fn port_spec(cluster: &Cluster) -> PortSpec {
+    (
+        cluster.connection.clone(),
+        cluster.scope.clone(),
+        cluster.overrides.clone(),
+    )
+}
+
+/// Members for the loaded set: a member whose connection, scope and overrides did not
+/// change keeps its port (a simulated cluster its state, a Kubernetes member its
+/// watches); a new simulated one starts with the workloads whose files say they run there.
 async fn members(
     set: &ResourceSet,
     running: &Sims,
@@ -177,7 +189,7 @@ async fn members(
     let mut ports = BTreeMap::new();
     for cluster in set.clusters.iter().map(|c| &c.value) {
         let port: Arc<dyn ClusterPort> = match running.get(&cluster.name) {
-            Some((connection, port)) if *connection == cluster.connection => Arc::clone(port),
+            Some((spec, port)) if *spec == port_spec(cluster) => Arc::clone(port),
             _ => match &cluster.connection {
                 Connection::Kubernetes(reference) => {
                     let path = Path::new(&reference.kubeconfig);
@@ -212,7 +224,7 @@ async fn members(
         };
         ports.insert(
             cluster.name.clone(),
-            (cluster.connection.clone(), Arc::clone(&port)),
+            (port_spec(cluster), Arc::clone(&port)),
         );
         members.push(Arc::new(Member {
             definition: cluster.clone(),
