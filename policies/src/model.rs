@@ -83,6 +83,10 @@ pub enum OpenstackProvisioner {
         stack: String,
         /// Template parameters (flavor, image, worker count, external network...).
         parameters: BTreeMap<String, String>,
+        /// One more Heat environment, merged after Ferry's, whose `resource_registry`
+        /// may map the template's `Ferry::…` parts to other templates (a path read by
+        /// the broker; relative to its config file).
+        environment: Option<String>,
     },
     /// A Magnum cluster from a cluster template.
     Magnum {

@@ -95,8 +95,8 @@ pub struct Located<T> {
 /// The resource kinds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resource {
-    /// A member cluster.
-    Cluster(Cluster),
+    /// A member cluster (boxed: it is several times the size of the other kinds).
+    Cluster(Box<Cluster>),
     /// A workload (offline planning input).
     Workload(Workload),
     /// A placement policy.
@@ -121,7 +121,11 @@ impl ResourceSet {
         for located in resources {
             let Located { file, pos, value } = located;
             match value {
-                Resource::Cluster(value) => self.clusters.push(Located { file, pos, value }),
+                Resource::Cluster(value) => self.clusters.push(Located {
+                    file,
+                    pos,
+                    value: *value,
+                }),
                 Resource::Workload(value) => self.workloads.push(Located { file, pos, value }),
                 Resource::Policy(value) => self.policies.push(Located { file, pos, value }),
             }
@@ -179,7 +183,9 @@ fn decode_document(ctx: &mut Ctx<'_>, node: &Node) -> Option<Resource> {
     doc.finish(ctx, &["apiVersion", "kind", "metadata", "spec", "status"]);
     let (kind, kind_node) = (kind?, kind_node?);
     match kind.as_str() {
-        "Cluster" => decode_cluster(ctx, metadata?, spec?, status).map(Resource::Cluster),
+        "Cluster" => {
+            decode_cluster(ctx, metadata?, spec?, status).map(|c| Resource::Cluster(Box::new(c)))
+        }
         "Workload" => decode_workload(ctx, metadata?, spec?, status).map(Resource::Workload),
         "PlacementPolicy" => {
             if let Some(status) = status {
@@ -526,10 +532,14 @@ fn decode_openstack(ctx: &mut Ctx<'_>, node: &Node) -> Option<OpenstackConnectio
             .map_or(Some(BTreeMap::new()), |n| {
                 string_map(ctx, n, "spec.openstack.heat.parameters")
             });
-        heat.finish(ctx, &["stack", "parameters"]);
+        let environment = heat
+            .optional("environment")
+            .map(|n| string(ctx, n, "spec.openstack.heat.environment"));
+        heat.finish(ctx, &["stack", "parameters", "environment"]);
         Some(OpenstackProvisioner::Heat {
             stack: stack?,
             parameters: parameters?,
+            environment: environment.map_or(Some(None), |e| e.map(Some))?,
         })
     });
     let magnum = fields.optional("magnum").map(|n| {

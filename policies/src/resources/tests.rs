@@ -254,3 +254,44 @@ fn hidden_characters_are_escaped_in_messages() {
     );
     assert!(found.iter().all(|d| !d.contains('\u{202e}')), "{found:?}");
 }
+
+#[test]
+fn openstack_heat_blocks_decode_and_bad_ones_are_named() {
+    let heat = CLUSTER.replace(
+        "provider: sim",
+        "provider: openstack
+  openstack:
+    cloud: dc1
+    heat:
+      stack: ferry-dc1
+      parameters: { image: ubuntu-24.04, worker_count: \"3\" }
+      environment: env/standin.yaml",
+    );
+    let (resources, found) = parse_source("f.yaml", &heat);
+    assert_eq!(found, vec![]);
+    let Some(Resource::Cluster(cluster)) = resources.first().map(|r| &r.value) else {
+        panic!("expected a cluster, got {resources:?}")
+    };
+    let Connection::Openstack(connection) = &cluster.connection else {
+        panic!("an openstack connection: {:?}", cluster.connection)
+    };
+    assert_eq!(connection.cloud, "dc1");
+    assert_eq!(
+        connection.provisioner,
+        OpenstackProvisioner::Heat {
+            stack: "ferry-dc1".to_owned(),
+            parameters: BTreeMap::from([
+                ("image".to_owned(), "ubuntu-24.04".to_owned()),
+                ("worker_count".to_owned(), "3".to_owned()),
+            ]),
+            environment: Some("env/standin.yaml".to_owned()),
+        }
+    );
+    let typo = heat.replace("environment:", "enviroment:");
+    assert_eq!(
+        diagnostics(&typo),
+        vec![
+            "f.yaml:13:7: spec.openstack.heat.enviroment: unknown field `enviroment`; did you mean `environment`?"
+        ]
+    );
+}
