@@ -1,6 +1,7 @@
 //! Every failure of the adapter, classified in one place: an OpenStack error answer is
 //! parsed from its envelope (Keystone's `{"error":{"code","title","message"}}`, Heat's
-//! `{"code","title","explanation","error":{"type","message","traceback"}}`) into an
+//! `{"code","title","explanation","error":{"type","message","traceback"}}`, Magnum's
+//! `{"errors":[{"code","title","detail","request_id"}]}`) into an
 //! [`ApiError`], and its HTTP status decides the [`Error`] variant, hence whether trying
 //! again can help ([`Error::is_transient`]) and what the broker sees
 //! ([`Error::to_port_error`]).
@@ -73,6 +74,8 @@ impl ApiError {
             Some(value) => envelope_message(value),
             None => (None, None),
         };
+        // Magnum may put it in the envelope only.
+        let request_id = request_id.or_else(|| envelope.as_ref().and_then(magnum_request_id));
         let message = message.unwrap_or_else(|| {
             let reason = reqwest::StatusCode::from_u16(status)
                 .ok()
@@ -102,6 +105,9 @@ impl ApiError {
 /// `(error.type, message)` of an envelope. The message is the first non-empty of
 /// `error.message`, `explanation`, `title`, a top-level `message`, `error.title`.
 fn envelope_message(value: &Value) -> (Option<String>, Option<String>) {
+    if let Some(errors) = value["errors"].as_array() {
+        return magnum_message(errors);
+    }
     let error = &value["error"];
     let kind = error["type"].as_str().map(str::to_owned);
     let candidates = [
@@ -119,6 +125,35 @@ fn envelope_message(value: &Value) -> (Option<String>, Option<String>) {
         .map(clean_message)
         .find(|m| !m.is_empty());
     (kind, message)
+}
+
+/// Magnum's `errors`: each error's `detail` (or webob's `message`, or `title`), and the
+/// `code` when it says more than Magnum's generic `client` or `server`.
+fn magnum_message(errors: &[Value]) -> (Option<String>, Option<String>) {
+    let kind = errors
+        .iter()
+        .filter_map(|e| e["code"].as_str())
+        .find(|code| !matches!(*code, "" | "client" | "server"))
+        .map(str::to_owned);
+    let messages: Vec<String> = errors
+        .iter()
+        .filter_map(|e| {
+            [&e["detail"], &e["message"], &e["title"]]
+                .into_iter()
+                .filter_map(Value::as_str)
+                .map(clean_message)
+                .find(|m| !m.is_empty())
+        })
+        .collect();
+    let message = (!messages.is_empty()).then(|| clean_message(&messages.join("; ")));
+    (kind, message)
+}
+
+fn magnum_request_id(value: &Value) -> Option<String> {
+    value["errors"][0]["request_id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
 }
 
 /// Collapses whitespace, drops the `<br />` webob puts into messages, and cuts at
@@ -224,6 +259,10 @@ pub enum Error {
         what: String,
         message: String,
     },
+    /// Client credentials for a cluster cannot be made: Magnum shows no API address yet,
+    /// its template disables TLS, or no key could be made.
+    #[error("no credentials for cluster {cluster}: {message}")]
+    Credentials { cluster: String, message: String },
     /// A followed operation did not reach a terminal status before its deadline.
     #[error("{what}: not finished after {} s (last: {last})", .waited.as_secs())]
     Timeout {
@@ -339,7 +378,8 @@ impl Error {
             | Error::Forbidden { .. }
             | Error::BadRequest(_)
             | Error::InvalidResponse { .. }
-            | Error::Value { .. } => PortError::Rejected {
+            | Error::Value { .. }
+            | Error::Credentials { .. } => PortError::Rejected {
                 cluster,
                 what: self.what(),
                 reason: self.to_string(),
@@ -362,6 +402,7 @@ impl Error {
                 operation.clone()
             }
             Error::Value { stack, what, .. } => format!("{what} of stack {stack}"),
+            Error::Credentials { cluster, .. } => format!("credentials of cluster {cluster}"),
             Error::Timeout { what, .. } => what.clone(),
             other => other
                 .api()

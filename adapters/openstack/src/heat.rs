@@ -836,6 +836,22 @@ impl Heat {
         }
     }
 
+    /// Asks Heat to check a stack's template, environments, files and parameters without
+    /// creating anything (`POST /validate`, nested templates included). It does not check
+    /// parameter constraints (Heat enforces those only on create).
+    pub async fn validate(&self, stack: &NewStack) -> Result<()> {
+        let mut body = stack.body();
+        if let Some(fields) = body.as_object_mut() {
+            for create_only in ["stack_name", "disable_rollback", "timeout_mins", "tags"] {
+                fields.remove(create_only);
+            }
+        }
+        self.send(Method::POST, "/validate", Some(&body))
+            .await?
+            .require_status(&[200])?;
+        Ok(())
+    }
+
     /// The id of the live stack named `name` (Heat's 302 to `…/stacks/{name}/{id}`), or
     /// `None` (404, e.g. deleted).
     pub async fn find(&self, name: &str) -> Result<Option<StackId>> {

@@ -1,5 +1,5 @@
-//! The OpenStack adapter, first part: Keystone v3 and Heat v1 clients, the ground on which
-//! Ferry provisions its on-prem Kubernetes clusters.
+//! The OpenStack adapter: Keystone v3, Heat v1 and Magnum clients, Ferry's own Heat
+//! template for a Kubernetes cluster, and on-prem pricing.
 //!
 //! [`CloudConfig`] reads one cloud from a `clouds.yaml` (the `openstack` client's format
 //! and search path) or from the `OS_*` variables. [`Keystone`] signs in with a password
@@ -7,12 +7,20 @@
 //! before it expires, and picks service endpoints from the token's catalog by type,
 //! interface and region. [`Heat`] creates a stack from template text (with an environment,
 //! files such as provider templates, parameters and a timeout) — adopting a stack of the
-//! same name instead of failing — shows it with typed outputs, lists its resources
-//! through nested stacks, changes parameters in place (`PATCH`, e.g. `worker_count`),
-//! deletes it, and follows any of these to its end ([`Heat::follow`]) with progress, a
-//! deadline and, on failure, the failed resources and their reasons ([`Failure`]).
-//! [`Heat::operation`] answers in the broker's [`ferry_ports::Operation`], and
-//! [`Error::to_port_error`] in its [`ferry_ports::PortError`].
+//! same name instead of failing — validates, shows it with typed outputs, lists its
+//! resources through nested stacks, changes parameters in place (`PATCH`, e.g.
+//! `worker_count`), deletes it, and follows any of these to its end ([`Heat::follow`])
+//! with progress, a deadline and, on failure, the failed resources and their reasons
+//! ([`Failure`]). [`Heat::operation`] answers in the broker's [`ferry_ports::Operation`],
+//! and [`Error::to_port_error`] in its [`ferry_ports::PortError`].
+//!
+//! [`provision`] is Ferry's cluster template (`heat/`: network, API load balancer,
+//! kubeadm control plane and workers, as `Ferry::…` types mapped by an environment),
+//! the checks of its parameters, the access read from a complete stack
+//! ([`ClusterAccess`]) and [`HeatClusters`], the [`ferry_ports::Provisioner`] over
+//! Heat. [`magnum`] does the same through Magnum (templates, clusters, resize, client
+//! certificates signed through `/v1/certificates`). [`pricing`] turns an on-prem rate
+//! table (or an OpenCost custom-pricing file) into rates per core-hour and GiB-hour.
 //!
 //! Invariants:
 //! - Credentials come from clouds.yaml or `OS_*` variables, never from a Cluster file.
@@ -57,18 +65,10 @@
 //! avoid this: it adds aws-lc-rs next to kube's ring, and kube's `ClientConfig::builder()`
 //! then panics for the same reason.
 //!
-//! Not built yet (the next steps of issue 7, another engineer's):
-//! - Ferry's own HOT template for a real kubeadm cluster (network, subnet, router,
-//!   security group, control plane and workers with cloud-init, an Octavia load balancer),
-//!   with `Ferry::…` type names for optional parts mapped by an environment (Magnum's
-//!   pattern), client-side parameter checks (Heat's `/validate` does not enforce
-//!   constraints), and the kubeconfig built from the outputs.
-//! - Magnum (cluster templates, create, poll, `/v1/certificates`, resize).
-//! - On-prem pricing (a rate table in the spirit of OpenCost's) as a
-//!   [`ferry_ports::PriceSource`].
-//! - The [`ferry_ports::Provisioner`] implementation (resize as a `worker_count` update,
-//!   operations from [`Heat::operation`]), the `ferry cluster create|resize|delete`
-//!   commands and the REST API.
+//! Not built yet:
+//! - The broker serves Heat provisioning only: Magnum clusters are not wired into
+//!   `ferry cluster create` (the Kubernetes adapter takes no client certificates yet),
+//!   and no rate table is read by `ferry serve` yet.
 //! - HTTPS in the product: enabling the `https` feature where the adapter is wired in, with
 //!   `install_crypto_provider` in `main` and in the broker's test harnesses; no test talks
 //!   TLS to a real endpoint yet (the harness is plain HTTP).
@@ -81,6 +81,9 @@ pub mod error;
 pub mod heat;
 mod http;
 pub mod keystone;
+pub mod magnum;
+pub mod pricing;
+pub mod provision;
 mod secret;
 
 pub use config::{
@@ -94,6 +97,15 @@ pub use heat::{
 pub use keystone::{
     ApplicationCredentialInfo, Catalog, CatalogEndpoint, CatalogService, DEFAULT_RENEWAL_MARGIN,
     Keystone, Token,
+};
+pub use magnum::{
+    ClusterCreated, ClusterOutcome, ClusterProgress, ClusterTemplate, Magnum, MagnumAccess,
+    MagnumClusters, NewCluster, NewClusterTemplate, TemplateCreated,
+};
+pub use pricing::{FieldError, PricingError, RateTable, RateTablePrices, Workers};
+pub use provision::{
+    CLUSTER_TEMPLATE, ClusterAccess, ClusterRequest, DEFAULT_ENVIRONMENT, DEFAULT_WORKERS,
+    Environment, HeatClusters, TEMPLATE_FILES, check_worker_count,
 };
 pub use secret::Secret;
 

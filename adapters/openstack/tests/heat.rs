@@ -23,10 +23,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use ferry_adapter_openstack::{
-    Action, ApplicationCredentialRef, Auth, CloudConfig, DomainRef, Error, Follow, Heat, Keystone,
-    NewStack, Outcome, Progress, Secret, Stack, StackId, State, UserRef,
+    Action, ApplicationCredentialRef, Auth, CloudConfig, ClusterRequest, DomainRef, Environment,
+    Error, Follow, Heat, HeatClusters, Keystone, NewStack, Outcome, Progress, Secret, Stack,
+    StackId, State, UserRef,
 };
-use ferry_ports::{Operation, PortError};
+use ferry_ports::{Operation, PortError, Provisioner};
 use ferry_testenv::{CLOUD, OpenStack};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1016,4 +1017,175 @@ async fn heats_refusals_are_classified_with_its_message_and_no_traceback() -> Re
         Ok(())
     })
     .await
+}
+
+// ---------------------------------------------------------------------------------------
+// Ferry's own cluster template (`heat/`)
+// ---------------------------------------------------------------------------------------
+
+const ENV_VALIDATE: &str = include_str!("../testdata/env-validate.yaml");
+const STANDIN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/standin");
+
+fn cluster_parameters(workers: u32) -> std::collections::BTreeMap<String, String> {
+    [
+        ("image", "ubuntu-24.04"),
+        ("master_flavor", "m1.medium"),
+        ("worker_flavor", "m1.large"),
+        ("external_network", "public"),
+        ("worker_count", &workers.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// The stand-in environment in a folder of its own, with the access its master returns.
+fn standin_environment(test: &str, access: &Value) -> Result<Environment> {
+    let folder = env().dir.join(format!("standin-{test}"));
+    std::fs::create_dir_all(&folder)?;
+    for entry in std::fs::read_dir(STANDIN)? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), folder.join(entry.file_name()))?;
+    }
+    let mut text = std::fs::read_to_string(folder.join("standin-environment.yaml"))?;
+    text.push_str(&format!(
+        "parameter_defaults:\n  standin_api_host: 127.0.0.1\n  standin_cluster_access: {}\n",
+        serde_json::to_string(&access.to_string())?
+    ));
+    let path = folder.join("standin-environment.yaml");
+    std::fs::write(&path, text)?;
+    Ok(Environment::read(&path)?)
+}
+
+/// Heat itself reads Ferry's templates with the real types' property schemas (Nova's
+/// through a facade that declares them all): the cluster template against the nested
+/// templates' parameters, and each nested template on its own, since `/validate` does
+/// not look inside provider templates. A misspelt property or a wrong function fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferrys_cluster_templates_validate_in_real_heat() -> Result<()> {
+    with_logs("ferrys_cluster_templates_validate_in_real_heat", async {
+        let (_, heat) = heat_of(harness_config(None)?)?;
+        let facades = Environment::parse(
+            ENV_VALIDATE,
+            [("fake_server.yaml".to_owned(), FAKE_SERVER.to_owned())].into(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        let request = ClusterRequest::new("validate-me", &cluster_parameters(3), Some(facades))?;
+        let stack = request.new_stack();
+        heat.validate(&stack).await?;
+
+        // Each nested template as a template of its own, with the same environment and
+        // files.
+        let nested = |name: &str, text: &str| {
+            let mut alone = stack.clone();
+            alone.template = text.to_owned();
+            alone.parameters.clear();
+            if text.contains("key_name") {
+                // The `has_key` condition is evaluated while validating.
+                alone.parameters.insert("key_name".into(), json!(""));
+            }
+            alone.name = name.replace('.', "-");
+            alone
+        };
+        for name in ["network.yaml", "api-lb.yaml", "master.yaml", "worker.yaml"] {
+            let text = stack.files[name].clone();
+            heat.validate(&nested(name, &text))
+                .await
+                .with_context(|| format!("heat/{name}"))?;
+        }
+
+        // The checks are real: a property the server type lacks, and one the cluster
+        // template passes to a part that has no such parameter, are refused by name.
+        let master = stack.files["master.yaml"].replace("user_data_format:", "user_data_fromat:");
+        let error = heat
+            .validate(&nested("master.yaml", &master))
+            .await
+            .expect_err("an unknown server property is refused");
+        ensure!(
+            error.to_string().contains("user_data_fromat"),
+            "the refusal names the property: {error}"
+        );
+        let mut broken = stack.clone();
+        broken.template = broken
+            .template
+            .replace("pod_cidr: {get_param", "pod_cdir: {get_param");
+        let error = heat
+            .validate(&broken)
+            .await
+            .expect_err("an unknown part property is refused");
+        ensure!(
+            error.to_string().contains("pod_cdir"),
+            "the refusal names the property: {error}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Ferry's template with the stand-ins: created (every Ferry::… part through its
+/// mapping), the access read from the outputs, resized 3 → 4 through the Provisioner
+/// port, deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferrys_cluster_stack_with_stand_ins_gives_its_access_resizes_and_deletes() -> Result<()> {
+    with_logs(
+        "ferrys_cluster_stack_with_stand_ins_gives_its_access_resizes_and_deletes",
+        async {
+            let (_, heat) = heat_of(harness_config(None)?)?;
+            let ca = std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/testdata/test-ca.pem"
+            ))?;
+            let ca = base64_of(&ca);
+            let access = json!({"ca": ca, "token": "standin-token-value"});
+            let environment = standin_environment("access", &access)?;
+            let request = ClusterRequest::new("ferry-dc1", &cluster_parameters(3), Some(environment))?;
+            let clusters = HeatClusters::new(heat.clone());
+            let created = clusters.create("dc1", &request).await?;
+            let (outcome, progress) = follow_logged(&heat, &created.stack, Action::Create).await?;
+            let Outcome::Complete(stack) = outcome else {
+                bail!("not created: {outcome:?}");
+            };
+            ensure!(!progress.is_empty(), "progress was shown");
+            let read = clusters.access("dc1").await?;
+            ensure!(read.api_url == "https://127.0.0.1:6443", "{}", read.api_url);
+            ensure!(read.ca_base64 == ca);
+            ensure!(read.token.expose() == "standin-token-value");
+            ensure!(stack.output_integer("worker_count")? == Some(3));
+            ensure!(stack.output_texts("worker_addresses")?.len() == 3);
+
+            let operation = clusters.resize("dc1", 4).await?;
+            ensure!(
+                matches!(&operation, Operation::Running { id, .. } if *id == created.stack.to_string()),
+                "{operation:?}"
+            );
+            let (outcome, _) = follow_logged(&heat, &created.stack, Action::Update).await?;
+            let Outcome::Complete(stack) = outcome else {
+                bail!("not resized: {outcome:?}");
+            };
+            ensure!(stack.output_integer("worker_count")? == Some(4));
+            ensure!(stack.output_texts("worker_addresses")?.len() == 4);
+            ensure!(
+                clusters.operation(&created.stack.to_string()).await?
+                    == Operation::Done { id: created.stack.to_string() }
+            );
+            let refused = clusters.resize("dc1", 51).await.expect_err("over the template's max");
+            ensure!(refused.to_string().contains("from 1 to 50"), "{refused}");
+            let unknown = clusters.resize("nope", 4).await.expect_err("not Ferry's");
+            ensure!(unknown.to_string().contains("no Heat stack"), "{unknown}");
+
+            clusters.delete("dc1").await?;
+            let (outcome, _) = follow_logged(&heat, &created.stack, Action::Delete).await?;
+            ensure!(
+                !matches!(outcome, Outcome::Failed(_)),
+                "deleted: {outcome:?}"
+            );
+            Ok(())
+        },
+    )
+    .await
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
