@@ -67,8 +67,9 @@
 //!
 //! Not built yet:
 //! - The broker serves Heat provisioning only: Magnum clusters are not wired into
-//!   `ferry cluster create` (the Kubernetes adapter takes no client certificates yet),
-//!   and no rate table is read by `ferry serve` yet.
+//!   `ferry cluster create` (the Kubernetes adapter takes no client certificates yet).
+//!   A rate table becomes a Cluster file's `pricing` block through `ferry pricing`; the
+//!   broker does not read rate tables itself.
 //! - HTTPS in the product: enabling the `https` feature where the adapter is wired in, with
 //!   `install_crypto_provider` in `main` and in the broker's test harnesses; no test talks
 //!   TLS to a real endpoint yet (the harness is plain HTTP).

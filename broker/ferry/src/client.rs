@@ -1,5 +1,5 @@
-//! The commands that talk to a running broker over its REST API: `ferry get ...` and
-//! `ferry migrate ...`. They use exactly what any script could use.
+//! The commands that talk to a running broker over its REST API: `ferry get ...`,
+//! `ferry migrate ...` and `ferry cluster ...`. They use exactly what any script could use.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -51,6 +51,26 @@ impl BrokerClient {
         if let Some(body) = body {
             request = request.json(&body);
         }
+        self.answer(request, &url).await
+    }
+
+    /// Sends a document as it is (a Cluster file, YAML or JSON).
+    async fn send_document(&self, path: &str, text: String) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let request = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/yaml")
+            .body(text);
+        self.answer(request, &url).await
+    }
+
+    async fn answer(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<Value, ClientError> {
         let response = request.send().await.map_err(|e| {
             ClientError::operation(format!("cannot reach the broker at {}: {e}", self.base))
         })?;
@@ -330,4 +350,204 @@ fn steps_line(migration: &Value) -> String {
                 .join(" ")
         })
         .unwrap_or_default()
+}
+
+/// What `ferry cluster ...` waits for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ClusterWait {
+    /// The create or resize to end (phase ready, or failed).
+    Settled,
+    /// The cluster to be gone (or the delete to fail).
+    Gone,
+}
+
+impl BrokerClient {
+    /// `ferry cluster create -f FILE`: provisions the cluster the file describes.
+    pub async fn cluster_create(
+        &self,
+        path: &std::path::Path,
+        wait: bool,
+        json_output: bool,
+    ) -> Result<(), ClientError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ClientError {
+            input: true,
+            message: format!("{}: {e}", path.display()),
+        })?;
+        let record = self.send_document("/api/v1/clusters", text).await?;
+        let name = record["cluster"].as_str().unwrap_or_default().to_owned();
+        self.after_cluster_action(
+            &name,
+            record,
+            "provisioning",
+            wait,
+            ClusterWait::Settled,
+            json_output,
+        )
+        .await
+    }
+
+    /// `ferry cluster resize NAME --workers N`.
+    pub async fn cluster_resize(
+        &self,
+        name: &str,
+        workers: u32,
+        wait: bool,
+        json_output: bool,
+    ) -> Result<(), ClientError> {
+        let record = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/clusters/{name}/resize"),
+                Some(json!({"workers": workers})),
+            )
+            .await?;
+        self.after_cluster_action(
+            name,
+            record,
+            "resize",
+            wait,
+            ClusterWait::Settled,
+            json_output,
+        )
+        .await
+    }
+
+    /// `ferry cluster delete NAME [--force]`.
+    pub async fn cluster_delete(
+        &self,
+        name: &str,
+        force: bool,
+        wait: bool,
+        json_output: bool,
+    ) -> Result<(), ClientError> {
+        let query = if force { "?force=true" } else { "" };
+        let record = self
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/clusters/{name}{query}"),
+                None,
+            )
+            .await?;
+        self.after_cluster_action(name, record, "delete", wait, ClusterWait::Gone, json_output)
+            .await
+    }
+
+    /// `ferry cluster status NAME`.
+    pub async fn cluster_status(&self, name: &str, json_output: bool) -> Result<(), ClientError> {
+        let record = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/clusters/{name}/provisioning"),
+                None,
+            )
+            .await?;
+        if json_output {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&record).unwrap_or_default()
+            );
+        } else {
+            println!("{}", provisioning_line(&record));
+            if let Some(reason) = record["reason"].as_str() {
+                println!("reason: {reason}");
+            }
+        }
+        Ok(())
+    }
+
+    async fn after_cluster_action(
+        &self,
+        name: &str,
+        record: Value,
+        what: &str,
+        wait: bool,
+        until: ClusterWait,
+        json_output: bool,
+    ) -> Result<(), ClientError> {
+        if !wait {
+            if json_output {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&record).unwrap_or_default()
+                );
+            } else {
+                println!(
+                    "cluster {name}: {what} accepted ({})",
+                    provisioning_line(&record)
+                );
+            }
+            return Ok(());
+        }
+        let interactive = std::io::stderr().is_terminal();
+        let mut last = String::new();
+        let started = std::time::Instant::now();
+        let path = format!("/api/v1/clusters/{name}/provisioning");
+        let outcome = loop {
+            let record = match self.call(reqwest::Method::GET, &path, None).await {
+                Ok(record) => record,
+                // The record goes when the delete is over.
+                Err(error) if until == ClusterWait::Gone && error.message.ends_with("(404)") => {
+                    break json!({"cluster": name, "phase": "deleted"});
+                }
+                Err(error) => return Err(error),
+            };
+            let line = format!(
+                "{} {:.0}s",
+                provisioning_line(&record),
+                started.elapsed().as_secs_f64()
+            );
+            if line != last {
+                if interactive {
+                    eprint!("\r\x1b[2K{line}");
+                } else {
+                    eprintln!("{line}");
+                }
+                last = line;
+            }
+            match record["phase"].as_str() {
+                Some("failed") => break record,
+                Some("ready") if until == ClusterWait::Settled => break record,
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        if interactive {
+            eprintln!();
+        }
+        if json_output {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&outcome).unwrap_or_default()
+            );
+        }
+        match (outcome["phase"].as_str(), outcome["reason"].as_str()) {
+            (Some("failed"), reason) => Err(ClientError::operation(format!(
+                "cluster {name}: {what} failed: {}",
+                reason.unwrap_or("no reason given")
+            ))),
+            // A resize that failed leaves the cluster ready, with the reason.
+            (_, Some(reason)) if what == "resize" => {
+                Err(ClientError::operation(format!("cluster {name}: {reason}")))
+            }
+            (phase, _) => {
+                if !json_output {
+                    println!("cluster {name} is {}", phase.unwrap_or("?"));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn provisioning_line(record: &Value) -> String {
+    format!(
+        "{} {} workers={} stack={} {}",
+        record["cluster"].as_str().unwrap_or("?"),
+        record["phase"].as_str().unwrap_or("?"),
+        record["workers"],
+        record["stack"].as_str().unwrap_or("-"),
+        record["progress"].as_str().unwrap_or("")
+    )
+    .trim_end()
+    .to_owned()
 }

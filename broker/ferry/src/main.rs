@@ -1,6 +1,6 @@
-//! `ferry`: the command line. Offline commands (`plan`, `validate`) work on resource
+//! `ferry`: the command line. Offline commands (`plan`, `validate`, `pricing`) work on
 //! files with no broker and no network; `demo` runs the broker; `token` mints tokens
-//! with a broker's key; `get` and `migrate` talk to a running broker's API.
+//! with a broker's key; `get`, `migrate` and `cluster` talk to a running broker's API.
 //!
 //! Exit status: 0 success, 1 a failed operation, 2 a usage or input error.
 
@@ -48,6 +48,24 @@ enum Command {
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         paths: Vec<PathBuf>,
     },
+    /// A Cluster file's `pricing` block from an on-prem rate table (docs/openstack-pricing.md).
+    Pricing {
+        /// The rate table (YAML), or with --opencost an OpenCost custom-pricing JSON file.
+        #[arg(long)]
+        rate_table: PathBuf,
+        /// Read the file as OpenCost's custom pricing (hourly values).
+        #[arg(long)]
+        opencost: bool,
+        /// The workers' flavor, for a table with per-flavor prices.
+        #[arg(long, conflicts_with = "workers")]
+        flavor: Option<String>,
+        /// A mix of worker flavors, FLAVOR=COUNT (repeatable).
+        #[arg(long = "workers")]
+        workers: Vec<String>,
+        /// Output format.
+        #[arg(short = 'o', long = "output", default_value = "table")]
+        output: Output,
+    },
     /// The broker on three simulated clusters with the example workloads and policies.
     Demo {
         /// Where the API and dashboard listen.
@@ -88,6 +106,16 @@ enum Command {
         #[arg(short = 'o', long = "output", default_value = "table")]
         output: Output,
     },
+    /// Clusters Ferry provisions (OpenStack through Heat), through a running broker (admin).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// Output format.
+        #[arg(short = 'o', long = "output", default_value = "table", global = true)]
+        output: Output,
+    },
     /// Asks a running broker to move a workload.
     Migrate {
         /// NAMESPACE/NAME.
@@ -117,6 +145,40 @@ struct BrokerArgs {
     /// A token (see `ferry token create`).
     #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
     token: String,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Provisions the cluster a Cluster file describes (provider openstack, a `heat`
+    /// block) and adds it to the federation once it is up.
+    Create {
+        #[arg(short = 'f', long = "filename")]
+        path: PathBuf,
+        /// Wait until it is ready, showing the stack's progress; exit 1 if it fails.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Sets the worker count of a cluster Ferry provisioned.
+    Resize {
+        name: String,
+        #[arg(long)]
+        workers: u32,
+        /// Wait until the update ends.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Takes a provisioned cluster out of the federation and deletes its stack; refused
+    /// while workloads serve there, unless --force.
+    Delete {
+        name: String,
+        #[arg(long)]
+        force: bool,
+        /// Wait until the stack is gone.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Where a provisioned cluster stands (phase, stack, progress, the last failure).
+    Status { name: String },
 }
 
 #[derive(Subcommand)]
@@ -183,6 +245,13 @@ fn main() -> ExitCode {
             output,
         } => plan(&paths, mode, output),
         Command::Validate { paths } => validate(&paths),
+        Command::Pricing {
+            rate_table,
+            opencost,
+            flavor,
+            workers,
+            output,
+        } => pricing(&rate_table, opencost, flavor.as_deref(), &workers, output),
         Command::Demo {
             listen,
             data,
@@ -223,6 +292,32 @@ fn main() -> ExitCode {
             client::BrokerClient::new(&broker.server, &broker.token)?
                 .get(&what, matches!(output, Output::Json))
                 .await
+        }),
+        Command::Cluster {
+            command,
+            broker,
+            output,
+        } => in_runtime_client(async move {
+            let client = client::BrokerClient::new(&broker.server, &broker.token)?;
+            let json_output = matches!(output, Output::Json);
+            match command {
+                ClusterCommand::Create { path, wait } => {
+                    client.cluster_create(&path, wait, json_output).await
+                }
+                ClusterCommand::Resize {
+                    name,
+                    workers,
+                    wait,
+                } => {
+                    client
+                        .cluster_resize(&name, workers, wait, json_output)
+                        .await
+                }
+                ClusterCommand::Delete { name, force, wait } => {
+                    client.cluster_delete(&name, force, wait, json_output).await
+                }
+                ClusterCommand::Status { name } => client.cluster_status(&name, json_output).await,
+            }
         }),
         Command::Migrate {
             workload,
@@ -327,6 +422,76 @@ fn load(paths: &[PathBuf]) -> Result<ferry_adapter_files::Loaded, Failure> {
         return Err(Failure::Input(lines));
     }
     Ok(loaded)
+}
+
+/// `ferry pricing`: the rates of a table for the workers given, as a Cluster file's
+/// `pricing` block (or JSON), with where they come from.
+fn pricing(
+    path: &std::path::Path,
+    opencost: bool,
+    flavor: Option<&str>,
+    workers: &[String],
+    output: Output,
+) -> Result<(), Failure> {
+    use ferry_adapter_openstack::RateTable;
+    let input = |message: String| Failure::Input(vec![message]);
+    let text =
+        std::fs::read_to_string(path).map_err(|e| input(format!("{}: {e}", path.display())))?;
+    let name = path.display().to_string();
+    let table = if opencost {
+        RateTable::import_opencost_hourly(&text, &name)
+    } else {
+        RateTable::parse_yaml(&text, &name)
+    }
+    .map_err(|e| input(e.to_string()))?;
+    let mut mix = Vec::new();
+    for pair in workers {
+        let parsed = pair
+            .split_once('=')
+            .and_then(|(f, n)| Some((f, n.parse::<u32>().ok()?)));
+        let Some(entry) = parsed else {
+            return Err(input(format!(
+                "--workers {pair}: expected FLAVOR=COUNT, e.g. m1.large=3"
+            )));
+        };
+        mix.push(entry);
+    }
+    let quote = if mix.is_empty() {
+        table.quote(flavor)
+    } else {
+        table.quote_mix(&mix)
+    }
+    .map_err(|e| input(e.to_string()))?;
+    let egress = table.egress_gib();
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "currency": quote.currency,
+                "cpuCoreHour": quote.cpu_core_hour,
+                "memoryGiBHour": quote.memory_gib_hour,
+                "egressGiB": egress,
+                "source": quote.source,
+            })
+        ),
+        Output::Table => {
+            // Eight decimals: a millionth of a cent per core-hour is far below what a
+            // rate table can claim to know, and the block stays readable.
+            let rate = |value: f64| {
+                let text = format!("{value:.8}");
+                text.trim_end_matches('0').trim_end_matches('.').to_owned()
+            };
+            println!("# {}", quote.source);
+            println!(
+                "pricing: {{ currency: {}, cpuCoreHour: {}, memoryGiBHour: {}, egressGiB: {} }}",
+                quote.currency,
+                rate(quote.cpu_core_hour),
+                rate(quote.memory_gib_hour),
+                rate(egress)
+            );
+        }
+    }
+    Ok(())
 }
 
 fn validate(paths: &[PathBuf]) -> Result<(), Failure> {

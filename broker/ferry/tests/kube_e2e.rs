@@ -11,13 +11,13 @@
 //! not finish.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+mod support;
+
+use anyhow::{Context, Result, ensure};
 use ferry_testenv::{ClusterSpec, client_from, manifest_documents, start_clusters};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -29,12 +29,12 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+use support::*;
+
 const SECRET_VALUE: &str = "s3cr3t-value-that-must-not-leak";
 const CLUSTERS: [&str; 3] = ["kube-a", "kube-b", "kube-c"];
 /// Monthly price per core on A, B and C: B is the cheapest, A the dearest.
 const CPU_PRICES: [f64; 3] = [0.05, 0.02, 0.03];
-const SITE_LABEL: &str = "ferry-test/site";
 
 // ---------------------------------------------------------------------------------------
 // The shared clusters
@@ -185,109 +185,9 @@ async fn admin(cluster: usize) -> Result<Client> {
     Ok(client_from(&fixture().admin[cluster]).await?)
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = probe().await? {
-            return Ok(value);
-        }
-        if started.elapsed() > Duration::from_secs(90) {
-            bail!("{what}: not after {:?}", started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Workloads on the clusters
-// ---------------------------------------------------------------------------------------
-
-fn object<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {
-    Ok(serde_json::from_value(value)?)
-}
-
-async fn create_namespace(client: &Client, name: &str) -> Result<()> {
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &object(json!({"metadata": {"name": name}}))?,
-        )
-        .await?;
-    Ok(())
-}
-
-/// A Deployment of `replicas` pods requesting `cpu` each; with `pinned`, its pods only
-/// fit on kube-a's nodes.
-fn deployment(name: &str, replicas: u32, cpu: &str, pinned: bool) -> Value {
-    let mut spec = json!({
-        "containers": [{
-            "name": "app", "image": "registry.invalid/app:1",
-            "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}},
-        }],
-    });
-    if pinned {
-        spec["nodeSelector"] = json!({SITE_LABEL: "a"});
-    }
-    json!({
-        "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": spec},
-        },
-    })
-}
-
-async fn create_deployment(client: &Client, namespace: &str, value: Value) -> Result<()> {
-    Api::<Deployment>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &object(value)?)
-        .await?;
-    Ok(())
-}
-
-/// `(spec.replicas, status.availableReplicas)` of a Deployment, `None` if absent.
-async fn replicas(client: &Client, namespace: &str, name: &str) -> Result<Option<(i32, i32)>> {
-    Ok(Api::<Deployment>::namespaced(client.clone(), namespace)
-        .get_opt(name)
-        .await?
-        .map(|d| {
-            (
-                d.spec.and_then(|s| s.replicas).unwrap_or(1),
-                d.status.and_then(|s| s.available_replicas).unwrap_or(0),
-            )
-        }))
-}
-
-async fn until_available(client: &Client, namespace: &str, name: &str, want: i32) -> Result<()> {
-    eventually(&format!("{namespace}/{name} available {want}"), || async {
-        Ok((replicas(client, namespace, name).await? == Some((want, want))).then_some(()))
-    })
-    .await
-}
-
 // ---------------------------------------------------------------------------------------
 // A broker
 // ---------------------------------------------------------------------------------------
-
-struct Broker {
-    child: Child,
-    url: String,
-    logs: Arc<Mutex<String>>,
-    dir: PathBuf,
-    token: String,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        // SIGKILL: what the crash test needs, and enough for the others.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Writes a broker's folder: the three clusters (reached as the restricted identity,
 /// scoped to `namespaces`) and `ferry.toml` with `migrations` settings.
@@ -313,161 +213,6 @@ fn broker_dir(test: &str, namespaces: &[&str], migrations: &str) -> Result<PathB
         ),
     )?;
     Ok(dir)
-}
-
-impl Broker {
-    /// `ferry serve` on `dir`, with extra environment (the crash test's pause hook).
-    fn start(dir: &Path, env: &[(&str, &str)]) -> Result<Broker> {
-        let mut child = Command::new(FERRY)
-            .args(["serve", "--config"])
-            .arg(dir.join("ferry.toml"))
-            .env("RUST_LOG", "debug")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("start ferry serve")?;
-        let logs = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().context("stderr")?;
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(mut all) = sink.lock() {
-                    all.push_str(&line);
-                    all.push('\n');
-                }
-            }
-        });
-        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-        let url = loop {
-            let Some(line) = lines.next() else {
-                let logs = logs.lock().map(|l| l.clone()).unwrap_or_default();
-                bail!("ferry serve ended before it listened:\n{logs}");
-            };
-            if let Some(rest) = line?.strip_prefix("ferry serve: listening on ") {
-                break rest.trim().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        let output = Command::new(FERRY)
-            .args(["token", "create", "--role", "admin", "--data"])
-            .arg(dir.join("data"))
-            .output()?;
-        ensure!(output.status.success(), "token create failed");
-        Ok(Broker {
-            child,
-            url,
-            logs,
-            dir: dir.to_path_buf(),
-            token: String::from_utf8_lossy(&output.stdout).trim().to_owned(),
-        })
-    }
-
-    fn logs(&self) -> String {
-        self.logs.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value)> {
-        let method = reqwest::Method::from_bytes(method.as_bytes())?;
-        let mut request = reqwest::Client::new()
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await.unwrap_or(Value::Null)))
-    }
-
-    async fn migration(&self, id: &str) -> Result<Value> {
-        Ok(self
-            .call("GET", &format!("/api/v1/migrations/{id}"), None)
-            .await?
-            .1)
-    }
-
-    /// Waits until the broker reports `workload` on `cluster` (its watches have synced).
-    async fn until_sees(&self, workload: &str, cluster: &str) -> Result<()> {
-        let (namespace, name) = workload.split_once('/').context("ns/name")?;
-        eventually(
-            &format!("the broker sees {workload} on {cluster}"),
-            || async {
-                let (status, workloads) = self.call("GET", "/api/v1/workloads", None).await?;
-                let found = workloads["items"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|w| {
-                        w["namespace"] == namespace
-                            && w["name"] == name
-                            && w["placements"]
-                                .as_array()
-                                .into_iter()
-                                .flatten()
-                                .any(|p| p["cluster"] == cluster)
-                    });
-                Ok((status == 200 && found).then_some(()))
-            },
-        )
-        .await
-    }
-
-    /// Submits a migration; returns its id.
-    async fn migrate(&self, workload: &str, to: &str, dry_run: bool) -> Result<String> {
-        let (status, created) = self
-            .call(
-                "POST",
-                "/api/v1/migrations",
-                Some(json!({"workload": workload, "to": to, "dryRun": dry_run})),
-            )
-            .await?;
-        ensure!(
-            status == 202,
-            "POST /migrations answered {status}: {created}"
-        );
-        Ok(created["id"].as_str().context("id")?.to_owned())
-    }
-
-    async fn until_final(&self, id: &str) -> Result<Value> {
-        let started = Instant::now();
-        loop {
-            let migration = self.migration(id).await?;
-            if let Some("done" | "rolledBack" | "failed" | "cancelled") =
-                migration["state"].as_str()
-            {
-                return Ok(migration);
-            }
-            if started.elapsed() > Duration::from_secs(180) {
-                bail!("migration {id} did not end: {migration}\n{}", self.logs());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn until_step_running(&self, id: &str, step: &str) -> Result<()> {
-        eventually(&format!("step {step} of {id} running"), || async {
-            let migration = self.migration(id).await?;
-            let running = migration["steps"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|s| s["name"] == step && s["state"] == "running");
-            Ok(running.then_some(()))
-        })
-        .await
-    }
-
-    async fn until_log(&self, text: &str) -> Result<()> {
-        eventually(&format!("broker log line {text:?}"), || async {
-            Ok(self.logs().contains(text).then_some(()))
-        })
-        .await
-    }
-}
-
-fn state(migration: &Value) -> &str {
-    migration["state"].as_str().unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------

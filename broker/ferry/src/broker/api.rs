@@ -40,6 +40,7 @@ pub struct AppState {
     pub events: Events,
     pub verifier: Verifier,
     pub metrics: super::metrics::Metrics,
+    pub provisioning: super::provisioning::Provisioning,
 }
 
 type Shared = Arc<AppState>;
@@ -52,6 +53,9 @@ pub enum ApiError {
     Forbidden(String),
     NotFound(String),
     Conflict(String),
+    /// A cloud the broker works with refused or did not answer (its message says which
+    /// and why); never for anything wrong in the request itself.
+    Upstream(String),
     /// A fault on our side (the store failed); never for anything a client sent.
     Internal(String),
 }
@@ -66,6 +70,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, "forbidden", message),
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message),
+            ApiError::Upstream(message) => (StatusCode::BAD_GATEWAY, "upstream", message),
             ApiError::Internal(message) => {
                 tracing::error!(%message, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
@@ -121,7 +126,17 @@ fn namespace_allowed(principal: &Principal, namespace: &str) -> Result<(), ApiEr
 
 pub fn router(state: Shared) -> Router {
     let api = Router::new()
-        .route("/api/v1/clusters", get(clusters))
+        .route("/api/v1/clusters", get(clusters).post(create_cluster))
+        .route(
+            "/api/v1/clusters/{name}",
+            axum::routing::delete(delete_cluster),
+        )
+        .route("/api/v1/clusters/{name}/resize", post(resize_cluster))
+        .route(
+            "/api/v1/clusters/{name}/provisioning",
+            get(get_provisioning),
+        )
+        .route("/api/v1/provisioning", get(list_provisioning))
         .route("/api/v1/workloads", get(workloads))
         .route("/api/v1/placements", get(placements))
         .route("/api/v1/plan", post(what_if))
@@ -653,4 +668,108 @@ async fn metrics(State(state): State<Shared>) -> Response {
 async fn openapi(State(state): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers, Role::Viewer)?;
     Ok(Json(super::openapi::document()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Clusters Ferry provisions (admin); `provisioning.rs` does the work.
+// ---------------------------------------------------------------------------------------
+
+fn audit_ok(state: &AppState, subject: &str, action: &str, target: &str, client: SocketAddr) {
+    let _ = audit::record(
+        &state.store,
+        subject,
+        action,
+        target,
+        Some(&client.to_string()),
+        "ok",
+    );
+}
+
+/// `POST /api/v1/clusters`: the body is one Cluster document (YAML or JSON) of provider
+/// `openstack` with a `heat` block; 202 with the provisioning record.
+async fn create_cluster(
+    State(state): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let principal = authorize(&state, &headers, Role::Admin)?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("bad_body", "the body is not UTF-8 text".to_owned()))?;
+    let record = super::provisioning::create(&state, text)?;
+    let name = record["cluster"].as_str().unwrap_or_default().to_owned();
+    audit_ok(&state, &principal.subject, "cluster.create", &name, client);
+    Ok((StatusCode::ACCEPTED, Json(record)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResizeRequest {
+    workers: u32,
+}
+
+/// `POST /api/v1/clusters/{name}/resize` with `{"workers": N}`; 202 with the record.
+async fn resize_cluster(
+    State(state): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let principal = authorize(&state, &headers, Role::Admin)?;
+    let request: ResizeRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest("bad_body", format!("expected {{\"workers\": N}}: {e}"))
+    })?;
+    let record = super::provisioning::resize(&state, &name, request.workers).await?;
+    audit_ok(&state, &principal.subject, "cluster.resize", &name, client);
+    Ok((StatusCode::ACCEPTED, Json(record)).into_response())
+}
+
+/// `DELETE /api/v1/clusters/{name}[?force=true]`; 202 with the record.
+async fn delete_cluster(
+    State(state): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let principal = authorize(&state, &headers, Role::Admin)?;
+    let mut force = false;
+    for pair in query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        force = match pair {
+            "force=true" => true,
+            "force=false" => false,
+            other => {
+                return Err(ApiError::BadRequest(
+                    "bad_query",
+                    format!("unknown query `{other}`; expected force=true or force=false"),
+                ));
+            }
+        };
+    }
+    let record = super::provisioning::delete(&state, &name, force).await?;
+    audit_ok(&state, &principal.subject, "cluster.delete", &name, client);
+    Ok((StatusCode::ACCEPTED, Json(record)).into_response())
+}
+
+async fn get_provisioning(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Role::Viewer)?;
+    Ok(Json(super::provisioning::get(&state, &name)?.view()))
+}
+
+async fn list_provisioning(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Role::Viewer)?;
+    Ok(Json(json!({"items": super::provisioning::list(&state)?})))
 }

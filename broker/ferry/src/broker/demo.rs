@@ -269,6 +269,9 @@ pub async fn run(
                 rollback_window,
                 max_concurrent: 4,
             },
+            // The demo's clusters are simulated; a Cluster posted to it is checked, and
+            // provisioning fails without a clouds.yaml, saying so.
+            provisioning: super::provisioning::ProvisioningConfig::new(data.clone()),
             auth: None,
             // Every 10 s: a visitor sees the chart move within a minute.
             history: HistoryConfig {

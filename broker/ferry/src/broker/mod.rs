@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod migration;
 pub mod openapi;
 pub mod policies;
+pub mod provisioning;
 pub mod run;
 pub mod serve;
 pub mod sims;

@@ -38,6 +38,36 @@ pub const ROUTES: &[RouteDoc] = &[
         summary: "Clusters with provider, labels, health, capacity, usage, pricing and monthly cost",
     },
     RouteDoc {
+        method: "post",
+        path: "/api/v1/clusters",
+        role: Some("admin"),
+        summary: "Provisions the cluster of a Cluster document (provider openstack, a heat block); 202 with its provisioning record",
+    },
+    RouteDoc {
+        method: "delete",
+        path: "/api/v1/clusters/{name}",
+        role: Some("admin"),
+        summary: "Takes a provisioned cluster out of the federation and deletes its stack (?force=true while workloads serve there)",
+    },
+    RouteDoc {
+        method: "post",
+        path: "/api/v1/clusters/{name}/resize",
+        role: Some("admin"),
+        summary: "Sets a provisioned cluster's worker count: {\"workers\": N}",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/clusters/{name}/provisioning",
+        role: Some("viewer"),
+        summary: "A provisioned cluster's record: phase, stack, workers, progress, the last failure",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/provisioning",
+        role: Some("viewer"),
+        summary: "Every cluster Ferry provisioned, with its record",
+    },
+    RouteDoc {
         method: "get",
         path: "/api/v1/workloads",
         role: Some("viewer"),

@@ -13,6 +13,7 @@ use super::api::{AppState, router};
 use super::events::Events;
 use super::history::{self, HistoryConfig};
 use super::migration::{Engine, EngineConfig};
+use super::provisioning::{self, Provisioning, ProvisioningConfig};
 use super::world::World;
 
 /// The `iss` and `aud` of the tokens this broker mints and accepts with its own key.
@@ -27,6 +28,8 @@ pub struct BrokerConfig {
     pub auth: Option<ExternalAuth>,
     /// The cost history's sampler (the dashboard's chart).
     pub history: HistoryConfig,
+    /// Clusters Ferry provisions (OpenStack Heat): where their files and clouds are.
+    pub provisioning: ProvisioningConfig,
 }
 
 /// An identity provider's key (OIDC): tokens are then verified with it, not the broker's
@@ -83,12 +86,18 @@ pub async fn start(
         events,
         verifier,
         metrics: super::metrics::Metrics::default(),
+        provisioning: Provisioning::new(config.provisioning),
     });
     super::policies::refresh(&state)
         .map_err(|e| anyhow::anyhow!("the policies kept in the store: {e:?}"))?;
     let resumed = engine.resume_all().context("read unfinished migrations")?;
     if resumed > 0 {
         tracing::info!(resumed, "resuming migrations a previous broker left");
+    }
+    let journaled = provisioning::resume(&state)
+        .map_err(|e| anyhow::anyhow!("read the provisioned clusters: {e:?}"))?;
+    if journaled > 0 {
+        tracing::info!(journaled, "reconnecting the clusters Ferry provisioned");
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -6,8 +6,10 @@
 //! the log — and the last good set stays in force.
 //!
 //! Members are `provider: kubernetes` (a kubeconfig file and context, through the
-//! Kubernetes adapter) or `provider: sim`; the OpenStack and GKE adapters are the next
-//! issues, and a file naming them is refused with that reason.
+//! Kubernetes adapter), `provider: openstack` with the kubeconfig of a cluster that exists
+//! (`spec.openstack.kubernetes`), or `provider: sim`. Clusters Ferry provisions itself
+//! come through the API instead (`ferry cluster create`, `provisioning.rs`) and are kept
+//! in the store. The GKE adapter is the next issue; a file naming it is refused so.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use ferry_adapter_kubernetes::{KubeCluster, TargetOverrides};
 use ferry_auth::VerificationKey;
-use ferry_policies::model::{Cluster, Connection, Overrides, Provider, WorkloadScope};
+use ferry_policies::model::{Cluster, Connection, KubeconfigRef, Overrides, WorkloadScope};
 use ferry_policies::resources::ResourceSet;
 use ferry_ports::{Backoff, ClusterPort, Retrying};
 use serde::Deserialize;
@@ -27,6 +29,7 @@ use serde_json::json;
 use super::api::AppState;
 use super::history::{self, HistoryConfig};
 use super::migration::EngineConfig;
+use super::provisioning::ProvisioningConfig;
 use super::run::{self, BrokerConfig};
 use super::sims;
 use super::world::{Member, World};
@@ -51,6 +54,22 @@ pub struct Config {
     /// An identity provider's key; without it the broker verifies its own HS256 tokens.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// Clusters Ferry provisions on OpenStack.
+    #[serde(default)]
+    pub provisioning: ProvisioningSettings,
+}
+
+/// `[provisioning]`: where the OpenStack credentials are, and how stacks are followed.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ProvisioningSettings {
+    /// The clouds.yaml with the clouds Cluster files name (default: where the `openstack`
+    /// client looks: OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack, /etc/openstack).
+    pub clouds_yaml: Option<PathBuf>,
+    /// How long a stack create, update or delete may take (default 60m).
+    pub deadline: Option<String>,
+    /// The longest wait between two looks at a stack (default 30s).
+    pub poll: Option<String>,
 }
 
 /// Tokens signed by an OIDC provider: exactly one of the key settings.
@@ -144,13 +163,20 @@ fn load(paths: &[PathBuf]) -> Result<ResourceSet, Vec<String>> {
     let loaded = ferry_adapter_files::load(paths).map_err(|e| vec![e.to_string()])?;
     let mut problems: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
     for cluster in &loaded.resources.clusters {
-        if !matches!(cluster.value.provider, Provider::Sim | Provider::Kubernetes) {
+        let refusal = match &cluster.value.connection {
+            Connection::Sim | Connection::Kubernetes(_) => None,
+            Connection::Openstack(openstack) if openstack.kubeconfig.is_some() => None,
+            Connection::Openstack(_) => Some(
+                "an openstack cluster in a file needs spec.openstack.kubernetes (the kubeconfig of a cluster that exists); to have Ferry provision it, send the file with `ferry cluster create -f`",
+            ),
+            Connection::Gke(_) => Some(
+                "provider gke needs its adapter, which is not built yet; kubernetes, openstack and sim clusters can be served today",
+            ),
+        };
+        if let Some(refusal) = refusal {
             problems.push(format!(
-                "{}:{}: cluster {}: provider {} needs its adapter, which is not built yet; kubernetes and sim clusters can be served today",
-                cluster.file,
-                cluster.pos.line,
-                cluster.value.name,
-                cluster.value.provider.as_str()
+                "{}:{}: cluster {}: {refusal}",
+                cluster.file, cluster.pos.line, cluster.value.name
             ));
         }
     }
@@ -190,8 +216,8 @@ async fn members(
     for cluster in set.clusters.iter().map(|c| &c.value) {
         let port: Arc<dyn ClusterPort> = match running.get(&cluster.name) {
             Some((spec, port)) if *spec == port_spec(cluster) => Arc::clone(port),
-            _ => match &cluster.connection {
-                Connection::Kubernetes(reference) => {
+            _ => match kubeconfig_of(&cluster.connection) {
+                Some(reference) => {
                     let path = Path::new(&reference.kubeconfig);
                     let path = if path.is_absolute() {
                         path.to_path_buf()
@@ -214,7 +240,7 @@ async fn members(
                     // restart is ridden out before a migration step gives up.
                     Arc::new(Retrying::new(Arc::new(kube), Backoff::default()))
                 }
-                _ => {
+                None => {
                     let sim =
                         sims::from_definition(cluster, Duration::from_secs(2), Duration::ZERO);
                     sims::seed(&sim, &cluster.name, set.workloads.iter().map(|w| &w.value))?;
@@ -232,6 +258,16 @@ async fn members(
         }));
     }
     Ok((members, ports))
+}
+
+/// The kubeconfig that reaches a member: a kubernetes cluster's, or an existing
+/// OpenStack-hosted cluster's (`load` refuses an openstack file without one).
+fn kubeconfig_of(connection: &Connection) -> Option<&KubeconfigRef> {
+    match connection {
+        Connection::Kubernetes(reference) => Some(reference),
+        Connection::Openstack(openstack) => openstack.kubeconfig.as_ref(),
+        Connection::Gke(_) | Connection::Sim => None,
+    }
 }
 
 /// A Cluster file's overrides in the adapter's terms.
@@ -285,6 +321,33 @@ pub fn check(config: &Config, config_path: &Path) -> Result<(), Vec<String>> {
     } else {
         Err(problems)
     }
+}
+
+/// `[provisioning]` with its defaults; relative paths from the config file's folder.
+fn provisioning_config(
+    settings: &ProvisioningSettings,
+    base: &Path,
+) -> anyhow::Result<ProvisioningConfig> {
+    let mut config = ProvisioningConfig::new(base.to_path_buf());
+    config.clouds_yaml = settings.clouds_yaml.as_ref().map(|p| {
+        if p.is_absolute() {
+            p.clone()
+        } else {
+            base.join(p)
+        }
+    });
+    config.follow.deadline = duration(
+        settings.deadline.as_deref(),
+        config.follow.deadline,
+        "[provisioning] deadline",
+    )?;
+    config.follow.max_delay = duration(
+        settings.poll.as_deref(),
+        config.follow.max_delay,
+        "[provisioning] poll",
+    )?;
+    config.follow.first_delay = config.follow.first_delay.min(config.follow.max_delay);
+    Ok(config)
 }
 
 /// The sampler's settings from `[cost-history]`, with their defaults.
@@ -346,6 +409,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         max_concurrent: config.migrations.max_concurrent.unwrap_or(4),
     };
     let history = history_config(&config.cost_history).map_err(|e| anyhow::anyhow!(e))?;
+    let provisioning = provisioning_config(&config.provisioning, base)?;
     let auth = match &config.auth {
         Some(auth) => Some(auth.external(config_path.parent().unwrap_or(Path::new(".")))?),
         None => None,
@@ -369,6 +433,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
             engine,
             auth,
             history,
+            provisioning,
         },
         async move {
             let _ = stop_receiver.await;

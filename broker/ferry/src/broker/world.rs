@@ -39,7 +39,11 @@ impl Member {
 }
 
 pub struct World {
+    /// Members from the Cluster files, replaced as a whole on reload.
     members: RwLock<BTreeMap<String, Arc<Member>>>,
+    /// Members Ferry provisioned (`provisioning.rs`), added and removed one by one; a
+    /// file member of the same name is shadowed by it.
+    provisioned: RwLock<BTreeMap<String, Arc<Member>>>,
     /// Workload definitions from files (tolerations, data size); running workloads
     /// without one are planned from what the cluster reports.
     definitions: RwLock<Vec<Workload>>,
@@ -122,6 +126,7 @@ impl World {
                     .map(|m| (m.definition.name.clone(), m))
                     .collect(),
             ),
+            provisioned: RwLock::new(BTreeMap::new()),
             definitions: RwLock::new(definitions),
             file_policies: RwLock::new(policies.clone()),
             policies: RwLock::new(policies),
@@ -129,12 +134,30 @@ impl World {
     }
 
     pub fn member(&self, name: &str) -> Option<Arc<Member>> {
-        read(&self.members).get(name).cloned()
+        read(&self.provisioned)
+            .get(name)
+            .or(read(&self.members).get(name))
+            .cloned()
     }
 
     /// Every member, in name order.
     pub fn members(&self) -> Vec<Arc<Member>> {
-        read(&self.members).into_values().collect()
+        let mut all = read(&self.members);
+        all.extend(read(&self.provisioned));
+        all.into_values().collect()
+    }
+
+    /// Adds (or replaces) a member Ferry provisioned.
+    pub fn add_provisioned(&self, member: Arc<Member>) {
+        // In place, under the lock: two clusters may be provisioned at once.
+        let mut provisioned = self.provisioned.write().unwrap_or_else(|p| p.into_inner());
+        provisioned.insert(member.definition.name.clone(), member);
+    }
+
+    /// Takes a provisioned member out of the federation.
+    pub fn remove_provisioned(&self, name: &str) {
+        let mut provisioned = self.provisioned.write().unwrap_or_else(|p| p.into_inner());
+        provisioned.remove(name);
     }
 
     /// Replaces the members, workload definitions and file policies (a reload of the
