@@ -184,6 +184,7 @@ impl Cluster {
         let pki = Pki::generate(&spec.name)?;
         let ca_file = dir.join("ca.crt");
         write(&ca_file, &pki.ca_cert)?;
+        write(&dir.join("ca.key"), &pki.ca_key)?;
         write(&dir.join("apiserver.crt"), &pki.serving_cert)?;
         write(&dir.join("apiserver.key"), &pki.serving_key)?;
         write(&dir.join("sa.key"), &pki.service_account_key)?;
@@ -248,6 +249,8 @@ impl Cluster {
                 format!("--tls-private-key-file={}", d("apiserver.key")),
                 format!("--cert-dir={}", d("kas")),
                 format!("--token-auth-file={}", d("tokens.csv")),
+                // Client certificates signed by the cluster CA, as Magnum issues them.
+                format!("--client-ca-file={}", d("ca.crt")),
                 "--authorization-mode=RBAC".to_owned(),
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_owned(),
                 format!("--service-account-key-file={}", d("sa.pub")),
@@ -339,6 +342,11 @@ impl Cluster {
     /// The cluster's CA certificate (PEM file).
     pub fn ca_file(&self) -> &Path {
         &self.ca_file
+    }
+
+    /// The cluster CA's key (PEM file), for tests that issue client certificates.
+    pub fn ca_key_file(&self) -> PathBuf {
+        self.ca_file.with_file_name("ca.key")
     }
 
     /// An admin kubeconfig (`system:masters`), usable by kubectl and by kube-rs.

@@ -1,7 +1,8 @@
 //! Real components for Ferry's integration tests, started on loopback and stopped with the
 //! test: Kubernetes control planes (etcd, kube-apiserver, kube-controller-manager,
 //! kube-scheduler, and kwok playing the kubelet for fake nodes), and a Keystone with Heat
-//! from Debian's packages.
+//! from Debian's packages; and, for what cannot run here, a mock Magnum built from its API
+//! reference ([`magnum`]).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), ferry_testenv::Error> {
@@ -16,6 +17,7 @@
 
 mod binaries;
 mod cluster;
+pub mod magnum;
 mod manifest;
 mod openstack;
 mod pki;
@@ -27,6 +29,7 @@ use std::time::Duration;
 
 pub use binaries::Binaries;
 pub use cluster::{Cluster, ClusterSpec, Identity, NodeSpec, client_from, start_clusters};
+pub use magnum::MockMagnum;
 pub use manifest::manifest_documents;
 pub use openstack::{CLOUD, Credentials, OpenStack, REGION, password_auth};
 pub use process::{Supervised, tail};

@@ -14,6 +14,9 @@ use crate::Error;
 /// PEM files of a cluster.
 pub struct Pki {
     pub ca_cert: String,
+    /// The CA's key: tests sign client certificates with it (as Magnum does for its
+    /// clusters), which the apiserver accepts through `--client-ca-file`.
+    pub ca_key: String,
     pub serving_cert: String,
     pub serving_key: String,
     pub service_account_key: String,
@@ -40,6 +43,7 @@ impl Pki {
             KeyUsagePurpose::DigitalSignature,
         ];
         let ca_cert = ca.self_signed(&ca_key).map_err(pki_error("CA"))?;
+        let ca_key_pem = ca_key.serialize_pem();
         let issuer = Issuer::new(ca, ca_key);
 
         let serving_key = KeyPair::generate().map_err(pki_error("serving key"))?;
@@ -71,6 +75,7 @@ impl Pki {
         let service_account = KeyPair::generate().map_err(pki_error("service-account key"))?;
         Ok(Pki {
             ca_cert: ca_cert.pem(),
+            ca_key: ca_key_pem,
             serving_cert: serving_cert.pem(),
             serving_key: serving_key.serialize_pem(),
             service_account_key: service_account.serialize_pem(),

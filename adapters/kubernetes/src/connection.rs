@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use ferry_ports::PortError;
 use http::{HeaderValue, Request, header::AUTHORIZATION};
 use kube::client::{Body, ClientBuilder};
@@ -48,6 +50,14 @@ pub enum Credentials {
         ca_base64: String,
         token: Arc<dyn BearerToken>,
     },
+    /// An API server URL, its CA, and a client certificate with its key (PEM), as
+    /// Magnum signs them.
+    ClientCertificate {
+        server: String,
+        ca_base64: String,
+        certificate_pem: String,
+        key_pem: String,
+    },
 }
 
 impl std::fmt::Debug for Credentials {
@@ -63,6 +73,10 @@ impl std::fmt::Debug for Credentials {
                 .debug_struct("Endpoint")
                 .field("server", server)
                 .finish_non_exhaustive(),
+            Credentials::ClientCertificate { server, .. } => f
+                .debug_struct("ClientCertificate")
+                .field("server", server)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -72,7 +86,8 @@ impl Credentials {
     fn describe(&self) -> String {
         match self {
             Credentials::Kubeconfig { path, .. } => format!("kubeconfig {}", path.display()),
-            Credentials::Endpoint { server, .. } => format!("endpoint {server}"),
+            Credentials::Endpoint { server, .. }
+            | Credentials::ClientCertificate { server, .. } => format!("endpoint {server}"),
         }
     }
 }
@@ -110,6 +125,27 @@ pub(crate) async fn client(cluster: &str, credentials: &Credentials) -> Result<C
             let kubeconfig: Kubeconfig =
                 serde_json::from_value(document).map_err(|e| rejected(e.to_string()))?;
             (kubeconfig, None, Some(Arc::clone(token)))
+        }
+        Credentials::ClientCertificate {
+            server,
+            ca_base64,
+            certificate_pem,
+            key_pem,
+        } => {
+            let document = json!({
+                "clusters": [{"name": cluster, "cluster": {
+                    "server": server, "certificate-authority-data": ca_base64,
+                }}],
+                "users": [{"name": "ferry", "user": {
+                    "client-certificate-data": BASE64.encode(certificate_pem),
+                    "client-key-data": BASE64.encode(key_pem),
+                }}],
+                "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": "ferry"}}],
+                "current-context": cluster,
+            });
+            let kubeconfig: Kubeconfig =
+                serde_json::from_value(document).map_err(|e| rejected(e.to_string()))?;
+            (kubeconfig, None, None)
         }
     };
     let options = KubeConfigOptions {

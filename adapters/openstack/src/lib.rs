@@ -66,9 +66,7 @@
 //! then panics for the same reason.
 //!
 //! Not built yet:
-//! - The broker serves Heat provisioning only: Magnum clusters are not wired into
-//!   `ferry cluster create` (the Kubernetes adapter takes no client certificates yet).
-//!   A rate table becomes a Cluster file's `pricing` block through `ferry pricing`; the
+//! - A rate table becomes a Cluster file's `pricing` block through `ferry pricing`; the
 //!   broker does not read rate tables itself.
 //! - HTTPS in the product: enabling the `https` feature where the adapter is wired in, with
 //!   `install_crypto_provider` in `main` and in the broker's test harnesses; no test talks

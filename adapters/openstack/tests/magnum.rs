@@ -1,4 +1,4 @@
-//! The Magnum client against a mock Magnum built from Magnum's api-ref (`support/`), with
+//! The Magnum client against a mock Magnum built from Magnum's api-ref (`ferry_testenv::magnum`), with
 //! tokens from the real Keystone 22 of ferry-testenv: a cluster template found or made by
 //! name, a cluster created (or adopted by name), followed with progress to
 //! `CREATE_COMPLETE` and its credentials signed by its CA; a failed create with Magnum's
@@ -11,9 +11,6 @@
 //! the last one to finish stops it ([`Lease`], as in `tests/heat.rs`). Each test has a mock
 //! Magnum of its own.
 
-#[path = "support/magnum_mock.rs"]
-mod magnum_mock;
-
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,8 +22,8 @@ use ferry_adapter_openstack::{
     Magnum, MagnumClusters, NewCluster, NewClusterTemplate, State,
 };
 use ferry_ports::{Operation, PortError, Provisioner};
+use ferry_testenv::magnum::{MockMagnum, NEXT_HOST};
 use ferry_testenv::{CLOUD, OpenStack};
-use magnum_mock::{MockMagnum, NEXT_HOST};
 use rcgen::PublicKeyData as _;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::x509::AttributeTypeAndValue;

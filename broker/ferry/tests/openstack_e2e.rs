@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use ferry_adapter_openstack::{CloudConfig, Heat, Keystone, StackId};
+use ferry_adapter_openstack::{CloudConfig, Heat, Keystone, Magnum, NewClusterTemplate, StackId};
 use ferry_testenv::{
-    CLOUD, ClusterSpec, OpenStack, client_from, manifest_documents, start_clusters,
+    CLOUD, ClusterSpec, MockMagnum, OpenStack, client_from, manifest_documents, start_clusters,
 };
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::rbac::v1::ClusterRole;
@@ -106,14 +106,26 @@ async fn until_phase(broker: &Broker, cluster: &str, phase: &str) -> Result<Valu
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openstack_heat_provision_then_migrate() -> Result<()> {
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("openstack-e2e");
+/// What both tests start: Keystone and Heat, two real clusters (where the app runs, and
+/// the apiserver the provisioned cluster turns out to be), the restricted identity on
+/// each, the app on the source, and a broker with the source from a file.
+struct Setup {
+    root: PathBuf,
+    openstack: OpenStack,
+    clusters: Vec<ferry_testenv::Cluster>,
+    identities: Vec<ferry_testenv::Identity>,
+    source_admin: kube::Client,
+    target_admin: kube::Client,
+}
+
+/// The tests take turns: each starts Keystone, Heat and two clusters of its own, which
+/// side by side would crowd two cores.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn setup(test: &str) -> Result<Setup> {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(test);
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root)?;
-
-    // Keystone and Heat, and two real clusters: where the app runs, and the apiserver
-    // the provisioned cluster turns out to be.
     let specs = [
         ClusterSpec::named("kube-src")
             .in_dir(root.join("kube-src"))
@@ -156,30 +168,8 @@ async fn openstack_heat_provision_then_migrate() -> Result<()> {
         .await?;
         identities.push(identity);
     }
-    let (source, dc1) = (&clusters[0], &clusters[1]);
-    let source_admin = source.client().await?;
-    let dc1_admin = dc1.client().await?;
-
-    // The broker: the source cluster from a file; the OpenStack cloud in its settings.
-    let dir = root.join("broker");
-    std::fs::create_dir_all(dir.join("resources"))?;
-    std::fs::write(
-        dir.join("resources/kube-src.yaml"),
-        format!(
-            "apiVersion: ferry.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: kube-src}}\nspec:\n  provider: kubernetes\n  kubernetes: {{kubeconfig: {:?}}}\n  workloads: {{namespaces: [{NAMESPACE}]}}\n  pricing: {{currency: USD, cpuCoreHour: 0.05, memoryGiBHour: 0.004, egressGiB: 0.01}}\n",
-            identities[0].kubeconfig
-        ),
-    )?;
-    std::fs::write(
-        dir.join("ferry.toml"),
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata = \"data\"\nresources = [\"resources\"]\n[migrations]\nrollback-window = \"2s\"\nstep-deadline = \"60s\"\n[provisioning]\nclouds-yaml = {:?}\npoll = \"1s\"\ndeadline = \"5m\"\n",
-            openstack.clouds_yaml()
-        ),
-    )?;
-    let broker = Broker::start(&dir, &[])?;
-
-    // The app on the source.
+    let source_admin = clusters[0].client().await?;
+    let target_admin = clusters[1].client().await?;
     create_namespace(&source_admin, NAMESPACE).await?;
     create_deployment(
         &source_admin,
@@ -188,7 +178,149 @@ async fn openstack_heat_provision_then_migrate() -> Result<()> {
     )
     .await?;
     until_available(&source_admin, NAMESPACE, "web", 3).await?;
-    create_namespace(&dc1_admin, NAMESPACE).await?;
+    create_namespace(&target_admin, NAMESPACE).await?;
+    Ok(Setup {
+        root,
+        openstack,
+        clusters,
+        identities,
+        source_admin,
+        target_admin,
+    })
+}
+
+impl Setup {
+    /// `ferry serve` with the source cluster from a file and `clouds_yaml`.
+    fn broker(&self, clouds_yaml: &Path) -> Result<Broker> {
+        let dir = self.root.join("broker");
+        std::fs::create_dir_all(dir.join("resources"))?;
+        std::fs::write(
+            dir.join("resources/kube-src.yaml"),
+            format!(
+                "apiVersion: ferry.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: kube-src}}\nspec:\n  provider: kubernetes\n  kubernetes: {{kubeconfig: {:?}}}\n  workloads: {{namespaces: [{NAMESPACE}]}}\n  pricing: {{currency: USD, cpuCoreHour: 0.05, memoryGiBHour: 0.004, egressGiB: 0.01}}\n",
+                self.identities[0].kubeconfig
+            ),
+        )?;
+        std::fs::write(
+            dir.join("ferry.toml"),
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata = \"data\"\nresources = [\"resources\"]\n[migrations]\nrollback-window = \"2s\"\nstep-deadline = \"60s\"\n[provisioning]\nclouds-yaml = {clouds_yaml:?}\npoll = \"1s\"\ndeadline = \"5m\"\n",
+            ),
+        )?;
+        Broker::start(&dir, &[])
+    }
+
+    /// `ferry cluster ARGS` against `broker`; its stderr (the progress), or why it failed.
+    fn cli(&self, broker: &Broker, args: &[&str]) -> Result<String> {
+        let begun = std::time::Instant::now();
+        let output = Command::new(FERRY)
+            .arg("cluster")
+            .args(args)
+            .env("FERRY_SERVER", &broker.url)
+            .env("FERRY_TOKEN", &broker.token)
+            .output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        eprintln!(
+            "ferry cluster {} took {:.1} s:\n{stderr}",
+            args.join(" "),
+            begun.elapsed().as_secs_f64()
+        );
+        ensure!(
+            output.status.success(),
+            "ferry cluster {args:?} failed: {stderr}\n{}",
+            broker.logs()
+        );
+        Ok(stderr)
+    }
+
+    /// The migration of the app onto `cluster`, once it is a Ready member: done, 3
+    /// available there, the source drained.
+    async fn migrate_onto(&self, broker: &Broker, cluster: &str) -> Result<()> {
+        eventually(&format!("{cluster} is a Ready member"), || async {
+            let (_, clusters) = broker.call("GET", "/api/v1/clusters", None).await?;
+            Ok(clusters["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["name"] == cluster && c["health"] == "Ready")
+                .then_some(()))
+        })
+        .await?;
+        broker
+            .until_sees(&format!("{NAMESPACE}/web"), "kube-src")
+            .await?;
+        let id = broker
+            .migrate(&format!("{NAMESPACE}/web"), cluster, false)
+            .await?;
+        let migration = broker.until_final(&id).await?;
+        ensure!(
+            state(&migration) == "done",
+            "migration onto the provisioned cluster: {migration}\n{}",
+            broker.logs()
+        );
+        until_available(&self.target_admin, NAMESPACE, "web", 3).await?;
+        ensure!(
+            replicas(&self.source_admin, NAMESPACE, "web")
+                .await?
+                .is_none_or(|(spec, _)| spec == 0),
+            "the source was drained"
+        );
+        Ok(())
+    }
+
+    /// Neither `secret` nor anything of `marker` in the store's files or the broker's log.
+    fn never_stored_or_logged(broker: &Broker, secret: &str) -> Result<()> {
+        let mut stored = Vec::new();
+        for entry in std::fs::read_dir(broker.dir.join("data/store"))? {
+            let path = entry?.path();
+            if path.is_file() {
+                stored.extend(std::fs::read(&path)?);
+            }
+        }
+        ensure!(
+            !stored.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "a credential was written to the store"
+        );
+        ensure!(!broker.logs().contains(secret), "a credential was logged");
+        Ok(())
+    }
+
+    /// A delete refused while the app serves there, then forced and waited for: the
+    /// cluster leaves the federation and its record goes.
+    async fn delete(&self, broker: &Broker, cluster: &str) -> Result<()> {
+        let (status, answer) = broker
+            .call("DELETE", &format!("/api/v1/clusters/{cluster}"), None)
+            .await?;
+        ensure!(
+            status == 409 && answer.to_string().contains(&format!("{NAMESPACE}/web")),
+            "delete with a workload serving: {status} {answer}"
+        );
+        self.cli(broker, &["delete", cluster, "--force", "--wait"])?;
+        let (_, clusters_now) = broker.call("GET", "/api/v1/clusters", None).await?;
+        ensure!(
+            !clusters_now.to_string().contains(cluster),
+            "the deleted cluster left the federation: {clusters_now}"
+        );
+        let (status, _) = broker
+            .call(
+                "GET",
+                &format!("/api/v1/clusters/{cluster}/provisioning"),
+                None,
+            )
+            .await?;
+        ensure!(status == 404, "its record is gone: {status}");
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openstack_heat_provision_then_migrate() -> Result<()> {
+    let _turn = TURN.lock().await;
+    let env = setup("openstack-heat-e2e").await?;
+    let (root, openstack) = (&env.root, &env.openstack);
+    let dc1 = &env.clusters[1];
+    let identities = &env.identities;
+    let broker = env.broker(openstack.clouds_yaml())?;
 
     // `ferry cluster create -f`, waiting with progress.
     let api_port: u16 = dc1
@@ -221,30 +353,16 @@ async fn openstack_heat_provision_then_migrate() -> Result<()> {
 
     let file = root.join("openstack-dc1.yaml");
     std::fs::write(&file, cluster_document(api_port, &environment))?;
-    let begun = std::time::Instant::now();
-    let output = Command::new(FERRY)
-        .args(["cluster", "create", "--wait", "-f"])
-        .arg(&file)
-        .env("FERRY_SERVER", &broker.url)
-        .env("FERRY_TOKEN", &broker.token)
-        .output()?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    eprintln!(
-        "ferry cluster create took {:.1} s:\n{stderr}",
-        begun.elapsed().as_secs_f64()
-    );
+    let file_arg = file.display().to_string();
+    let progress = env.cli(&broker, &["create", "--wait", "-f", &file_arg])?;
     ensure!(
-        output.status.success(),
-        "ferry cluster create failed: {stderr}\n{}",
-        broker.logs()
-    );
-    ensure!(
-        stderr.contains("CREATE_IN_PROGRESS") && stderr.contains("resources complete"),
-        "progress was shown: {stderr}"
+        progress.contains("CREATE_IN_PROGRESS") && progress.contains("resources complete"),
+        "progress was shown: {progress}"
     );
     let record = until_phase(&broker, "openstack-dc1", "ready").await?;
+    ensure!(record["provisioner"] == "heat", "{record}");
     let stack =
-        StackId::parse(record["stack"].as_str().context("a stack id")?).context("name/id")?;
+        StackId::parse(record["handle"].as_str().context("a stack id")?).context("name/id")?;
     ensure!(stack.name == "ferry-dc1", "{stack}");
 
     // Asked again while it exists: a conflict, nothing changes.
@@ -253,38 +371,8 @@ async fn openstack_heat_provision_then_migrate() -> Result<()> {
         .await?;
     ensure!(status == 409, "a second create: {status} {answer}");
 
-    // A member like any other: ready, with the nodes of the apiserver behind the stack.
-    eventually("openstack-dc1 is a Ready member", || async {
-        let (_, clusters) = broker.call("GET", "/api/v1/clusters", None).await?;
-        Ok(clusters["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["name"] == "openstack-dc1" && c["health"] == "Ready")
-            .then_some(()))
-    })
-    .await?;
-
-    // The migration onto it.
-    broker
-        .until_sees(&format!("{NAMESPACE}/web"), "kube-src")
-        .await?;
-    let id = broker
-        .migrate(&format!("{NAMESPACE}/web"), "openstack-dc1", false)
-        .await?;
-    let migration = broker.until_final(&id).await?;
-    ensure!(
-        state(&migration) == "done",
-        "migration onto the provisioned cluster: {migration}\n{}",
-        broker.logs()
-    );
-    until_available(&dc1_admin, NAMESPACE, "web", 3).await?;
-    ensure!(
-        replicas(&source_admin, NAMESPACE, "web")
-            .await?
-            .is_none_or(|(spec, _)| spec == 0),
-        "the source was drained"
-    );
+    // A member like any other, with the nodes of the apiserver behind the stack.
+    env.migrate_onto(&broker, "openstack-dc1").await?;
 
     // Resize 3 → 5 through the API; Heat's stack says 5 afterwards.
     let (status, answer) = broker
@@ -303,17 +391,8 @@ async fn openstack_heat_provision_then_migrate() -> Result<()> {
         )
         .await?;
     ensure!(status == 202, "resize: {status} {answer}");
-    eventually("the resize ends", || async {
-        let (_, record) = broker
-            .call("GET", "/api/v1/clusters/openstack-dc1/provisioning", None)
-            .await?;
-        Ok((record["phase"] == "ready" && record["workers"] == 5).then_some(record))
-    })
-    .await
-    .and_then(|record| {
-        ensure!(record["reason"].is_null(), "{record}");
-        Ok(())
-    })?;
+    let record = until_resized(&broker, "openstack-dc1", 5).await?;
+    ensure!(record["reason"].is_null(), "{record}");
     let heat = Heat::new(Arc::new(Keystone::new(CloudConfig::from_clouds_yaml(
         CLOUD,
         Some(openstack.clouds_yaml()),
@@ -326,43 +405,10 @@ async fn openstack_heat_provision_then_migrate() -> Result<()> {
     );
     ensure!(shown.output_texts("worker_addresses")?.len() == 5);
 
-    // The cluster's token is never in the broker's store.
-    let mut stored = Vec::new();
-    for entry in std::fs::read_dir(dir.join("data/store"))? {
-        let path = entry?.path();
-        if path.is_file() {
-            stored.extend(std::fs::read(&path)?);
-        }
-    }
-    let token = identities[1].token.as_bytes();
-    ensure!(
-        !stored.windows(token.len()).any(|w| w == token),
-        "the cluster's token was written to the store"
-    );
-    ensure!(
-        !broker.logs().contains(&identities[1].token),
-        "the cluster's token was logged"
-    );
+    // The cluster's token is never in the broker's store or log.
+    Setup::never_stored_or_logged(&broker, &identities[1].token)?;
 
-    // Delete: refused while the workload serves there, then forced; the stack goes.
-    let (status, answer) = broker
-        .call("DELETE", "/api/v1/clusters/openstack-dc1", None)
-        .await?;
-    ensure!(
-        status == 409 && answer.to_string().contains(&format!("{NAMESPACE}/web")),
-        "delete with a workload serving: {status} {answer}"
-    );
-    let output = Command::new(FERRY)
-        .args(["cluster", "delete", "openstack-dc1", "--force", "--wait"])
-        .env("FERRY_SERVER", &broker.url)
-        .env("FERRY_TOKEN", &broker.token)
-        .output()?;
-    ensure!(
-        output.status.success(),
-        "ferry cluster delete: {}\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        broker.logs()
-    );
+    env.delete(&broker, "openstack-dc1").await?;
     // Heat can still find a just-deleted stack by name for a moment.
     let gone_by = std::time::Instant::now() + Duration::from_secs(15);
     while heat.find("ferry-dc1").await?.is_some() {
@@ -372,16 +418,146 @@ async fn openstack_heat_provision_then_migrate() -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let (_, clusters_now) = broker.call("GET", "/api/v1/clusters", None).await?;
-    ensure!(
-        !clusters_now.to_string().contains("openstack-dc1"),
-        "the deleted cluster left the federation: {clusters_now}"
+    Ok(())
+}
+
+async fn until_resized(broker: &Broker, cluster: &str, workers: u32) -> Result<Value> {
+    eventually(&format!("{cluster} resized to {workers}"), || async {
+        let (_, record) = broker
+            .call(
+                "GET",
+                &format!("/api/v1/clusters/{cluster}/provisioning"),
+                None,
+            )
+            .await?;
+        Ok((record["phase"] == "ready" && record["workers"] == workers).then_some(record))
+    })
+    .await
+}
+
+/// Magnum cannot run here: a mock built from its API reference stands in
+/// (`adapters/openstack/tests/support/magnum_mock.rs`), with the real Keystone checking
+/// the tokens. Its clusters stand for the second real apiserver: their `api_address` is
+/// that apiserver's, and the client certificates it signs for Ferry's CSR are signed with
+/// that cluster's CA, which the apiserver trusts (`--client-ca-file`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openstack_magnum_provision_then_migrate() -> Result<()> {
+    let _turn = TURN.lock().await;
+    let env = setup("openstack-magnum-e2e").await?;
+    let target = &env.clusters[1];
+    let keystone = env.openstack.credentials().auth_url.clone();
+    let mock = MockMagnum::start(&keystone).await?;
+    mock.stand_for(
+        target.server(),
+        &std::fs::read_to_string(target.ca_file())?,
+        &std::fs::read_to_string(target.ca_key_file())?,
     );
-    let (status, _) = broker
-        .call("GET", "/api/v1/clusters/openstack-dc1/provisioning", None)
+    // The harness's catalog has no Magnum: the cloud's entry names the endpoint, as
+    // clouds.yaml allows.
+    let clouds_yaml = env.root.join("clouds.yaml");
+    let mut text = std::fs::read_to_string(env.openstack.clouds_yaml())?;
+    text.push_str(&format!(
+        "    container_infra_endpoint_override: {}\n",
+        mock.endpoint()
+    ));
+    std::fs::write(&clouds_yaml, text)?;
+    let magnum = Magnum::new(Arc::new(Keystone::new(CloudConfig::from_clouds_yaml(
+        CLOUD,
+        Some(&clouds_yaml),
+    )?)?))?;
+    magnum
+        .ensure_cluster_template(&NewClusterTemplate::kubernetes(
+            "k8s-ferry",
+            "fedora-coreos-40",
+            "public",
+        ))
         .await?;
-    ensure!(status == 404, "its record is gone: {status}");
-    drop(broker);
-    drop(openstack);
+    let broker = env.broker(&clouds_yaml)?;
+
+    let file = env.root.join("openstack-dc2.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: ferry.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: openstack-dc2
+  labels: {{provider: openstack}}
+spec:
+  provider: openstack
+  openstack:
+    cloud: {CLOUD}
+    magnum: {{clusterTemplate: k8s-ferry, nodeCount: 3}}
+  workloads: {{namespaces: [{NAMESPACE}]}}
+  pricing: {{currency: USD, cpuCoreHour: 0.01, memoryGiBHour: 0.001, egressGiB: 0.01}}
+"
+        ),
+    )?;
+    // A template Magnum does not have: the create fails with Magnum's word for it.
+    let missing = env.root.join("missing-template.yaml");
+    std::fs::write(
+        &missing,
+        std::fs::read_to_string(&file)?
+            .replace("k8s-ferry", "no-such-template")
+            .replace("openstack-dc2", "openstack-dc3"),
+    )?;
+    let (status, answer) = broker
+        .post_text("/api/v1/clusters", &std::fs::read_to_string(&missing)?)
+        .await?;
+    ensure!(status == 202, "{status} {answer}");
+    let failed = until_phase(&broker, "openstack-dc3", "failed").await?;
+    ensure!(
+        failed["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no-such-template")),
+        "the reason names the template: {failed}"
+    );
+
+    let file_arg = file.display().to_string();
+    let progress = env.cli(&broker, &["create", "--wait", "-f", &file_arg])?;
+    ensure!(
+        progress.contains("CREATE_IN_PROGRESS"),
+        "progress was shown: {progress}"
+    );
+    let record = until_phase(&broker, "openstack-dc2", "ready").await?;
+    ensure!(record["provisioner"] == "magnum", "{record}");
+    let uuid = record["handle"].as_str().context("a uuid")?.to_owned();
+    ensure!(
+        mock.signed() == ["CN=admin,O=system:masters"],
+        "one CSR signed: {:?}",
+        mock.signed()
+    );
+    ensure!(
+        mock.requests()
+            .iter()
+            .all(|r| r.version.as_deref() == Some("container-infra 1.7")),
+        "every request pinned the microversion: {:?}",
+        mock.seen()
+    );
+
+    env.migrate_onto(&broker, "openstack-dc2").await?;
+
+    // Resize 3 → 5 through the CLI; Magnum's cluster says 5 afterwards.
+    env.cli(
+        &broker,
+        &["resize", "openstack-dc2", "--workers", "5", "--wait"],
+    )?;
+    let record = until_resized(&broker, "openstack-dc2", 5).await?;
+    ensure!(record["reason"].is_null(), "{record}");
+    ensure!(magnum.cluster(&uuid).await?.node_count == 5);
+
+    // The client key Magnum's certificate goes with is never stored or logged.
+    for marker in ["PRIVATE KEY", "BEGIN CERTIFICATE"] {
+        Setup::never_stored_or_logged(&broker, marker)?;
+    }
+
+    env.delete(&broker, "openstack-dc2").await?;
+    ensure!(
+        matches!(
+            magnum.cluster(&uuid).await,
+            Err(ferry_adapter_openstack::Error::NotFound(_))
+        ),
+        "the Magnum cluster is gone"
+    );
     Ok(())
 }

@@ -1,16 +1,17 @@
 //! Clusters Ferry provisions itself: `POST /api/v1/clusters` with a Cluster document of
-//! `provider: openstack` and a `heat` block creates the cluster's Heat stack from Ferry's
-//! template, follows it with progress on the event stream, reads the access the control
-//! plane signalled from the stack's outputs, and registers the cluster as a member;
-//! `resize` changes its worker count, `delete` takes it out of the federation and deletes
-//! the stack.
+//! `provider: openstack` and a `heat` or `magnum` block creates the cluster (a Heat stack
+//! from Ferry's template, or a Magnum cluster from a cluster template), follows it with
+//! progress on the event stream, gets its access (from the stack's outputs: the CA and
+//! the token its control plane signalled; from Magnum: the CA and a client certificate it
+//! signs), and registers the cluster as a member; `resize` changes its worker count,
+//! `delete` takes it out of the federation and deletes it.
 //!
 //! The record of each ([`Provisioned`], in the store under [`PREFIX`]) is the journal: it
-//! is written before the stack is created and again with the stack's id as soon as Heat
-//! accepts it, so that a restarted broker follows the stack it left instead of creating
-//! one more (a create repeated without the id adopts the stack of that name). The record
-//! never holds the cluster's token: the broker reads it from the stack each time it
-//! connects.
+//! is written before anything is created and again with the stack's id or the Magnum
+//! cluster's uuid as soon as the cloud accepts the create, so that a restarted broker
+//! follows what it left instead of creating one more (a create repeated without the
+//! handle adopts the stack or cluster of that name). The record never holds credentials:
+//! the broker asks the cloud for them each time it connects.
 //!
 //! One action runs per cluster at a time; asking for another meanwhile is a 409. A failed
 //! action leaves the record (phase `failed`, with Heat's reason naming the failed
@@ -23,8 +24,9 @@ use std::time::Duration;
 
 use ferry_adapter_kubernetes::{BearerToken, Credentials, KubeCluster, TargetOverrides};
 use ferry_adapter_openstack::{
-    Action, CloudConfig, ClusterAccess, ClusterRequest, Environment, Follow, Heat, HeatClusters,
-    Keystone, Outcome, Secret, StackId, check_worker_count,
+    Action, CloudConfig, ClusterAccess, ClusterOutcome, ClusterRequest, Environment, Follow, Heat,
+    HeatClusters, Keystone, Magnum, MagnumClusters, NewCluster, Outcome, Secret, StackId,
+    check_worker_count,
 };
 use ferry_policies::model::{Cluster, Connection, OpenstackConnection, OpenstackProvisioner};
 use ferry_policies::resources::ResourceSet;
@@ -57,12 +59,15 @@ pub struct Provisioned {
     pub cluster: String,
     /// The Cluster document as the client sent it (validated); no secrets in it.
     pub document: String,
-    /// `name/id` of the Heat stack once Heat accepted the create.
-    pub stack: Option<String>,
+    /// `heat` or `magnum`.
+    pub provisioner: String,
+    /// Once the cloud accepted the create: the Heat stack's `name/id`, or the Magnum
+    /// cluster's uuid.
+    pub handle: Option<String>,
     pub phase: Phase,
     /// The worker count asked for last.
     pub workers: u32,
-    /// What the stack is doing, e.g. `CREATE_IN_PROGRESS: 9 of 14 resources complete`.
+    /// What the cloud is doing, e.g. `CREATE_IN_PROGRESS: 9 of 14 resources complete`.
     pub progress: Option<String>,
     /// Why the last action failed.
     pub reason: Option<String>,
@@ -81,8 +86,8 @@ impl Provisioned {
         json!({
             "cluster": self.cluster,
             "provider": "openstack",
-            "provisioner": "heat",
-            "stack": self.stack,
+            "provisioner": self.provisioner,
+            "handle": self.handle,
             "phase": self.phase,
             "workers": self.workers,
             "progress": self.progress,
@@ -122,11 +127,19 @@ impl ProvisioningConfig {
 /// A cloud of clouds.yaml and a region of it.
 type CloudKey = (String, Option<String>);
 
-/// The provisioner side of the broker: one Heat client per cloud and region, and the
+/// One cloud's provisioners, which remember which cluster is which stack or Magnum
+/// cluster. Magnum's is made when first needed: many clouds have no Magnum.
+struct CloudClients {
+    keystone: Arc<Keystone>,
+    heat: Arc<HeatClusters>,
+    magnum: Option<Arc<MagnumClusters>>,
+}
+
+/// The provisioner side of the broker: the clients of each cloud and region, and the
 /// clusters with an action running.
 pub struct Provisioning {
     config: ProvisioningConfig,
-    clouds: tokio::sync::Mutex<BTreeMap<CloudKey, Arc<HeatClusters>>>,
+    clouds: tokio::sync::Mutex<BTreeMap<CloudKey, CloudClients>>,
     busy: Mutex<BTreeSet<String>>,
 }
 
@@ -158,6 +171,93 @@ impl Drop for BusyGuard {
     }
 }
 
+/// What a Cluster file asks to be provisioned, read from its `spec.openstack`.
+enum Kind<'a> {
+    Heat {
+        stack: &'a str,
+        parameters: &'a BTreeMap<String, String>,
+        environment: Option<&'a str>,
+    },
+    Magnum {
+        template: &'a str,
+        node_count: u32,
+    },
+}
+
+struct Spec<'a> {
+    connection: &'a OpenstackConnection,
+    kind: Kind<'a>,
+}
+
+/// What to create, checked before anything is sent.
+enum Plan {
+    Heat(ClusterRequest),
+    /// A Magnum cluster named as the Ferry cluster, from the template of that name or
+    /// uuid.
+    Magnum {
+        template: String,
+        node_count: u32,
+    },
+}
+
+impl Plan {
+    fn workers(&self) -> u32 {
+        match self {
+            Plan::Heat(request) => request.workers(),
+            Plan::Magnum { node_count, .. } => *node_count,
+        }
+    }
+}
+
+fn spec_of(cluster: &Cluster) -> Result<Spec<'_>, String> {
+    let Connection::Openstack(connection) = &cluster.connection else {
+        return Err(format!(
+            "cluster {} has provider {}; Ferry provisions clusters of provider openstack",
+            cluster.name,
+            cluster.provider.as_str()
+        ));
+    };
+    let kind = match &connection.provisioner {
+        OpenstackProvisioner::Heat {
+            stack,
+            parameters,
+            environment,
+        } => Kind::Heat {
+            stack,
+            parameters,
+            environment: environment.as_deref(),
+        },
+        OpenstackProvisioner::Magnum {
+            cluster_template,
+            node_count,
+        } => Kind::Magnum {
+            template: cluster_template,
+            node_count: *node_count,
+        },
+        OpenstackProvisioner::None => {
+            return Err(format!(
+                "cluster {} has neither a `heat` nor a `magnum` block in spec.openstack: nothing to provision",
+                cluster.name
+            ));
+        }
+    };
+    Ok(Spec { connection, kind })
+}
+
+fn kind_name(spec: &Spec<'_>) -> &'static str {
+    match spec.kind {
+        Kind::Heat { .. } => "heat",
+        Kind::Magnum { .. } => "magnum",
+    }
+}
+
+/// A provisioned cluster's provisioner, Heat or Magnum, behind one face.
+#[derive(Clone)]
+enum Backend {
+    Heat(Arc<HeatClusters>),
+    Magnum(Arc<MagnumClusters>),
+}
+
 impl Provisioning {
     pub fn new(config: ProvisioningConfig) -> Provisioning {
         Provisioning {
@@ -165,23 +265,6 @@ impl Provisioning {
             clouds: tokio::sync::Mutex::new(BTreeMap::new()),
             busy: Mutex::new(BTreeSet::new()),
         }
-    }
-
-    /// The Heat clusters of `connection`'s cloud and region, signing in once per cloud.
-    pub async fn clusters_of(
-        &self,
-        connection: &OpenstackConnection,
-    ) -> Result<Arc<HeatClusters>, String> {
-        let key = (connection.cloud.clone(), connection.region.clone());
-        let mut clouds = self.clouds.lock().await;
-        if let Some(clusters) = clouds.get(&key) {
-            return Ok(Arc::clone(clusters));
-        }
-        let cloud = self.cloud_config(connection)?;
-        let keystone = Keystone::new(cloud).map_err(|e| e.to_string())?;
-        let clusters = Arc::new(HeatClusters::new(Heat::new(Arc::new(keystone))));
-        clouds.insert(key, Arc::clone(&clusters));
-        Ok(clusters)
     }
 
     /// The settings of the connection's cloud from the clouds.yaml; why not, if they
@@ -196,12 +279,83 @@ impl Provisioning {
         Ok(cloud)
     }
 
+    /// The provisioner of `spec`'s kind in its cloud and region, signing in once per
+    /// cloud.
+    async fn backend(&self, spec: &Spec<'_>) -> Result<Backend, String> {
+        let key = (
+            spec.connection.cloud.clone(),
+            spec.connection.region.clone(),
+        );
+        let mut clouds = self.clouds.lock().await;
+        if !clouds.contains_key(&key) {
+            let keystone = Arc::new(
+                Keystone::new(self.cloud_config(spec.connection)?).map_err(|e| e.to_string())?,
+            );
+            let heat = Arc::new(HeatClusters::new(Heat::new(Arc::clone(&keystone))));
+            clouds.insert(
+                key.clone(),
+                CloudClients {
+                    keystone,
+                    heat,
+                    magnum: None,
+                },
+            );
+        }
+        let Some(clients) = clouds.get_mut(&key) else {
+            return Err("the cloud's clients went missing".to_owned());
+        };
+        Ok(match spec.kind {
+            Kind::Heat { .. } => Backend::Heat(Arc::clone(&clients.heat)),
+            Kind::Magnum { .. } => {
+                if clients.magnum.is_none() {
+                    let magnum =
+                        Magnum::new(Arc::clone(&clients.keystone)).map_err(|e| e.to_string())?;
+                    clients.magnum = Some(Arc::new(MagnumClusters::new(magnum)));
+                }
+                match &clients.magnum {
+                    Some(magnum) => Backend::Magnum(Arc::clone(magnum)),
+                    None => return Err("the cloud's Magnum client went missing".to_owned()),
+                }
+            }
+        })
+    }
+
     fn resolve(&self, path: &str) -> PathBuf {
         let path = Path::new(path);
         if path.is_absolute() {
             path.to_path_buf()
         } else {
             self.config.base.join(path)
+        }
+    }
+
+    /// What to create for `cluster`; a message for the client if it cannot be.
+    fn plan(&self, cluster: &Cluster, spec: &Spec<'_>) -> Result<Plan, String> {
+        match spec.kind {
+            Kind::Heat {
+                stack,
+                parameters,
+                environment,
+            } => {
+                let environment = environment
+                    .map(|path| Environment::read(&self.resolve(path)))
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
+                ClusterRequest::new(stack, parameters, environment)
+                    .map(Plan::Heat)
+                    .map_err(|e| e.to_string())
+            }
+            Kind::Magnum {
+                template,
+                node_count,
+            } => {
+                ferry_adapter_openstack::magnum::check_cluster_name(&cluster.name)
+                    .map_err(|e| e.to_string())?;
+                Ok(Plan::Magnum {
+                    template: template.to_owned(),
+                    node_count,
+                })
+            }
         }
     }
 
@@ -224,41 +378,189 @@ impl Provisioning {
     }
 }
 
-/// The Heat block of a Cluster, or why the cluster cannot be provisioned.
-struct HeatSpec<'a> {
-    connection: &'a OpenstackConnection,
-    stack: &'a str,
-    parameters: &'a BTreeMap<String, String>,
-    environment: Option<&'a str>,
-}
+impl Backend {
+    /// Remembers that `cluster` is `handle` (from the journal).
+    fn register(&self, cluster: &str, handle: &str) {
+        match self {
+            Backend::Heat(heat) => {
+                if let Some(stack) = StackId::parse(handle) {
+                    heat.register(cluster, stack);
+                }
+            }
+            Backend::Magnum(magnum) => magnum.register(cluster, handle),
+        }
+    }
 
-fn heat_spec(cluster: &Cluster) -> Result<HeatSpec<'_>, String> {
-    let Connection::Openstack(connection) = &cluster.connection else {
-        return Err(format!(
-            "cluster {} has provider {}; Ferry provisions clusters of provider openstack",
-            cluster.name,
-            cluster.provider.as_str()
-        ));
-    };
-    match &connection.provisioner {
-        OpenstackProvisioner::Heat {
-            stack,
-            parameters,
-            environment,
-        } => Ok(HeatSpec {
-            connection,
-            stack,
-            parameters,
-            environment: environment.as_deref(),
-        }),
-        OpenstackProvisioner::Magnum { .. } => Err(format!(
-            "cluster {}: provisioning through Magnum is not served by the broker yet; use a `heat` block",
-            cluster.name
-        )),
-        OpenstackProvisioner::None => Err(format!(
-            "cluster {} has no `heat` block in spec.openstack: nothing to provision",
-            cluster.name
-        )),
+    fn forget(&self, cluster: &str) {
+        match self {
+            Backend::Heat(heat) => heat.forget(cluster),
+            Backend::Magnum(magnum) => magnum.forget(cluster),
+        }
+    }
+
+    /// Creates (or adopts) the cluster; its handle, and whether it existed.
+    async fn create(&self, cluster: &str, plan: &Plan) -> Result<(String, bool), String> {
+        match (self, plan) {
+            (Backend::Heat(heat), Plan::Heat(request)) => heat
+                .create(cluster, request)
+                .await
+                .map(|created| (created.stack.to_string(), created.adopted))
+                .map_err(|e| e.to_string()),
+            (
+                Backend::Magnum(magnum),
+                Plan::Magnum {
+                    template,
+                    node_count,
+                },
+            ) => {
+                let template = magnum
+                    .magnum()
+                    .cluster_template(template)
+                    .await
+                    .map_err(|e| format!("cluster template {template}: {e}"))?;
+                let new = NewCluster::new(cluster, &template.uuid, *node_count);
+                magnum
+                    .create(cluster, &new)
+                    .await
+                    .map(|created| (created.uuid, created.adopted))
+                    .map_err(|e| e.to_string())
+            }
+            _ => Err("the plan does not match the provisioner".to_owned()),
+        }
+    }
+
+    /// Follows an action to its end, journaling its progress; the reason when it did not
+    /// complete. `workers` is the count a resize waits for.
+    async fn follow(
+        &self,
+        state: &Arc<AppState>,
+        handle: &str,
+        action: Action,
+        workers: Option<u32>,
+        record: &mut Provisioned,
+    ) -> Result<(), String> {
+        let follow = state.provisioning.config.follow.clone();
+        match self {
+            Backend::Heat(heat) => {
+                let stack = StackId::parse(handle)
+                    .ok_or_else(|| format!("the journal's stack `{handle}` is not name/id"))?;
+                let mut on_progress = |progress: &ferry_adapter_openstack::Progress| {
+                    record.progress = Some(progress.to_string());
+                    save(state, record);
+                };
+                let outcome = heat
+                    .heat()
+                    .follow(&stack, action, &follow, &mut on_progress)
+                    .await;
+                match outcome {
+                    Ok(Outcome::Complete(stack)) => {
+                        record.progress = Some(stack.status.to_string());
+                        Ok(())
+                    }
+                    Ok(Outcome::Gone) => Ok(()),
+                    Ok(Outcome::Failed(failure)) => Err(failure.reason()),
+                    Err(error) => Err(format!("following the stack: {error}")),
+                }
+            }
+            Backend::Magnum(magnum) => {
+                let mut on_progress = |progress: &ferry_adapter_openstack::ClusterProgress| {
+                    record.progress = Some(progress.to_string());
+                    save(state, record);
+                };
+                let outcome = match (action, workers) {
+                    (Action::Update, Some(workers)) => {
+                        magnum
+                            .magnum()
+                            .follow_resize(handle, workers, &follow, &mut on_progress)
+                            .await
+                    }
+                    _ => {
+                        magnum
+                            .magnum()
+                            .follow(handle, action, &follow, &mut on_progress)
+                            .await
+                    }
+                };
+                match outcome {
+                    Ok(ClusterOutcome::Complete(cluster)) => {
+                        record.progress = Some(cluster.status.to_string());
+                        Ok(())
+                    }
+                    Ok(ClusterOutcome::Gone) => Ok(()),
+                    Ok(ClusterOutcome::Failed(cluster)) => Err(cluster.reason()),
+                    Err(error) => Err(format!("following the Magnum cluster: {error}")),
+                }
+            }
+        }
+    }
+
+    /// A member port for the cluster, with the Cluster file's scope and overrides.
+    async fn connect(&self, cluster: &Cluster) -> Result<Arc<dyn ClusterPort>, String> {
+        let credentials = match self {
+            Backend::Heat(heat) => {
+                let access: ClusterAccess = heat
+                    .access(&cluster.name)
+                    .await
+                    .map_err(|e| format!("reading the cluster's access from its stack: {e}"))?;
+                Credentials::Endpoint {
+                    server: access.api_url.clone(),
+                    ca_base64: access.ca_base64.clone(),
+                    token: Arc::new(FixedToken(access.token.clone())),
+                }
+            }
+            Backend::Magnum(magnum) => {
+                use base64::Engine as _;
+                let access = magnum
+                    .access(&cluster.name)
+                    .await
+                    .map_err(|e| format!("getting the cluster's credentials from Magnum: {e}"))?;
+                Credentials::ClientCertificate {
+                    server: access.api_url.clone(),
+                    ca_base64: base64::engine::general_purpose::STANDARD.encode(&access.ca_pem),
+                    certificate_pem: access.client_cert_pem.clone(),
+                    key_pem: access.client_key_pem.expose().to_owned(),
+                }
+            }
+        };
+        let server = match &credentials {
+            Credentials::Endpoint { server, .. }
+            | Credentials::ClientCertificate { server, .. } => server.clone(),
+            Credentials::Kubeconfig { path, .. } => path.display().to_string(),
+        };
+        let kube = KubeCluster::connect(
+            &cluster.name,
+            &credentials,
+            cluster.scope.namespaces.clone(),
+        )
+        .await
+        .map_err(|e| format!("connecting to {server}: {e}"))?;
+        let overrides = &cluster.overrides;
+        let mut kube = kube.with_overrides(TargetOverrides {
+            image_registries: overrides.image_registries.clone(),
+            storage_classes: overrides.storage_classes.clone(),
+            labels: overrides.labels.clone(),
+            annotations: overrides.annotations.clone(),
+        });
+        if let Some((key, value)) = &cluster.scope.namespace_label {
+            kube = kube.with_namespace_label(key.clone(), value.clone());
+        }
+        Ok(Arc::new(Retrying::new(Arc::new(kube), Backoff::default())))
+    }
+
+    fn provisioner(&self) -> &dyn Provisioner {
+        match self {
+            Backend::Heat(heat) => heat.as_ref(),
+            Backend::Magnum(magnum) => magnum.as_ref(),
+        }
+    }
+
+    /// Asks the cloud to delete the cluster.
+    async fn delete(&self, cluster: &str) -> Result<(), String> {
+        match self {
+            Backend::Heat(heat) => heat.delete(cluster).await.map(drop),
+            Backend::Magnum(magnum) => magnum.delete(cluster).await.map(drop),
+        }
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -319,25 +621,21 @@ pub fn get(state: &AppState, cluster: &str) -> Result<Provisioned, ApiError> {
 
 /// Checks the document and starts the create; the answer is the record (phase
 /// `creating`). A cluster of that name in the federation is a 409; a failed one is
-/// created again (Heat adopts the stack of that name).
+/// created again (the cloud's stack or cluster of that name is adopted).
 pub fn create(state: &Arc<AppState>, text: &str) -> Result<Value, ApiError> {
     let cluster = parse(text)?;
-    let spec = heat_spec(&cluster).map_err(|m| ApiError::BadRequest("not_provisionable", m))?;
-    let environment = spec
-        .environment
-        .map(|path| Environment::read(&state.provisioning.resolve(path)))
-        .transpose()
-        .map_err(|e| ApiError::BadRequest("invalid_cluster", e.to_string()))?;
-    let request = ClusterRequest::new(spec.stack, spec.parameters, environment)
-        .map_err(|e| ApiError::BadRequest("invalid_cluster", e.to_string()))?;
+    let spec = spec_of(&cluster).map_err(|m| ApiError::BadRequest("not_provisionable", m))?;
+    let plan = state
+        .provisioning
+        .plan(&cluster, &spec)
+        .map_err(|m| ApiError::BadRequest("invalid_cluster", m))?;
     // A cloud the broker has no settings for is said now, not after a 202.
     state
         .provisioning
         .cloud_config(spec.connection)
         .map_err(|m| ApiError::BadRequest("unknown_cloud", m))?;
     let existing = state.store.get::<Provisioned>(&key(&cluster.name))?;
-    // A failed create may be asked again (Heat adopts the stack of that name); anything
-    // else of that name is taken.
+    // A failed create may be asked again; anything else of that name is taken.
     let taken = match &existing {
         Some(record) => record.phase != Phase::Failed,
         None => state.world.member(&cluster.name).is_some(),
@@ -350,12 +648,17 @@ pub fn create(state: &Arc<AppState>, text: &str) -> Result<Value, ApiError> {
     }
     let guard = Provisioning::claim(state, &cluster.name)?;
     let now = clock::now();
+    let provisioner = kind_name(&spec).to_owned();
     let mut record = Provisioned {
         cluster: cluster.name.clone(),
         document: text.to_owned(),
-        stack: existing.and_then(|r| r.stack),
+        // A failed create of the same kind keeps its handle: the retry follows it.
+        handle: existing
+            .filter(|r| r.provisioner == provisioner)
+            .and_then(|r| r.handle),
+        provisioner,
         phase: Phase::Creating,
-        workers: request.workers(),
+        workers: plan.workers(),
         progress: None,
         reason: None,
         created_at: now.clone(),
@@ -366,88 +669,56 @@ pub fn create(state: &Arc<AppState>, text: &str) -> Result<Value, ApiError> {
     let state = Arc::clone(state);
     tokio::spawn(async move {
         let _guard = guard;
-        run_create(&state, &cluster, request, record).await;
+        run_create(&state, &cluster, plan, record).await;
     });
     Ok(view)
 }
 
-async fn run_create(
-    state: &Arc<AppState>,
-    cluster: &Cluster,
-    request: ClusterRequest,
-    mut record: Provisioned,
-) {
-    let Ok(spec) = heat_spec(cluster) else {
+async fn run_create(state: &Arc<AppState>, cluster: &Cluster, plan: Plan, mut record: Provisioned) {
+    let Ok(spec) = spec_of(cluster) else {
         return;
     };
-    let clusters = match state.provisioning.clusters_of(spec.connection).await {
-        Ok(clusters) => clusters,
+    let backend = match state.provisioning.backend(&spec).await {
+        Ok(backend) => backend,
         Err(reason) => return fail(state, &mut record, reason),
     };
-    let stack = match record.stack.as_deref().and_then(StackId::parse) {
-        // A restart after Heat accepted the create: follow that stack.
-        Some(stack) => {
-            clusters.register(&cluster.name, stack.clone());
-            stack
+    let handle = match record.handle.clone() {
+        // A restart after the cloud accepted the create: follow what it made.
+        Some(handle) => {
+            backend.register(&cluster.name, &handle);
+            handle
         }
-        None => match clusters.create(&cluster.name, &request).await {
-            Ok(created) => {
-                record.stack = Some(created.stack.to_string());
-                record.progress = Some(if created.adopted {
-                    "adopted the existing stack of that name".to_owned()
+        None => match backend.create(&cluster.name, &plan).await {
+            Ok((handle, adopted)) => {
+                record.handle = Some(handle.clone());
+                record.progress = Some(if adopted {
+                    "adopted the existing one of that name".to_owned()
                 } else {
                     "create accepted".to_owned()
                 });
                 save(state, &mut record);
-                created.stack
+                handle
             }
             Err(error) => return fail(state, &mut record, format!("create: {error}")),
         },
     };
-    match follow(state, &clusters, &stack, Action::Create, &mut record).await {
-        Ok(()) => connect_and_register(state, cluster, &clusters, &mut record).await,
+    match backend
+        .follow(state, &handle, Action::Create, None, &mut record)
+        .await
+    {
+        Ok(()) => connect_and_register(state, cluster, &backend, &mut record).await,
         Err(reason) => fail(state, &mut record, reason),
     }
 }
 
-/// Follows a stack action, journaling its progress; the reason when it did not complete.
-async fn follow(
-    state: &Arc<AppState>,
-    clusters: &HeatClusters,
-    stack: &StackId,
-    action: Action,
-    record: &mut Provisioned,
-) -> Result<(), String> {
-    let follow = state.provisioning.config.follow.clone();
-    let outcome = {
-        let mut on_progress = |progress: &ferry_adapter_openstack::Progress| {
-            record.progress = Some(progress.to_string());
-            save(state, record);
-        };
-        clusters
-            .heat()
-            .follow(stack, action, &follow, &mut on_progress)
-            .await
-    };
-    match outcome {
-        Ok(Outcome::Complete(stack)) => {
-            record.progress = Some(stack.status.to_string());
-            Ok(())
-        }
-        Ok(Outcome::Gone) => Ok(()),
-        Ok(Outcome::Failed(failure)) => Err(failure.reason()),
-        Err(error) => Err(format!("following the stack: {error}")),
-    }
-}
-
-/// Reads the access from the stack's outputs, connects, and adds the member.
+/// Gets the access, connects, and adds the member.
 async fn connect_and_register(
     state: &Arc<AppState>,
     cluster: &Cluster,
-    clusters: &HeatClusters,
+    backend: &Backend,
     record: &mut Provisioned,
 ) {
-    match connect(cluster, clusters).await {
+    match backend.connect(cluster).await {
         Ok(port) => {
             state.world.add_provisioned(Arc::new(Member {
                 definition: cluster.clone(),
@@ -462,86 +733,91 @@ async fn connect_and_register(
     }
 }
 
-/// A member port for a cluster whose stack Ferry knows: its API address, CA and token
-/// from the outputs, with the Cluster file's scope and overrides.
-pub async fn connect(
-    cluster: &Cluster,
-    clusters: &HeatClusters,
-) -> Result<Arc<dyn ClusterPort>, String> {
-    let access: ClusterAccess = clusters
-        .access(&cluster.name)
-        .await
-        .map_err(|e| format!("reading the cluster's access from its stack: {e}"))?;
-    let credentials = Credentials::Endpoint {
-        server: access.api_url.clone(),
-        ca_base64: access.ca_base64.clone(),
-        token: Arc::new(FixedToken(access.token.clone())),
-    };
-    let kube = KubeCluster::connect(
-        &cluster.name,
-        &credentials,
-        cluster.scope.namespaces.clone(),
-    )
-    .await
-    .map_err(|e| format!("connecting to {}: {e}", access.api_url))?;
-    let overrides = &cluster.overrides;
-    let mut kube = kube.with_overrides(TargetOverrides {
-        image_registries: overrides.image_registries.clone(),
-        storage_classes: overrides.storage_classes.clone(),
-        labels: overrides.labels.clone(),
-        annotations: overrides.annotations.clone(),
-    });
-    if let Some((key, value)) = &cluster.scope.namespace_label {
-        kube = kube.with_namespace_label(key.clone(), value.clone());
+/// The record's cluster, its spec and its provisioner, for resize and delete.
+async fn backend_of(
+    state: &AppState,
+    record: &Provisioned,
+) -> Result<(Cluster, Backend), ApiError> {
+    let cluster = parse(&record.document)?;
+    let spec = spec_of(&cluster).map_err(ApiError::Internal)?;
+    let backend =
+        state.provisioning.backend(&spec).await.map_err(|m| {
+            ApiError::Upstream(format!("the cloud of cluster {}: {m}", record.cluster))
+        })?;
+    if let Some(handle) = &record.handle {
+        backend.register(&record.cluster, handle);
     }
-    Ok(Arc::new(Retrying::new(Arc::new(kube), Backoff::default())))
+    Ok((cluster, backend))
 }
 
-/// Changes the worker count: Heat's answer to the update comes back at once (a refusal
-/// is a 400), the update is followed in the background.
+/// Changes the worker count: the cloud's answer to the request comes back at once (a
+/// refusal is an error here), the change is followed in the background.
 pub async fn resize(state: &Arc<AppState>, name: &str, workers: u32) -> Result<Value, ApiError> {
     let mut record = get(state, name)?;
-    check_worker_count(workers).map_err(|m| ApiError::BadRequest("invalid_resize", m))?;
+    if record.provisioner == "heat" {
+        check_worker_count(workers).map_err(|m| ApiError::BadRequest("invalid_resize", m))?;
+    } else if workers == 0 {
+        return Err(ApiError::BadRequest(
+            "invalid_resize",
+            "the worker count must be at least 1".to_owned(),
+        ));
+    }
     let guard = Provisioning::claim(state, name)?;
-    if !matches!(record.phase, Phase::Ready | Phase::Failed) || record.stack.is_none() {
+    let Some(handle) = record
+        .handle
+        .clone()
+        .filter(|_| matches!(record.phase, Phase::Ready | Phase::Failed))
+    else {
         return Err(ApiError::Conflict(format!(
             "cluster {name} is {:?}; it can be resized once it is ready",
             record.phase
         )));
-    }
-    let cluster = parse(&record.document)?;
-    let spec = heat_spec(&cluster).map_err(ApiError::Internal)?;
-    let clusters = state
-        .provisioning
-        .clusters_of(spec.connection)
+    };
+    let (_, backend) = backend_of(state, &record).await?;
+    backend
+        .provisioner()
+        .resize(name, workers)
         .await
-        .map_err(|m| ApiError::Upstream(format!("the cloud of cluster {name}: {m}")))?;
-    let stack = record
-        .stack
-        .as_deref()
-        .and_then(StackId::parse)
-        .ok_or_else(|| ApiError::Internal(format!("the journal of {name} has no stack id")))?;
-    clusters.register(name, stack.clone());
-    clusters.resize(name, workers).await.map_err(|e| match e {
-        PortError::Rejected { reason, .. } => ApiError::BadRequest("invalid_resize", reason),
-        other => ApiError::Conflict(other.to_string()),
-    })?;
+        .map_err(|e| match e {
+            PortError::Conflict { .. } => ApiError::Conflict(e.to_string()),
+            other => ApiError::Upstream(other.to_string()),
+        })?;
     record.phase = Phase::Resizing;
     record.workers = workers;
     record.reason = None;
-    record.progress = Some(format!("worker_count → {workers} requested"));
+    record.progress = Some(format!("{workers} workers requested"));
     save(state, &mut record);
     let view = record.view();
     let state = Arc::clone(state);
     tokio::spawn(async move {
         let _guard = guard;
-        finish_resize(&state, &clusters, &stack, &mut record).await;
+        finish_resize(&state, &backend, &handle, &mut record).await;
     });
     Ok(view)
 }
 
-/// Takes the cluster out of the federation and deletes its stack. Workloads still
-/// serving there are named and the delete refused, unless `force`.
+/// A resize that fails leaves the cluster serving with the workers it has: the record
+/// goes back to ready, with the reason.
+async fn finish_resize(
+    state: &Arc<AppState>,
+    backend: &Backend,
+    handle: &str,
+    record: &mut Provisioned,
+) {
+    let workers = record.workers;
+    if let Err(reason) = backend
+        .follow(state, handle, Action::Update, Some(workers), record)
+        .await
+    {
+        tracing::warn!(cluster = %record.cluster, %reason, "resize failed");
+        record.reason = Some(format!("resize to {workers} workers failed: {reason}"));
+    }
+    record.phase = Phase::Ready;
+    save(state, record);
+}
+
+/// Takes the cluster out of the federation and deletes it. Workloads still serving
+/// there are named and the delete refused, unless `force`.
 pub async fn delete(state: &Arc<AppState>, name: &str, force: bool) -> Result<Value, ApiError> {
     let mut record = get(state, name)?;
     let guard = Provisioning::claim(state, name)?;
@@ -563,13 +839,7 @@ pub async fn delete(state: &Arc<AppState>, name: &str, force: bool) -> Result<Va
             )));
         }
     }
-    let cluster = parse(&record.document)?;
-    let spec = heat_spec(&cluster).map_err(ApiError::Internal)?;
-    let clusters = state
-        .provisioning
-        .clusters_of(spec.connection)
-        .await
-        .map_err(|m| ApiError::Upstream(format!("the cloud of cluster {name}: {m}")))?;
+    let (_, backend) = backend_of(state, &record).await?;
     state.world.remove_provisioned(name);
     record.phase = Phase::Deleting;
     record.reason = None;
@@ -579,42 +849,26 @@ pub async fn delete(state: &Arc<AppState>, name: &str, force: bool) -> Result<Va
     let state = Arc::clone(state);
     tokio::spawn(async move {
         let _guard = guard;
-        run_delete(&state, &clusters, record).await;
+        run_delete(&state, &backend, record).await;
     });
     Ok(view)
 }
 
-/// A resize that fails leaves the cluster serving with the workers it has: the record
-/// goes back to ready, with the reason.
-async fn finish_resize(
-    state: &Arc<AppState>,
-    clusters: &HeatClusters,
-    stack: &StackId,
-    record: &mut Provisioned,
-) {
-    if let Err(reason) = follow(state, clusters, stack, Action::Update, record).await {
-        tracing::warn!(cluster = %record.cluster, %reason, "resize failed");
-        record.reason = Some(format!(
-            "resize to {} workers failed: {reason}",
-            record.workers
-        ));
-    }
-    record.phase = Phase::Ready;
-    save(state, record);
-}
-
-async fn run_delete(state: &Arc<AppState>, clusters: &HeatClusters, mut record: Provisioned) {
+async fn run_delete(state: &Arc<AppState>, backend: &Backend, mut record: Provisioned) {
     let name = record.cluster.clone();
-    if let Some(stack) = record.stack.as_deref().and_then(StackId::parse) {
-        clusters.register(&name, stack.clone());
-        if let Err(error) = clusters.delete(&name).await {
+    if let Some(handle) = record.handle.clone() {
+        backend.register(&name, &handle);
+        if let Err(error) = backend.delete(&name).await {
             return fail(state, &mut record, format!("delete: {error}"));
         }
-        if let Err(reason) = follow(state, clusters, &stack, Action::Delete, &mut record).await {
+        if let Err(reason) = backend
+            .follow(state, &handle, Action::Delete, None, &mut record)
+            .await
+        {
             return fail(state, &mut record, reason);
         }
     }
-    clusters.forget(&name);
+    backend.forget(&name);
     if let Err(error) = state.store.delete(&key(&name)) {
         tracing::error!(cluster = %name, %error, "cannot remove the journal of a deleted cluster");
     }
@@ -648,53 +902,46 @@ pub fn resume(state: &Arc<AppState>) -> Result<usize, ApiError> {
 }
 
 async fn resume_one(state: &Arc<AppState>, cluster: &Cluster, mut record: Provisioned) {
-    let Ok(spec) = heat_spec(cluster) else {
+    let Ok(spec) = spec_of(cluster) else {
         return;
     };
-    let clusters = match state.provisioning.clusters_of(spec.connection).await {
-        Ok(clusters) => clusters,
+    let backend = match state.provisioning.backend(&spec).await {
+        Ok(backend) => backend,
         Err(reason) => return fail(state, &mut record, reason),
     };
-    let stack = record.stack.as_deref().and_then(StackId::parse);
-    if let Some(stack) = &stack {
-        clusters.register(&cluster.name, stack.clone());
+    if let Some(handle) = &record.handle {
+        backend.register(&cluster.name, handle);
     }
-    match (record.phase, stack) {
-        (Phase::Creating, None) => {
-            let environment = spec
-                .environment
-                .map(|path| Environment::read(&state.provisioning.resolve(path)))
-                .transpose();
-            let request = environment.and_then(|environment| {
-                ClusterRequest::new(spec.stack, spec.parameters, environment)
-            });
-            match request {
-                Ok(request) => run_create(state, cluster, request, record).await,
-                Err(error) => fail(state, &mut record, error.to_string()),
-            }
-        }
-        (Phase::Creating, Some(stack)) => {
-            match follow(state, &clusters, &stack, Action::Create, &mut record).await {
-                Ok(()) => connect_and_register(state, cluster, &clusters, &mut record).await,
+    match (record.phase, record.handle.clone()) {
+        (Phase::Creating, None) => match state.provisioning.plan(cluster, &spec) {
+            Ok(plan) => run_create(state, cluster, plan, record).await,
+            Err(reason) => fail(state, &mut record, reason),
+        },
+        (Phase::Creating, Some(handle)) => {
+            match backend
+                .follow(state, &handle, Action::Create, None, &mut record)
+                .await
+            {
+                Ok(()) => connect_and_register(state, cluster, &backend, &mut record).await,
                 Err(reason) => fail(state, &mut record, reason),
             }
         }
-        (Phase::Resizing, Some(stack)) => {
-            finish_resize(state, &clusters, &stack, &mut record).await;
-            reconnect(state, cluster, &clusters).await;
+        (Phase::Resizing, Some(handle)) => {
+            finish_resize(state, &backend, &handle, &mut record).await;
+            reconnect(state, cluster, &backend).await;
         }
-        (Phase::Ready, Some(_)) => reconnect(state, cluster, &clusters).await,
-        (Phase::Deleting, _) => run_delete(state, &clusters, record).await,
+        (Phase::Ready, Some(_)) => reconnect(state, cluster, &backend).await,
+        (Phase::Deleting, _) => run_delete(state, &backend, record).await,
         _ => {}
     }
 }
 
 /// A ready cluster after a restart: the cloud or the cluster may still be starting, so
 /// connecting is tried until it works, as an unreachable member would be.
-async fn reconnect(state: &Arc<AppState>, cluster: &Cluster, clusters: &HeatClusters) {
+async fn reconnect(state: &Arc<AppState>, cluster: &Cluster, backend: &Backend) {
     let mut delay = Duration::from_secs(2);
     loop {
-        match connect(cluster, clusters).await {
+        match backend.connect(cluster).await {
             Ok(port) => {
                 state.world.add_provisioned(Arc::new(Member {
                     definition: cluster.clone(),

@@ -103,6 +103,19 @@ struct Inner {
     signed: Vec<String>,
     serial: u64,
     seed: u64,
+    /// A real cluster the clusters made from now on stand for (see
+    /// [`MockMagnum::stand_for`]).
+    backing: Option<Backing>,
+}
+
+/// A real Kubernetes API and its CA, which created clusters answer with: their
+/// `api_address` is the API's, and their certificates are signed with its CA's key, so
+/// that the API accepts them.
+#[derive(Clone)]
+struct Backing {
+    api_address: String,
+    ca_pem: String,
+    ca_key_pem: String,
 }
 
 /// What a new cluster is made of.
@@ -142,6 +155,8 @@ struct MockCluster {
     steps: VecDeque<Step>,
     ca_pem: String,
     ca: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The real API this cluster stands for, if any.
+    backing_api: Option<String>,
 }
 
 impl MockCluster {
@@ -219,7 +234,11 @@ impl MockCluster {
         }
         if self.status == "CREATE_COMPLETE" {
             let host = 10 + self.uuid.len() % 200;
-            self.api_address = Some(format!("https://192.0.2.{host}:6443"));
+            self.api_address = Some(
+                self.backing_api
+                    .clone()
+                    .unwrap_or_else(|| format!("https://192.0.2.{host}:6443")),
+            );
         }
         true
     }
@@ -443,8 +462,20 @@ impl Inner {
             rcgen::KeyUsagePurpose::CrlSign,
             rcgen::KeyUsagePurpose::DigitalSignature,
         ];
-        let key = rcgen::KeyPair::generate()?;
-        let ca_pem = params.self_signed(&key)?.pem();
+        let (ca_pem, ca) = match &self.backing {
+            Some(backing) => (
+                backing.ca_pem.clone(),
+                rcgen::Issuer::from_ca_cert_pem(
+                    &backing.ca_pem,
+                    rcgen::KeyPair::from_pem(&backing.ca_key_pem)?,
+                )?,
+            ),
+            None => {
+                let key = rcgen::KeyPair::generate()?;
+                let ca_pem = params.self_signed(&key)?.pem();
+                (ca_pem, rcgen::Issuer::new(params, key))
+            }
+        };
         self.clusters.push(MockCluster {
             uuid: uuid.clone(),
             name: spec.name,
@@ -459,7 +490,8 @@ impl Inner {
             api_address: None,
             steps: VecDeque::new(),
             ca_pem,
-            ca: rcgen::Issuer::new(params, key),
+            ca,
+            backing_api: self.backing.as_ref().map(|b| b.api_address.clone()),
         });
         Ok(uuid)
     }
@@ -530,6 +562,17 @@ impl MockMagnum {
     /// Subjects of the CSRs it signed.
     pub fn signed(&self) -> Vec<String> {
         self.shared.lock().signed.clone()
+    }
+
+    /// Clusters created from now on stand for a real Kubernetes API: `api_address` is
+    /// `server`, and the CA and the certificates it signs are the cluster CA's (`ca_pem`,
+    /// `ca_key_pem`), so that the API accepts them (its `--client-ca-file`).
+    pub fn stand_for(&self, server: &str, ca_pem: &str, ca_key_pem: &str) {
+        self.shared.lock().backing = Some(Backing {
+            api_address: server.to_owned(),
+            ca_pem: ca_pem.to_owned(),
+            ca_key_pem: ca_key_pem.to_owned(),
+        });
     }
 
     /// Adds a cluster directly, as another Magnum user might have made it.
