@@ -39,7 +39,7 @@ const STANDIN: &str = concat!(
 
 /// The stand-in environment, in `dir`, pointing at `server` (`https://127.0.0.1:PORT`)
 /// with `ca_pem` and `token`.
-fn standin_environment(dir: &Path, ca_pem: &[u8], token: &str) -> Result<PathBuf> {
+fn standin_environment(dir: &Path, ca_pem: &[u8], token: &str, fail: bool) -> Result<PathBuf> {
     use base64::Engine as _;
     std::fs::create_dir_all(dir)?;
     for entry in std::fs::read_dir(STANDIN)? {
@@ -50,12 +50,16 @@ fn standin_environment(dir: &Path, ca_pem: &[u8], token: &str) -> Result<PathBuf
         "ca": base64::engine::general_purpose::STANDARD.encode(ca_pem),
         "token": token,
     });
-    let path = dir.join("standin-environment.yaml");
-    let mut text = std::fs::read_to_string(&path)?;
+    let mut text = std::fs::read_to_string(dir.join("standin-environment.yaml"))?;
     text.push_str(&format!(
-        "parameter_defaults:\n  standin_api_host: 127.0.0.1\n  standin_cluster_access: {}\n",
+        "parameter_defaults:\n  standin_api_host: 127.0.0.1\n  standin_fail: {fail}\n  standin_cluster_access: {}\n",
         serde_json::to_string(&access.to_string())?
     ));
+    let path = dir.join(if fail {
+        "standin-failing.yaml"
+    } else {
+        "standin-environment.yaml"
+    });
     std::fs::write(&path, text)?;
     Ok(path)
 }
@@ -320,7 +324,16 @@ async fn openstack_heat_provision_then_migrate() -> Result<()> {
     let (root, openstack) = (&env.root, &env.openstack);
     let dc1 = &env.clusters[1];
     let identities = &env.identities;
-    let broker = env.broker(openstack.clouds_yaml())?;
+    // The harness's cloud, and the same with a wrong password.
+    let clouds_yaml = root.join("clouds.yaml");
+    let harness = std::fs::read_to_string(openstack.clouds_yaml())?;
+    let password = &openstack.credentials().password;
+    let wrong = harness
+        .replacen("clouds:\n", "", 1)
+        .replace(&format!("  {CLOUD}:"), "  ferry-wrong-password:")
+        .replace(password.as_str(), "not-the-password");
+    std::fs::write(&clouds_yaml, format!("{harness}{wrong}"))?;
+    let broker = env.broker(&clouds_yaml)?;
 
     // `ferry cluster create -f`, waiting with progress.
     let api_port: u16 = dc1
@@ -333,6 +346,7 @@ async fn openstack_heat_provision_then_migrate() -> Result<()> {
         &root.join("standin"),
         &std::fs::read(dc1.ca_file())?,
         &identities[1].token,
+        false,
     )?;
     // Bad input changes nothing.
     let (status, answer) = broker
@@ -349,6 +363,63 @@ async fn openstack_heat_provision_then_migrate() -> Result<()> {
     ensure!(
         status == 404,
         "resize of an unknown cluster: {status} {answer}"
+    );
+
+    // A cloud that refuses the password: the create fails at once, saying so.
+    let (status, answer) = broker
+        .post_text(
+            "/api/v1/clusters",
+            &cluster_document(api_port, &environment)
+                .replace(&format!("cloud: {CLOUD}"), "cloud: ferry-wrong-password")
+                .replace("openstack-dc1", "openstack-nopw"),
+        )
+        .await?;
+    ensure!(status == 202, "{status} {answer}");
+    let failed = until_phase(&broker, "openstack-nopw", "failed").await?;
+    ensure!(
+        failed["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("refused password authentication")),
+        "the reason is Keystone's refusal: {failed}"
+    );
+    ensure!(failed["handle"].is_null(), "nothing was created: {failed}");
+
+    // A failing control plane: the stack fails, the record names the resource and Heat's
+    // reason, and a delete cleans the stack up.
+    let failing = standin_environment(
+        &root.join("standin-failing"),
+        &std::fs::read(dc1.ca_file())?,
+        &identities[1].token,
+        true,
+    )?;
+    let (status, answer) = broker
+        .post_text(
+            "/api/v1/clusters",
+            &cluster_document(api_port, &failing)
+                .replace("openstack-dc1", "openstack-bad")
+                .replace("ferry-dc1", "ferry-bad"),
+        )
+        .await?;
+    ensure!(status == 202, "{status} {answer}");
+    let failed = until_phase(&broker, "openstack-bad", "failed").await?;
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    ensure!(
+        reason.contains("server") && reason.contains("Test Resource failed"),
+        "the reason names the failed resource and Heat's reason: {failed}"
+    );
+    ensure!(
+        failed["handle"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("ferry-bad/")),
+        "the failed stack is kept for inspection: {failed}"
+    );
+    env.cli(&broker, &["delete", "openstack-bad", "--wait"])?;
+    let (status, _) = broker
+        .call("GET", "/api/v1/clusters/openstack-bad/provisioning", None)
+        .await?;
+    ensure!(
+        status == 404,
+        "the failed cluster's record is gone: {status}"
     );
 
     let file = root.join("openstack-dc1.yaml");
