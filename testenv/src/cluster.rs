@@ -72,6 +72,10 @@ pub struct ClusterSpec {
     /// Where to keep its files (emptied first, kept after); a fresh folder under the
     /// system temp folder (removed on drop) when `None`.
     pub dir: Option<PathBuf>,
+    /// A TokenReview webhook (plain HTTP on loopback) that kube-apiserver asks about bearer
+    /// tokens it does not know, as GKE's control planes ask Google: see
+    /// [`ClusterSpec::with_token_webhook`].
+    pub token_webhook: Option<String>,
 }
 
 impl ClusterSpec {
@@ -80,6 +84,7 @@ impl ClusterSpec {
             name: name.to_owned(),
             nodes: NodeSpec::default(),
             dir: None,
+            token_webhook: None,
         }
     }
 
@@ -95,6 +100,14 @@ impl ClusterSpec {
 
     pub fn in_dir(mut self, dir: PathBuf) -> ClusterSpec {
         self.dir = Some(dir);
+        self
+    }
+
+    /// Bearer tokens the apiserver does not know are checked with the TokenReview webhook
+    /// at `url` (e.g. [`crate::FakeGoogle::token_review_url`]). Answers are cached for one
+    /// second only, so that a token's expiry shows at once.
+    pub fn with_token_webhook(mut self, url: &str) -> ClusterSpec {
+        self.token_webhook = Some(url.to_owned());
         self
     }
 }
@@ -135,6 +148,32 @@ fn kubeconfig_text(cluster: &str, server: &str, ca_file: &Path, user: &str, toke
         "apiVersion: v1\nkind: Config\nclusters:\n- name: {cluster}\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: {cluster}\n  context:\n    cluster: {cluster}\n    user: {user}\ncurrent-context: {cluster}\n",
         ca = serde_json::Value::String(ca_file.display().to_string()),
     )
+}
+
+/// The kubeconfig of a token webhook: the server only, as it is plain HTTP on loopback.
+fn webhook_kubeconfig_text(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: token-webhook\n  cluster:\n    server: {server}\nusers:\n- name: kube-apiserver\n  user: {{}}\ncontexts:\n- name: token-webhook\n  context:\n    cluster: token-webhook\n    user: kube-apiserver\ncurrent-context: token-webhook\n",
+        server = serde_json::Value::String(url.to_owned()),
+    )
+}
+
+/// kube-apiserver's flags for the spec's token webhook, if any, with its kubeconfig written.
+fn token_webhook_args(spec: &ClusterSpec, dir: &Path) -> Result<Vec<String>, Error> {
+    let Some(url) = &spec.token_webhook else {
+        return Ok(Vec::new());
+    };
+    let config = dir.join("token-webhook.kubeconfig");
+    write(&config, &webhook_kubeconfig_text(url))?;
+    Ok(vec![
+        format!(
+            "--authentication-token-webhook-config-file={}",
+            config.display()
+        ),
+        // v1beta1 is still the flag's default.
+        "--authentication-token-webhook-version=v1".to_owned(),
+        "--authentication-token-webhook-cache-ttl=1s".to_owned(),
+    ])
 }
 
 /// Starts every cluster, side by side: all control planes first, then the readiness
@@ -259,7 +298,10 @@ impl Cluster {
                 "--allow-privileged=true".to_owned(),
                 "--enable-priority-and-fairness=false".to_owned(),
                 "--profiling=false".to_owned(),
-            ],
+            ]
+            .into_iter()
+            .chain(token_webhook_args(spec, &dir)?)
+            .collect(),
         )?;
         Ok(cluster)
     }

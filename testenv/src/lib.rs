@@ -17,6 +17,7 @@
 
 mod binaries;
 mod cluster;
+pub mod google;
 pub mod magnum;
 mod manifest;
 mod openstack;
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 pub use binaries::Binaries;
 pub use cluster::{Cluster, ClusterSpec, Identity, NodeSpec, client_from, start_clusters};
+pub use google::FakeGoogle;
 pub use magnum::MockMagnum;
 pub use manifest::manifest_documents;
 pub use openstack::{CLOUD, Credentials, OpenStack, REGION, password_auth};
