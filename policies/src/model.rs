@@ -102,10 +102,11 @@ pub enum OpenstackProvisioner {
 pub struct GkeConnection {
     /// Google Cloud project id.
     pub project: String,
-    /// Region or zone of the cluster.
+    /// Region or zone of the cluster, or `-` for every location of the project.
     pub location: String,
-    /// GKE cluster name.
-    pub cluster: String,
+    /// One GKE cluster; `None` federates every cluster found in the project and location,
+    /// each a member of its own name with this file's labels, scope and prices.
+    pub cluster: Option<String>,
     /// Path of a service-account key file; `None` means application default credentials.
     pub credentials_file: Option<String>,
 }

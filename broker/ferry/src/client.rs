@@ -135,11 +135,18 @@ impl BrokerClient {
                     "MEMORY USED/CAPACITY",
                     "WORKLOADS",
                     "MONTHLY",
+                    "CORE-HOUR",
+                    "GIB-HOUR",
+                    "PRICES FROM",
                 ]
                 .map(str::to_owned)
                 .to_vec(),
             )
             .chain(items.iter().map(|c| {
+                let rate = |v: &Value| {
+                    v.as_f64()
+                        .map_or_else(|| "-".to_owned(), |r| format!("{r:.6}"))
+                };
                 vec![
                     s(&c["name"]),
                     s(&c["provider"]),
@@ -152,6 +159,9 @@ impl BrokerClient {
                     ),
                     s(&c["workloads"]),
                     money(&c["monthlyCost"]),
+                    rate(&c["pricing"]["cpuCoreHour"]),
+                    rate(&c["pricing"]["memoryGibHour"]),
+                    s(&c["pricing"]["source"]),
                 ]
             }))
             .collect(),

@@ -589,8 +589,8 @@ fn decode_gke(ctx: &mut Ctx<'_>, node: &Node) -> Option<GkeConnection> {
         .required(ctx, "location")
         .and_then(|n| string(ctx, n, "spec.gke.location"));
     let cluster = fields
-        .required(ctx, "cluster")
-        .and_then(|n| string(ctx, n, "spec.gke.cluster"));
+        .optional("cluster")
+        .map(|n| string(ctx, n, "spec.gke.cluster"));
     let credentials = fields
         .optional("credentialsFile")
         .map(|n| string(ctx, n, "spec.gke.credentialsFile"));
@@ -598,7 +598,7 @@ fn decode_gke(ctx: &mut Ctx<'_>, node: &Node) -> Option<GkeConnection> {
     Some(GkeConnection {
         project: project?,
         location: location?,
-        cluster: cluster?,
+        cluster: cluster.map_or(Some(None), |c| c.map(Some))?,
         credentials_file: credentials.map_or(Some(None), |c| c.map(Some))?,
     })
 }

@@ -246,6 +246,7 @@ async fn clusters(
             "pricing": {
                 "currency": d.pricing.currency, "cpuCoreHour": d.pricing.cpu_core_hour,
                 "memoryGibHour": d.pricing.memory_gib_hour, "egressGib": d.pricing.egress_gib,
+                "source": member.price_source.as_deref().unwrap_or("the Cluster file"),
             },
             "workloads": count,
             "monthlyCost": cents(cost),

@@ -216,6 +216,7 @@ async fn federation(data: &Path, rollout_time: Duration, synthetic: u32) -> anyh
         members.push(Arc::new(Member {
             definition: cluster.clone(),
             port,
+            price_source: None,
         }));
     }
     let definitions = set.workloads.iter().map(|w| w.value.clone()).collect();

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod dashboard;
 pub mod demo;
 pub mod events;
+pub mod gke;
 pub mod history;
 pub mod metrics;
 pub mod migration;

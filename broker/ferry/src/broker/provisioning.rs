@@ -723,6 +723,7 @@ async fn connect_and_register(
             state.world.add_provisioned(Arc::new(Member {
                 definition: cluster.clone(),
                 port,
+                price_source: None,
             }));
             record.phase = Phase::Ready;
             record.reason = None;
@@ -946,6 +947,7 @@ async fn reconnect(state: &Arc<AppState>, cluster: &Cluster, backend: &Backend) 
                 state.world.add_provisioned(Arc::new(Member {
                     definition: cluster.clone(),
                     port,
+                    price_source: None,
                 }));
                 return;
             }

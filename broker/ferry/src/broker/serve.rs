@@ -9,7 +9,8 @@
 //! Kubernetes adapter), `provider: openstack` with the kubeconfig of a cluster that exists
 //! (`spec.openstack.kubernetes`), or `provider: sim`. Clusters Ferry provisions itself
 //! come through the API instead (`ferry cluster create`, `provisioning.rs`) and are kept
-//! in the store. The GKE adapter is the next issue; a file naming it is refused so.
+//! in the store. `provider: gke` names one GKE cluster or a project and location whose
+//! clusters are all members (`gke.rs`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::api::AppState;
+use super::gke::GkeSettings;
 use super::history::{self, HistoryConfig};
 use super::migration::EngineConfig;
 use super::provisioning::ProvisioningConfig;
@@ -57,6 +59,9 @@ pub struct Config {
     /// Clusters Ferry provisions on OpenStack.
     #[serde(default)]
     pub provisioning: ProvisioningSettings,
+    /// Where Google's APIs are, for GKE members.
+    #[serde(default)]
+    pub gke: GkeSettings,
 }
 
 /// `[provisioning]`: where the OpenStack credentials are, and how stacks are followed.
@@ -164,13 +169,10 @@ fn load(paths: &[PathBuf]) -> Result<ResourceSet, Vec<String>> {
     let mut problems: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
     for cluster in &loaded.resources.clusters {
         let refusal = match &cluster.value.connection {
-            Connection::Sim | Connection::Kubernetes(_) => None,
+            Connection::Sim | Connection::Kubernetes(_) | Connection::Gke(_) => None,
             Connection::Openstack(openstack) if openstack.kubeconfig.is_some() => None,
             Connection::Openstack(_) => Some(
                 "an openstack cluster in a file needs spec.openstack.kubernetes (the kubeconfig of a cluster that exists); to have Ferry provision it, send the file with `ferry cluster create -f`",
-            ),
-            Connection::Gke(_) => Some(
-                "provider gke needs its adapter, which is not built yet; kubernetes, openstack and sim clusters can be served today",
             ),
         };
         if let Some(refusal) = refusal {
@@ -210,10 +212,23 @@ async fn members(
     set: &ResourceSet,
     running: &Sims,
     base: &Path,
+    gke: &GkeSettings,
 ) -> anyhow::Result<(Vec<Arc<Member>>, Sims)> {
     let mut members = Vec::new();
     let mut ports = BTreeMap::new();
     for cluster in set.clusters.iter().map(|c| &c.value) {
+        // A GKE file may stand for several clusters, found anew on each reload (a reload
+        // happens when files change).
+        if let Connection::Gke(connection) = &cluster.connection {
+            for found in super::gke::members(cluster, connection, gke, base).await? {
+                members.push(Arc::new(Member {
+                    definition: found.definition,
+                    port: found.port,
+                    price_source: Some(found.price_source),
+                }));
+            }
+            continue;
+        }
         let port: Arc<dyn ClusterPort> = match running.get(&cluster.name) {
             Some((spec, port)) if *spec == port_spec(cluster) => Arc::clone(port),
             _ => match kubeconfig_of(&cluster.connection) {
@@ -255,6 +270,7 @@ async fn members(
         members.push(Arc::new(Member {
             definition: cluster.clone(),
             port,
+            price_source: None,
         }));
     }
     Ok((members, ports))
@@ -410,6 +426,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     };
     let history = history_config(&config.cost_history).map_err(|e| anyhow::anyhow!(e))?;
     let provisioning = provisioning_config(&config.provisioning, base)?;
+    let gke = config.gke.clone();
     let auth = match &config.auth {
         Some(auth) => Some(auth.external(config_path.parent().unwrap_or(Path::new(".")))?),
         None => None,
@@ -418,7 +435,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         anyhow::anyhow!("the resource files have errors:\n{}", problems.join("\n"))
     })?;
     let base = config_path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let (members, mut sims) = members(&set, &BTreeMap::new(), &base).await?;
+    let (members, mut sims) = members(&set, &BTreeMap::new(), &base, &gke).await?;
     let world = World::new(
         members,
         set.workloads.iter().map(|w| w.value.clone()).collect(),
@@ -465,7 +482,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
                 let now = fingerprint(&paths);
                 if now != last {
                     last = now;
-                    sims = reload(&state, &paths, sims, &base).await;
+                    sims = reload(&state, &paths, sims, &base, &gke).await;
                 }
             }
         }
@@ -476,7 +493,13 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
 }
 
 /// Applies the files as they are now, or keeps the last good set and says why.
-async fn reload(state: &AppState, paths: &[PathBuf], sims: Sims, base: &Path) -> Sims {
+async fn reload(
+    state: &AppState,
+    paths: &[PathBuf],
+    sims: Sims,
+    base: &Path,
+    gke: &GkeSettings,
+) -> Sims {
     let set = match load(paths) {
         Ok(set) => set,
         Err(problems) => {
@@ -493,7 +516,7 @@ async fn reload(state: &AppState, paths: &[PathBuf], sims: Sims, base: &Path) ->
             return sims;
         }
     };
-    let (members, new_sims) = match members(&set, &sims, base).await {
+    let (members, new_sims) = match members(&set, &sims, base, gke).await {
         Ok(built) => built,
         Err(error) => {
             state.events.publish(

@@ -15,6 +15,9 @@ use ferry_ports::{ClusterPort, Inventory, PortError, RunningWorkload, WorkloadKe
 pub struct Member {
     pub definition: Cluster,
     pub port: Arc<dyn ClusterPort>,
+    /// Where the prices in `definition` come from when not from its file (the Billing
+    /// Catalog for a GKE member, or why the file's stand in).
+    pub price_source: Option<String>,
 }
 
 /// Shared, and changed as a whole when files change (`ferry serve` reloads them), so a
