@@ -163,7 +163,7 @@ spec:
     std::fs::write(
         dir.join("ferry.toml"),
         format!(
-            "listen = \"127.0.0.1:0\"\ndata = \"data\"\nresources = [\"resources\"]\n[migrations]\nrollback-window = \"2s\"\nstep-deadline = \"60s\"\n[gke]\napi-url = {:?}\nbilling-url = {:?}\n",
+            "listen = \"127.0.0.1:0\"\ndata = \"data\"\nresources = [\"resources\"]\n[migrations]\nrollback-window = \"2s\"\nstep-deadline = \"60s\"\n[provisioning]\npoll = \"1s\"\n[gke]\napi-url = {:?}\nbilling-url = {:?}\n",
             fake.container_url(),
             fake.billing_url()
         ),
@@ -213,6 +213,36 @@ spec:
     ensure!(
         output.status.success() && table.contains("gke-a") && table.contains("0.021000"),
         "ferry get clusters: {table}"
+    );
+
+    // Capacity: gke-a's node pool from 2 to 4 nodes, through the CLI; then a resize whose
+    // operation fails, with Google's error said.
+    let resize = |workers: &str| {
+        std::process::Command::new(FERRY)
+            .args(["cluster", "resize", "gke-a", "--workers", workers, "--wait"])
+            .env("FERRY_SERVER", &broker.url)
+            .env("FERRY_TOKEN", &broker.token)
+            .output()
+    };
+    let output = resize("4")?;
+    ensure!(
+        output.status.success(),
+        "resize: {}{}",
+        String::from_utf8_lossy(&output.stderr),
+        broker.logs()
+    );
+    ensure!(
+        fake.pool_sizes(PROJECT, LOCATION, "gke-a", "default-pool")
+            == Some(vec![("europe-west4-a".to_owned(), 4)]),
+        "the pool has 4 nodes: {:?}",
+        fake.pool_sizes(PROJECT, LOCATION, "gke-a", "default-pool")
+    );
+    fake.fail_next_set_size("ZONE_RESOURCE_POOL_EXHAUSTED in europe-west4-a");
+    let output = resize("6")?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        !output.status.success() && stderr.contains("ZONE_RESOURCE_POOL_EXHAUSTED"),
+        "a failed resize is an error with Google's reason: {stderr}"
     );
 
     // The app moves onto GKE and back.

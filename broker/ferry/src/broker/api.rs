@@ -764,7 +764,13 @@ async fn get_provisioning(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers, Role::Viewer)?;
-    Ok(Json(super::provisioning::get(&state, &name)?.view()))
+    match super::provisioning::get(&state, &name) {
+        Ok(record) => Ok(Json(record.view())),
+        Err(ApiError::NotFound(message)) => super::provisioning::member_resize(&state, &name)
+            .map(Json)
+            .ok_or(ApiError::NotFound(message)),
+        Err(other) => Err(other),
+    }
 }
 
 async fn list_provisioning(

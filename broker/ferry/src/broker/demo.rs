@@ -217,6 +217,7 @@ async fn federation(data: &Path, rollout_time: Duration, synthetic: u32) -> anyh
             definition: cluster.clone(),
             port,
             price_source: None,
+            provisioner: None,
         }));
     }
     let definitions = set.workloads.iter().map(|w| w.value.clone()).collect();

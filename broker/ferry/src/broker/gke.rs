@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use ferry_adapter_gke::{
-    BillingCatalog, CatalogAuth, CatalogPrices, Gke, ServiceAccountKey, StaticRates, TokenSource,
+    BillingCatalog, CatalogAuth, CatalogPrices, Gke, GkeNodePools, PoolRef, ServiceAccountKey,
+    StaticRates, TokenSource,
 };
 use ferry_adapter_kubernetes::{KubeCluster, TargetOverrides};
 use ferry_policies::model::{Cluster, GkeConnection};
-use ferry_ports::{Backoff, ClusterPort, PriceSource, Retrying};
+use ferry_ports::{Backoff, ClusterPort, PriceSource, Provisioner, Retrying};
 use serde::Deserialize;
 
 /// `[gke]` of `ferry serve`: where Google's APIs are (tests point them at a local fake).
@@ -34,6 +35,8 @@ pub struct Found {
     pub definition: Cluster,
     pub port: Arc<dyn ClusterPort>,
     pub price_source: String,
+    /// Resizes its first node pool (`ferry cluster resize`).
+    pub provisioner: Arc<dyn Provisioner>,
 }
 
 /// The members a `gke` Cluster file stands for.
@@ -59,6 +62,8 @@ pub async fn members(
         None => Gke::new(Arc::clone(&tokens))?,
     }
     .for_project(&gke.project)?;
+    let client = Arc::new(client);
+    let pools = Arc::new(GkeNodePools::new(Arc::clone(&client)));
     let clusters = match &gke.cluster {
         Some(name) => vec![client.cluster(&gke.location, name).await.with_context(|| {
             format!(
@@ -122,6 +127,13 @@ pub async fn members(
                 currency: file.pricing.currency.clone(),
             },
         );
+        // The first pool is the one a resize changes (GKE's `default-pool` unless renamed).
+        if let Some(pool) = cluster.node_pools.first() {
+            pools.register(
+                &name,
+                PoolRef::new(&cluster.location, &cluster.name, &pool.name)?,
+            );
+        }
         let mut definition = file.clone();
         definition.name = name.clone();
         let price_source = match prices.quote(&name).await {
@@ -141,6 +153,7 @@ pub async fn members(
             definition,
             port: Arc::new(Retrying::new(Arc::new(kube), Backoff::default())),
             price_source,
+            provisioner: Arc::clone(&pools) as Arc<dyn Provisioner>,
         });
     }
     Ok(found)

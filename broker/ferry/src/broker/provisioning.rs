@@ -30,7 +30,7 @@ use ferry_adapter_openstack::{
 };
 use ferry_policies::model::{Cluster, Connection, OpenstackConnection, OpenstackProvisioner};
 use ferry_policies::resources::ResourceSet;
-use ferry_ports::{Backoff, ClusterPort, PortError, Provisioner, Retrying};
+use ferry_ports::{Backoff, ClusterPort, Operation, PortError, Provisioner, Retrying};
 use ferry_store::Versioned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -141,6 +141,9 @@ pub struct Provisioning {
     config: ProvisioningConfig,
     clouds: tokio::sync::Mutex<BTreeMap<CloudKey, CloudClients>>,
     busy: Mutex<BTreeSet<String>>,
+    /// Resizes of members Ferry did not provision (GKE node pools), in the record's
+    /// shape: followed in memory only, since the cloud finishes them anyway.
+    resizes: Mutex<BTreeMap<String, Value>>,
 }
 
 /// A token that does not change: the ServiceAccount token the control plane made for
@@ -264,6 +267,7 @@ impl Provisioning {
             config,
             clouds: tokio::sync::Mutex::new(BTreeMap::new()),
             busy: Mutex::new(BTreeSet::new()),
+            resizes: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -724,6 +728,7 @@ async fn connect_and_register(
                 definition: cluster.clone(),
                 port,
                 price_source: None,
+                provisioner: None,
             }));
             record.phase = Phase::Ready;
             record.reason = None;
@@ -754,7 +759,18 @@ async fn backend_of(
 /// Changes the worker count: the cloud's answer to the request comes back at once (a
 /// refusal is an error here), the change is followed in the background.
 pub async fn resize(state: &Arc<AppState>, name: &str, workers: u32) -> Result<Value, ApiError> {
-    let mut record = get(state, name)?;
+    let mut record = match get(state, name) {
+        Ok(record) => record,
+        Err(ApiError::NotFound(message)) => {
+            return match state.world.member(name).and_then(|m| m.provisioner.clone()) {
+                Some(provisioner) => resize_member(state, name, provisioner, workers).await,
+                None => Err(ApiError::NotFound(format!(
+                    "{message}, and no member of that name has a node pool Ferry may resize"
+                ))),
+            };
+        }
+        Err(other) => return Err(other),
+    };
     if record.provisioner == "heat" {
         check_worker_count(workers).map_err(|m| ApiError::BadRequest("invalid_resize", m))?;
     } else if workers == 0 {
@@ -795,6 +811,106 @@ pub async fn resize(state: &Arc<AppState>, name: &str, workers: u32) -> Result<V
         finish_resize(&state, &backend, &handle, &mut record).await;
     });
     Ok(view)
+}
+
+/// The resize of a member Ferry did not provision (a GKE node pool): asked at once (a
+/// refusal is an error here), its operation followed in the background.
+async fn resize_member(
+    state: &Arc<AppState>,
+    name: &str,
+    provisioner: Arc<dyn Provisioner>,
+    workers: u32,
+) -> Result<Value, ApiError> {
+    let guard = Provisioning::claim(state, name)?;
+    let operation = provisioner
+        .resize(name, workers)
+        .await
+        .map_err(|e| match e {
+            PortError::Rejected { reason, .. } => ApiError::BadRequest("invalid_resize", reason),
+            PortError::Conflict { .. } => ApiError::Conflict(e.to_string()),
+            other => ApiError::Upstream(other.to_string()),
+        })?;
+    let id = match &operation {
+        Operation::Running { id, .. } | Operation::Done { id } | Operation::Failed { id, .. } => {
+            id.clone()
+        }
+    };
+    let now = clock::now();
+    let mut view = json!({
+        "cluster": name, "provisioner": "node pool", "handle": id, "phase": "resizing",
+        "workers": workers, "progress": format!("{workers} nodes requested"), "reason": null,
+        "createdAt": now, "updatedAt": now,
+    });
+    set_member_resize(state, name, &view);
+    let answer = view.clone();
+    let state = Arc::clone(state);
+    let name = name.to_owned();
+    tokio::spawn(async move {
+        let _guard = guard;
+        let follow = state.provisioning.config.follow.clone();
+        let deadline = tokio::time::Instant::now() + follow.deadline;
+        let mut delay = follow.first_delay;
+        let mut current = operation;
+        loop {
+            match current {
+                Operation::Done { .. } => break,
+                Operation::Failed { reason, .. } => {
+                    view["reason"] = json!(format!("resize to {workers} nodes failed: {reason}"));
+                    break;
+                }
+                Operation::Running { progress, .. } => {
+                    view["progress"] = json!(progress);
+                    set_member_resize(&state, &name, &view);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                view["reason"] = json!(format!(
+                    "resize to {workers} nodes: not done after {} s",
+                    follow.deadline.as_secs()
+                ));
+                break;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 3 / 2).min(follow.max_delay);
+            current = match provisioner.operation(&id).await {
+                Ok(operation) => operation,
+                Err(error) if error.is_transient() => Operation::Running {
+                    id: id.clone(),
+                    progress: error.to_string(),
+                },
+                Err(error) => Operation::Failed {
+                    id: id.clone(),
+                    reason: error.to_string(),
+                },
+            };
+        }
+        view["phase"] = json!("ready");
+        set_member_resize(&state, &name, &view);
+    });
+    Ok(answer)
+}
+
+fn set_member_resize(state: &AppState, name: &str, view: &Value) {
+    let mut view = view.clone();
+    view["updatedAt"] = json!(clock::now());
+    state
+        .provisioning
+        .resizes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(name.to_owned(), view.clone());
+    state.events.publish("cluster.provisioning", None, view);
+}
+
+/// The last resize of a member Ferry did not provision, if any.
+pub fn member_resize(state: &AppState, name: &str) -> Option<Value> {
+    state
+        .provisioning
+        .resizes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(name)
+        .cloned()
 }
 
 /// A resize that fails leaves the cluster serving with the workers it has: the record
@@ -948,6 +1064,7 @@ async fn reconnect(state: &Arc<AppState>, cluster: &Cluster, backend: &Backend) 
                     definition: cluster.clone(),
                     port,
                     price_source: None,
+                    provisioner: None,
                 }));
                 return;
             }

@@ -225,6 +225,7 @@ async fn members(
                     definition: found.definition,
                     port: found.port,
                     price_source: Some(found.price_source),
+                    provisioner: Some(found.provisioner),
                 }));
             }
             continue;
@@ -271,6 +272,7 @@ async fn members(
             definition: cluster.clone(),
             port,
             price_source: None,
+            provisioner: None,
         }));
     }
     Ok((members, ports))

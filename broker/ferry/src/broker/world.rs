@@ -18,6 +18,8 @@ pub struct Member {
     /// Where the prices in `definition` come from when not from its file (the Billing
     /// Catalog for a GKE member, or why the file's stand in).
     pub price_source: Option<String>,
+    /// What resizes this member when Ferry did not provision it (a GKE node pool).
+    pub provisioner: Option<Arc<dyn ferry_ports::Provisioner>>,
 }
 
 /// Shared, and changed as a whole when files change (`ferry serve` reloads them), so a
