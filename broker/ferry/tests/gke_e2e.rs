@@ -31,6 +31,18 @@ const LOCATION: &str = "europe-west4";
 const EMAIL: &str = "ferry-broker@ferry-e2e.iam.gserviceaccount.com";
 const NAMESPACE: &str = "shop";
 
+/// A copy of a broker folder with a data folder of its own (a second broker beside the
+/// first).
+fn dir_with_new_data(dir: &Path) -> Result<std::path::PathBuf> {
+    let copy = dir.with_file_name("broker-2");
+    let _ = std::fs::remove_dir_all(&copy);
+    std::fs::create_dir_all(copy.join("resources"))?;
+    for name in ["ferry.toml", "google-key.json", "resources/clusters.yaml"] {
+        std::fs::copy(dir.join(name), copy.join(name))?;
+    }
+    Ok(copy)
+}
+
 fn object<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {
     Ok(serde_json::from_value(value)?)
 }
@@ -42,8 +54,9 @@ async fn gke_discover_then_migrate() -> Result<()> {
     std::fs::create_dir_all(root.join("broker/resources"))?;
 
     let fake = FakeGoogle::start().await?;
-    // Short-lived tokens: the broker renews them while it works.
-    fake.set_token_lifetime(Duration::from_secs(30));
+    // Tokens that live 10 s: the broker renews them in the background while it works, and
+    // every call after the first 10 s needs a renewed one.
+    fake.set_token_lifetime(Duration::from_secs(10));
     let specs = [
         ClusterSpec::named("kube-src")
             .in_dir(root.join("kube-src"))
@@ -278,6 +291,32 @@ spec:
         })
         .await?;
     }
+
+    // Tokens were renewed on the way (the test outlives the first one).
+    let issued = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.starts_with("/token") && r.status == 200)
+        .count();
+    ensure!(issued >= 2, "the broker renewed its token: {issued} issued");
+
+    // A revoked key: a broker given it refuses to start, saying why, and asks Google once.
+    fake.revoke(EMAIL);
+    let before = fake.requests().len();
+    let refused = Broker::start(&dir_with_new_data(&dir)?, &[]);
+    let Err(error) = refused else {
+        anyhow::bail!("a broker started with a revoked key");
+    };
+    let text = format!("{error:#}");
+    ensure!(
+        text.contains("invalid_grant") || text.contains("refused"),
+        "the refusal says why: {text}"
+    );
+    let asked = fake.requests()[before..]
+        .iter()
+        .filter(|r| r.path.starts_with("/token"))
+        .count();
+    ensure!(asked == 1, "one token request, not a retry storm: {asked}");
 
     // Every call the broker made was one Google's documents describe, with a token the
     // fake issued; the key never reached the broker's log.
