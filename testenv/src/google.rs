@@ -96,12 +96,11 @@ const FAILED_SET_SIZE_CODE: i64 = 8;
 // Discovery documents
 // ---------------------------------------------------------------------------------------
 
-/// The folder of the discovery documents (`shared/data/gcp/` next to the workspace).
+/// The folder of the discovery documents: `testenv/data/gcp/`, unmodified copies of the
+/// project's shared `data/gcp/` (see its README), kept in the repository so that a clean
+/// clone tests on its own.
 pub fn discovery_dir() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/gcp"
-    ))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/gcp"))
 }
 
 /// One API's discovery document, and where this fake serves it.

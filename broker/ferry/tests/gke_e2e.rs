@@ -7,8 +7,9 @@
 //! two GKE clusters it lists are real kube-apiservers of the harness, which accept the
 //! access tokens it issues through a TokenReview webhook (as GKE's control planes accept
 //! Google's) and know the service account by its e-mail, bound by RBAC to
-//! `deploy/ferry-clusterrole.yaml`. The workload starts on a plain harness cluster (the
-//! OpenStack end-to-end test covers the provisioned kind).
+//! `deploy/ferry-clusterrole.yaml`. The workload starts on the on-prem cluster that Ferry
+//! provisions first through the real Keystone and Heat, with the OpenStack test's
+//! stand-ins for Nova, Neutron and Octavia (`openstack_e2e.rs`): a third real apiserver.
 
 mod support;
 
@@ -17,7 +18,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use ferry_testenv::google::{COMPUTE_ENGINE, NodePoolSpec, ram_sku, vcpu_sku};
-use ferry_testenv::{ClusterSpec, FakeGoogle, client_from, manifest_documents, start_clusters};
+use ferry_testenv::{
+    ClusterSpec, FakeGoogle, OpenStack, client_from, manifest_documents, start_clusters,
+};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Api;
@@ -58,8 +61,8 @@ async fn gke_discover_then_migrate() -> Result<()> {
     // every call after the first 10 s needs a renewed one.
     fake.set_token_lifetime(Duration::from_secs(10));
     let specs = [
-        ClusterSpec::named("kube-src")
-            .in_dir(root.join("kube-src"))
+        ClusterSpec::named("kube-dc1")
+            .in_dir(root.join("kube-dc1"))
             .with_nodes(2, "8", "32Gi"),
         ClusterSpec::named("gke-a")
             .in_dir(root.join("gke-a"))
@@ -70,7 +73,12 @@ async fn gke_discover_then_migrate() -> Result<()> {
             .with_nodes(2, "8", "32Gi")
             .with_token_webhook(&fake.token_review_url()),
     ];
-    let clusters = start_clusters(&specs).await.context("three clusters")?;
+    let (openstack, clusters) = tokio::join!(
+        OpenStack::start(Some(root.join("openstack"))),
+        start_clusters(&specs)
+    );
+    let openstack = openstack.context("Keystone and Heat")?;
+    let clusters = clusters.context("three clusters")?;
     let role: ClusterRole = object(
         manifest_documents(ferry_adapter_kubernetes::CLUSTER_ROLE_YAML)?
             .into_iter()
@@ -151,15 +159,6 @@ async fn gke_discover_then_migrate() -> Result<()> {
         format!(
             "apiVersion: ferry.dev/v1alpha1
 kind: Cluster
-metadata: {{name: kube-src}}
-spec:
-  provider: kubernetes
-  kubernetes: {{kubeconfig: {:?}}}
-  workloads: {{namespaces: [{NAMESPACE}]}}
-  pricing: {{currency: USD, cpuCoreHour: 0.05, memoryGiBHour: 0.004, egressGiB: 0.01}}
----
-apiVersion: ferry.dev/v1alpha1
-kind: Cluster
 metadata:
   name: gke-europe
   labels: {{provider: gke, region: {LOCATION}}}
@@ -168,20 +167,37 @@ spec:
   gke: {{project: {PROJECT}, location: {LOCATION}, credentialsFile: google-key.json}}
   workloads: {{namespaces: [{NAMESPACE}]}}
   pricing: {{currency: USD, cpuCoreHour: 0.9, memoryGiBHour: 0.9, egressGiB: 0.12}}
-",
-            identity.kubeconfig
+"
         ),
     )?;
     let dir = root.join("broker");
     std::fs::write(
         dir.join("ferry.toml"),
         format!(
-            "listen = \"127.0.0.1:0\"\ndata = \"data\"\nresources = [\"resources\"]\n[migrations]\nrollback-window = \"2s\"\nstep-deadline = \"60s\"\n[provisioning]\npoll = \"1s\"\n[gke]\napi-url = {:?}\nbilling-url = {:?}\n",
+            "listen = \"127.0.0.1:0\"\ndata = \"data\"\nresources = [\"resources\"]\n[migrations]\nrollback-window = \"2s\"\nstep-deadline = \"60s\"\n[provisioning]\nclouds-yaml = {:?}\npoll = \"1s\"\n[gke]\napi-url = {:?}\nbilling-url = {:?}\n",
+            openstack.clouds_yaml(),
             fake.container_url(),
             fake.billing_url()
         ),
     )?;
     let broker = Broker::start(&dir, &[])?;
+
+    // The on-prem cluster, provisioned through Heat: its stack's outputs lead to the
+    // first apiserver, reached as its restricted ServiceAccount.
+    let environment = standin_environment(
+        &root.join("standin"),
+        &std::fs::read(source.ca_file())?,
+        &identity.token,
+        false,
+    )?;
+    let (status, answer) = broker
+        .post_text(
+            "/api/v1/clusters",
+            &heat_cluster_document(api_port(source.server())?, &environment, NAMESPACE),
+        )
+        .await?;
+    ensure!(status == 202, "{status} {answer}");
+    until_phase(&broker, "openstack-dc1", "ready").await?;
 
     // Both GKE clusters are Ready members, priced from the catalog.
     let found = eventually("the two GKE clusters are Ready members", || async {
@@ -270,9 +286,9 @@ spec:
     let gke_a = clusters[1].client().await?;
     create_namespace(&gke_a, NAMESPACE).await?;
     broker
-        .until_sees(&format!("{NAMESPACE}/web"), "kube-src")
+        .until_sees(&format!("{NAMESPACE}/web"), "openstack-dc1")
         .await?;
-    for (to, client) in [("gke-a", &gke_a), ("kube-src", &source_admin)] {
+    for (to, client) in [("gke-a", &gke_a), ("openstack-dc1", &source_admin)] {
         let id = broker
             .migrate(&format!("{NAMESPACE}/web"), to, false)
             .await?;

@@ -18,7 +18,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use ferry_adapter_openstack::{CloudConfig, Heat, Keystone, Magnum, NewClusterTemplate, StackId};
 use ferry_testenv::{
     CLOUD, ClusterSpec, MockMagnum, OpenStack, client_from, manifest_documents, start_clusters,
@@ -32,82 +32,8 @@ use serde_json::{Value, json};
 use support::*;
 
 const NAMESPACE: &str = "shop";
-const STANDIN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../adapters/openstack/testdata/standin"
-);
-
-/// The stand-in environment, in `dir`, pointing at `server` (`https://127.0.0.1:PORT`)
-/// with `ca_pem` and `token`.
-fn standin_environment(dir: &Path, ca_pem: &[u8], token: &str, fail: bool) -> Result<PathBuf> {
-    use base64::Engine as _;
-    std::fs::create_dir_all(dir)?;
-    for entry in std::fs::read_dir(STANDIN)? {
-        let entry = entry?;
-        std::fs::copy(entry.path(), dir.join(entry.file_name()))?;
-    }
-    let access = json!({
-        "ca": base64::engine::general_purpose::STANDARD.encode(ca_pem),
-        "token": token,
-    });
-    let mut text = std::fs::read_to_string(dir.join("standin-environment.yaml"))?;
-    text.push_str(&format!(
-        "parameter_defaults:\n  standin_api_host: 127.0.0.1\n  standin_fail: {fail}\n  standin_cluster_access: {}\n",
-        serde_json::to_string(&access.to_string())?
-    ));
-    let path = dir.join(if fail {
-        "standin-failing.yaml"
-    } else {
-        "standin-environment.yaml"
-    });
-    std::fs::write(&path, text)?;
-    Ok(path)
-}
-
 fn cluster_document(api_port: u16, environment: &Path) -> String {
-    format!(
-        "apiVersion: ferry.dev/v1alpha1
-kind: Cluster
-metadata:
-  name: openstack-dc1
-  labels: {{provider: openstack, residency: eu}}
-spec:
-  provider: openstack
-  openstack:
-    cloud: {CLOUD}
-    heat:
-      stack: ferry-dc1
-      parameters:
-        image: ubuntu-24.04
-        master_flavor: m1.medium
-        worker_flavor: m1.large
-        external_network: public
-        worker_count: \"3\"
-        api_port: \"{api_port}\"
-      environment: {environment:?}
-  workloads: {{namespaces: [{NAMESPACE}]}}
-  overrides: {{labels: {{ferry-test/arrived-on: openstack-dc1}}}}
-  pricing: {{currency: USD, cpuCoreHour: 0.01, memoryGiBHour: 0.001, egressGiB: 0.01}}
-"
-    )
-}
-
-async fn until_phase(broker: &Broker, cluster: &str, phase: &str) -> Result<Value> {
-    eventually(&format!("{cluster} {phase}"), || async {
-        let (status, record) = broker
-            .call(
-                "GET",
-                &format!("/api/v1/clusters/{cluster}/provisioning"),
-                None,
-            )
-            .await?;
-        ensure!(status == 200, "provisioning record: {status} {record}");
-        if record["phase"] == "failed" && phase != "failed" {
-            bail!("provisioning failed: {record}\n{}", broker.logs());
-        }
-        Ok((record["phase"] == phase).then_some(record))
-    })
-    .await
+    heat_cluster_document(api_port, environment, NAMESPACE)
 }
 
 /// What both tests start: Keystone and Heat, two real clusters (where the app runs, and
@@ -336,12 +262,7 @@ async fn openstack_heat_provision_then_migrate() -> Result<()> {
     let broker = env.broker(&clouds_yaml)?;
 
     // `ferry cluster create -f`, waiting with progress.
-    let api_port: u16 = dc1
-        .server()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .context("the apiserver's port")?;
+    let api_port = api_port(dc1.server())?;
     let environment = standin_environment(
         &root.join("standin"),
         &std::fs::read(dc1.ca_file())?,

@@ -29,7 +29,7 @@ pub fn json(path: &str) -> Value {
 /// The discovery documents, read once per use.
 pub fn discovery(api: &str) -> Value {
     let path = format!(
-        "{}/../../../shared/data/gcp/{api}.v1.json",
+        "{}/../../testenv/data/gcp/{api}.v1.json",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));

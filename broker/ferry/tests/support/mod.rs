@@ -294,3 +294,99 @@ impl Broker {
 pub fn state(migration: &Value) -> &str {
     migration["state"].as_str().unwrap_or_default()
 }
+
+// ---------------------------------------------------------------------------------------
+// OpenStack: Ferry's cluster template with the test stand-ins
+// ---------------------------------------------------------------------------------------
+
+pub const STANDIN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../adapters/openstack/testdata/standin"
+);
+
+/// The stand-in environment, in `dir`, pointing at `server` (`https://127.0.0.1:PORT`)
+/// with `ca_pem` and `token`.
+pub fn standin_environment(dir: &Path, ca_pem: &[u8], token: &str, fail: bool) -> Result<PathBuf> {
+    use base64::Engine as _;
+    std::fs::create_dir_all(dir)?;
+    for entry in std::fs::read_dir(STANDIN)? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), dir.join(entry.file_name()))?;
+    }
+    let access = json!({
+        "ca": base64::engine::general_purpose::STANDARD.encode(ca_pem),
+        "token": token,
+    });
+    let mut text = std::fs::read_to_string(dir.join("standin-environment.yaml"))?;
+    text.push_str(&format!(
+        "parameter_defaults:\n  standin_api_host: 127.0.0.1\n  standin_fail: {fail}\n  standin_cluster_access: {}\n",
+        serde_json::to_string(&access.to_string())?
+    ));
+    let path = dir.join(if fail {
+        "standin-failing.yaml"
+    } else {
+        "standin-environment.yaml"
+    });
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// A Cluster document of `openstack-dc1`, provisioned through Heat (stack `ferry-dc1`)
+/// with the stand-in `environment` (see [`standin_environment`]), scoped to `namespace`.
+pub fn heat_cluster_document(api_port: u16, environment: &Path, namespace: &str) -> String {
+    format!(
+        "apiVersion: ferry.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: openstack-dc1
+  labels: {{provider: openstack, residency: eu}}
+spec:
+  provider: openstack
+  openstack:
+    cloud: {cloud}
+    heat:
+      stack: ferry-dc1
+      parameters:
+        image: ubuntu-24.04
+        master_flavor: m1.medium
+        worker_flavor: m1.large
+        external_network: public
+        worker_count: \"3\"
+        api_port: \"{api_port}\"
+      environment: {environment:?}
+  workloads: {{namespaces: [{namespace}]}}
+  overrides: {{labels: {{ferry-test/arrived-on: openstack-dc1}}}}
+  pricing: {{currency: USD, cpuCoreHour: 0.01, memoryGiBHour: 0.001, egressGiB: 0.01}}
+",
+        cloud = ferry_testenv::CLOUD
+    )
+}
+
+/// Waits until the provisioning record of `cluster` is in `phase` (a failure meanwhile
+/// ends the wait with the record).
+pub async fn until_phase(broker: &Broker, cluster: &str, phase: &str) -> Result<Value> {
+    eventually(&format!("{cluster} {phase}"), || async {
+        let (status, record) = broker
+            .call(
+                "GET",
+                &format!("/api/v1/clusters/{cluster}/provisioning"),
+                None,
+            )
+            .await?;
+        ensure!(status == 200, "provisioning record: {status} {record}");
+        if record["phase"] == "failed" && phase != "failed" {
+            bail!("provisioning failed: {record}\n{}", broker.logs());
+        }
+        Ok((record["phase"] == phase).then_some(record))
+    })
+    .await
+}
+
+/// The port of an `https://127.0.0.1:PORT` server.
+pub fn api_port(server: &str) -> Result<u16> {
+    server
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .context("the apiserver's port")
+}
