@@ -78,7 +78,7 @@ async fn gke_discover_then_migrate() -> Result<()> {
         start_clusters(&specs)
     );
     let openstack = openstack.context("Keystone and Heat")?;
-    let clusters = clusters.context("three clusters")?;
+    let mut clusters = clusters.context("three clusters")?;
     let role: ClusterRole = object(
         manifest_documents(ferry_adapter_kubernetes::CLUSTER_ROLE_YAML)?
             .into_iter()
@@ -307,6 +307,24 @@ spec:
         })
         .await?;
     }
+
+    // A token that expires under a watch: with every token issued so far expired, gke-b's
+    // apiserver restarts, which ends the broker's watches there; they come back with a
+    // renewed token, and what happens on gke-b afterwards reaches the broker.
+    fake.expire_tokens();
+    clusters[2].kill("kube-apiserver")?;
+    clusters[2].restart("kube-apiserver").await?;
+    let gke_b = clusters[2].client().await?;
+    create_namespace(&gke_b, NAMESPACE).await?;
+    create_deployment(
+        &gke_b,
+        NAMESPACE,
+        deployment("after-restart", 1, "100m", false),
+    )
+    .await?;
+    broker
+        .until_sees(&format!("{NAMESPACE}/after-restart"), "gke-b")
+        .await?;
 
     // Tokens were renewed on the way (the test outlives the first one).
     let issued = fake
