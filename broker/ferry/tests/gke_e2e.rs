@@ -18,13 +18,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use ferry_testenv::google::{COMPUTE_ENGINE, NodePoolSpec, ram_sku, vcpu_sku};
-use ferry_testenv::{
-    ClusterSpec, FakeGoogle, OpenStack, client_from, manifest_documents, start_clusters,
-};
-use k8s_openapi::api::core::v1::Node;
+use ferry_testenv::{ClusterSpec, FakeGoogle, OpenStack, start_clusters};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
 use serde_json::{Value, json};
 
 use support::*;
@@ -79,33 +76,12 @@ async fn gke_discover_then_migrate() -> Result<()> {
     );
     let openstack = openstack.context("Keystone and Heat")?;
     let mut clusters = clusters.context("three clusters")?;
-    let role: ClusterRole = object(
-        manifest_documents(ferry_adapter_kubernetes::CLUSTER_ROLE_YAML)?
-            .into_iter()
-            .next()
-            .context("a ClusterRole")?,
-    )?;
-    let role_name = role.metadata.name.clone().context("its name")?;
+    let (role, role_name) = ferry_cluster_role()?;
 
     // The source: a restricted ServiceAccount, as in the other end-to-end tests.
     let source = &clusters[0];
     let source_admin = source.client().await?;
-    Api::<ClusterRole>::all(source_admin.clone())
-        .create(&PostParams::default(), &role)
-        .await?;
-    let identity = source.identity("ferry", &role_name).await?;
-    let restricted = client_from(&identity.kubeconfig).await?;
-    eventually("the restricted identity may list nodes", || {
-        let nodes: Api<Node> = Api::all(restricted.clone());
-        async move {
-            Ok(nodes
-                .list(&ListParams::default())
-                .await
-                .is_ok()
-                .then_some(()))
-        }
-    })
-    .await?;
+    let identity = ferry_identity(source, "ferry").await?;
 
     // The GKE clusters: Google's service account bound to Ferry's role by its e-mail, and
     // listed by the fake with their endpoints, CAs and node pools.

@@ -18,12 +18,11 @@ use std::time::{Duration, Instant};
 mod support;
 
 use anyhow::{Context, Result, ensure};
-use ferry_testenv::{ClusterSpec, client_from, manifest_documents, start_clusters};
+use ferry_testenv::{ClusterSpec, client_from, start_clusters};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -123,33 +122,11 @@ async fn setup() -> Result<(Vec<ferry_testenv::Cluster>, Vec<PathBuf>, Vec<PathB
     let clusters = start_clusters(&specs)
         .await
         .context("start three clusters")?;
-    let role = manifest_documents(ferry_adapter_kubernetes::CLUSTER_ROLE_YAML)?
-        .into_iter()
-        .next()
-        .context("deploy/ferry-clusterrole.yaml has a document")?;
-    let role: ClusterRole = serde_json::from_value(role)?;
-    let role_name = role.metadata.name.clone().context("the role has a name")?;
     let mut admin = Vec::new();
     let mut broker = Vec::new();
     for cluster in &clusters {
         let client = cluster.client().await?;
-        Api::<ClusterRole>::all(client.clone())
-            .create(&PostParams::default(), &role)
-            .await?;
-        let identity = cluster.identity("ferry-broker", &role_name).await?;
-        // The authorizer learns of the binding through its informer: wait until it has.
-        let restricted = client_from(&identity.kubeconfig).await?;
-        eventually("the broker's identity may list nodes", || {
-            let nodes: Api<Node> = Api::all(restricted.clone());
-            async move {
-                Ok(nodes
-                    .list(&ListParams::default())
-                    .await
-                    .is_ok()
-                    .then_some(()))
-            }
-        })
-        .await?;
+        let identity = ferry_identity(cluster, "ferry-broker").await?;
         if cluster.name() == "kube-a" {
             let nodes: Api<Node> = Api::all(client.clone());
             for node in nodes.list(&ListParams::default()).await? {

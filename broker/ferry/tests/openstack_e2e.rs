@@ -20,13 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use ferry_adapter_openstack::{CloudConfig, Heat, Keystone, Magnum, NewClusterTemplate, StackId};
-use ferry_testenv::{
-    CLOUD, ClusterSpec, MockMagnum, OpenStack, client_from, manifest_documents, start_clusters,
-};
-use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::api::rbac::v1::ClusterRole;
-use kube::Api;
-use kube::api::{ListParams, PostParams};
+use ferry_testenv::{CLOUD, ClusterSpec, MockMagnum, OpenStack, start_clusters};
 use serde_json::{Value, json};
 
 use support::*;
@@ -70,33 +64,9 @@ async fn setup(test: &str) -> Result<Setup> {
     );
     let openstack = openstack.context("start Keystone and Heat")?;
     let clusters = clusters.context("start two clusters")?;
-    let role: ClusterRole = serde_json::from_value(
-        manifest_documents(ferry_adapter_kubernetes::CLUSTER_ROLE_YAML)?
-            .into_iter()
-            .next()
-            .context("a ClusterRole")?,
-    )?;
-    let role_name = role.metadata.name.clone().context("its name")?;
     let mut identities = Vec::new();
     for cluster in &clusters {
-        let admin = cluster.client().await?;
-        Api::<ClusterRole>::all(admin)
-            .create(&PostParams::default(), &role)
-            .await?;
-        let identity = cluster.identity("ferry", &role_name).await?;
-        let restricted = client_from(&identity.kubeconfig).await?;
-        eventually("the restricted identity may list nodes", || {
-            let nodes: Api<Node> = Api::all(restricted.clone());
-            async move {
-                Ok(nodes
-                    .list(&ListParams::default())
-                    .await
-                    .is_ok()
-                    .then_some(()))
-            }
-        })
-        .await?;
-        identities.push(identity);
+        identities.push(ferry_identity(cluster, "ferry").await?);
     }
     let source_admin = clusters[0].client().await?;
     let target_admin = clusters[1].client().await?;

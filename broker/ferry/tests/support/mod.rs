@@ -390,3 +390,45 @@ pub fn api_port(server: &str) -> Result<u16> {
         .and_then(|p| p.parse().ok())
         .context("the apiserver's port")
 }
+
+// ---------------------------------------------------------------------------------------
+// Ferry's least-privilege identity on a harness cluster
+// ---------------------------------------------------------------------------------------
+
+/// `deploy/ferry-clusterrole.yaml` as an object, and its name.
+pub fn ferry_cluster_role() -> Result<(k8s_openapi::api::rbac::v1::ClusterRole, String)> {
+    let role: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(
+        ferry_testenv::manifest_documents(ferry_adapter_kubernetes::CLUSTER_ROLE_YAML)?
+            .into_iter()
+            .next()
+            .context("deploy/ferry-clusterrole.yaml has a document")?,
+    )?;
+    let name = role.metadata.name.clone().context("the role has a name")?;
+    Ok((role, name))
+}
+
+/// Creates Ferry's ClusterRole on `cluster` and a ServiceAccount `name` bound to it, and
+/// waits until the authorizer knows the binding (it learns of it through an informer).
+pub async fn ferry_identity(
+    cluster: &ferry_testenv::Cluster,
+    name: &str,
+) -> Result<ferry_testenv::Identity> {
+    let (role, role_name) = ferry_cluster_role()?;
+    Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(cluster.client().await?)
+        .create(&PostParams::default(), &role)
+        .await?;
+    let identity = cluster.identity(name, &role_name).await?;
+    let restricted = ferry_testenv::client_from(&identity.kubeconfig).await?;
+    eventually("the restricted identity may list nodes", || {
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(restricted.clone());
+        async move {
+            Ok(nodes
+                .list(&kube::api::ListParams::default())
+                .await
+                .is_ok()
+                .then_some(()))
+        }
+    })
+    .await?;
+    Ok(identity)
+}
