@@ -68,9 +68,9 @@
 //! Not built yet:
 //! - A rate table becomes a Cluster file's `pricing` block through `ferry pricing`; the
 //!   broker does not read rate tables itself.
-//! - HTTPS in the product: enabling the `https` feature where the adapter is wired in, with
-//!   `install_crypto_provider` in `main` and in the broker's test harnesses; no test talks
-//!   TLS to a real endpoint yet (the harness is plain HTTP).
+//! - HTTPS by default: the `ferry` binary enables `https` only with its own `https` feature
+//!   (`main` then installs the provider); no test talks TLS to a real endpoint yet (the
+//!   harness is plain HTTP).
 //! - Keystone version discovery (`auth_url` without `/v3` gets `/v3` appended), token or
 //!   OIDC auth types, domain-scoped tokens, `secure.yaml`, a clouds.yaml `regions` list,
 //!   paging through `GET /stacks`, and stack events.

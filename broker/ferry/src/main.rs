@@ -230,6 +230,10 @@ enum Failure {
 }
 
 fn main() -> ExitCode {
+    // rustls (with ring, as kube uses) for every HTTPS client of the process, before any
+    // is made: see the `https` feature in Cargo.toml.
+    #[cfg(feature = "https")]
+    ferry_adapter_openstack::install_crypto_provider();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
