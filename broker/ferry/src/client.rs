@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 pub struct ClientError {
     pub input: bool,
     pub message: String,
+    /// The broker's HTTP status, when it answered with an error.
+    pub status: Option<u16>,
 }
 
 impl ClientError {
@@ -17,6 +19,7 @@ impl ClientError {
         ClientError {
             input: false,
             message,
+            status: None,
         }
     }
 }
@@ -90,6 +93,7 @@ impl BrokerClient {
             // What the user asked for is wrong (bad input, unknown names): exit 2.
             input: matches!(status.as_u16(), 400 | 404),
             message: format!("{} ({})", message, status.as_u16()),
+            status: Some(status.as_u16()),
         })
     }
 
@@ -102,6 +106,7 @@ impl BrokerClient {
                     message: format!(
                         "cannot get {other}: clusters, workloads, migrations or placements"
                     ),
+                    status: None,
                 });
             }
         };
@@ -281,9 +286,7 @@ impl BrokerClient {
             }
             return Ok(());
         }
-        let interactive = std::io::stderr().is_terminal();
-        let mut last = String::new();
-        let started = std::time::Instant::now();
+        let mut progress = ProgressLine::new();
         let migration = loop {
             let migration = self
                 .call(
@@ -292,25 +295,14 @@ impl BrokerClient {
                     None,
                 )
                 .await?;
-            let line = format!(
-                "{id} {} [{}] {:.0}s",
+            progress.show(&format!(
+                "{id} {} [{}]",
                 migration["state"].as_str().unwrap_or("?"),
                 steps_line(&migration),
-                started.elapsed().as_secs_f64()
-            );
-            if line != last {
-                if interactive {
-                    eprint!("\r\x1b[2K{line}");
-                } else {
-                    eprintln!("{line}");
-                }
-                last = line;
-            }
+            ));
             let state = migration["state"].as_str().unwrap_or_default();
             if matches!(state, "done" | "rolledBack" | "failed" | "cancelled") {
-                if interactive {
-                    eprintln!();
-                }
+                progress.finish();
                 break migration;
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -339,6 +331,43 @@ impl BrokerClient {
                 state.unwrap_or("?"),
                 migration["reason"].as_str().unwrap_or("no reason given")
             ))),
+        }
+    }
+}
+
+/// What `--wait` shows on stderr while it waits: one line with the time waited, written
+/// again in place on a terminal (one line per change otherwise, for logs).
+struct ProgressLine {
+    interactive: bool,
+    last: String,
+    started: std::time::Instant,
+}
+
+impl ProgressLine {
+    fn new() -> ProgressLine {
+        ProgressLine {
+            interactive: std::io::stderr().is_terminal(),
+            last: String::new(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn show(&mut self, text: &str) {
+        let line = format!("{text} {:.0}s", self.started.elapsed().as_secs_f64());
+        if line != self.last {
+            if self.interactive {
+                eprint!("\r\x1b[2K{line}");
+            } else {
+                eprintln!("{line}");
+            }
+            self.last = line;
+        }
+    }
+
+    /// Ends the line written in place.
+    fn finish(&self) {
+        if self.interactive {
+            eprintln!();
         }
     }
 }
@@ -382,6 +411,7 @@ impl BrokerClient {
         let text = std::fs::read_to_string(path).map_err(|e| ClientError {
             input: true,
             message: format!("{}: {e}", path.display()),
+            status: None,
         })?;
         let record = self.send_document("/api/v1/clusters", text).await?;
         let name = record["cluster"].as_str().unwrap_or_default().to_owned();
@@ -488,32 +518,18 @@ impl BrokerClient {
             }
             return Ok(());
         }
-        let interactive = std::io::stderr().is_terminal();
-        let mut last = String::new();
-        let started = std::time::Instant::now();
+        let mut progress = ProgressLine::new();
         let path = format!("/api/v1/clusters/{name}/provisioning");
         let outcome = loop {
             let record = match self.call(reqwest::Method::GET, &path, None).await {
                 Ok(record) => record,
                 // The record goes when the delete is over.
-                Err(error) if until == ClusterWait::Gone && error.message.ends_with("(404)") => {
+                Err(error) if until == ClusterWait::Gone && error.status == Some(404) => {
                     break json!({"cluster": name, "phase": "deleted"});
                 }
                 Err(error) => return Err(error),
             };
-            let line = format!(
-                "{} {:.0}s",
-                provisioning_line(&record),
-                started.elapsed().as_secs_f64()
-            );
-            if line != last {
-                if interactive {
-                    eprint!("\r\x1b[2K{line}");
-                } else {
-                    eprintln!("{line}");
-                }
-                last = line;
-            }
+            progress.show(&provisioning_line(&record));
             match record["phase"].as_str() {
                 Some("failed") => break record,
                 Some("ready") if until == ClusterWait::Settled => break record,
@@ -521,9 +537,7 @@ impl BrokerClient {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         };
-        if interactive {
-            eprintln!();
-        }
+        progress.finish();
         if json_output {
             println!(
                 "{}",

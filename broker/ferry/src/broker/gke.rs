@@ -14,9 +14,11 @@ use ferry_adapter_gke::{
     BillingCatalog, CatalogAuth, CatalogPrices, Gke, GkeNodePools, PoolRef, ServiceAccountKey,
     StaticRates, TokenSource,
 };
-use ferry_adapter_kubernetes::{KubeCluster, TargetOverrides};
+use ferry_adapter_kubernetes::KubeCluster;
 use ferry_policies::model::{Cluster, GkeConnection};
-use ferry_ports::{Backoff, ClusterPort, PriceSource, Provisioner, Retrying};
+use ferry_ports::{ClusterPort, PriceSource, Provisioner};
+
+use super::world::kube_port;
 use serde::Deserialize;
 
 /// `[gke]` of `ferry serve`: where Google's APIs are (tests point them at a local fake).
@@ -108,16 +110,6 @@ pub async fn members(
         let kube = KubeCluster::connect(&name, &credentials, file.scope.namespaces.clone())
             .await
             .with_context(|| format!("cluster {name}"))?;
-        let overrides = &file.overrides;
-        let mut kube = kube.with_overrides(TargetOverrides {
-            image_registries: overrides.image_registries.clone(),
-            storage_classes: overrides.storage_classes.clone(),
-            labels: overrides.labels.clone(),
-            annotations: overrides.annotations.clone(),
-        });
-        if let Some((key, value)) = &file.scope.namespace_label {
-            kube = kube.with_namespace_label(key.clone(), value.clone());
-        }
         prices.add_cluster(
             &name,
             &cluster,
@@ -149,9 +141,10 @@ pub async fn members(
         };
         tracing::info!(cluster = %name, endpoint = ?cluster.endpoint_url, prices = %price_source,
             "GKE cluster joined");
+        let port = kube_port(kube, &definition);
         found.push(Found {
             definition,
-            port: Arc::new(Retrying::new(Arc::new(kube), Backoff::default())),
+            port,
             price_source,
             provisioner: Arc::clone(&pools) as Arc<dyn Provisioner>,
         });

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_adapter_kubernetes::{BearerToken, Credentials, KubeCluster, TargetOverrides};
+use ferry_adapter_kubernetes::{BearerToken, Credentials, KubeCluster};
 use ferry_adapter_openstack::{
     Action, CloudConfig, ClusterAccess, ClusterOutcome, ClusterRequest, Environment, Follow, Heat,
     HeatClusters, Keystone, Magnum, MagnumClusters, NewCluster, Outcome, Secret, StackId,
@@ -30,14 +30,14 @@ use ferry_adapter_openstack::{
 };
 use ferry_policies::model::{Cluster, Connection, OpenstackConnection, OpenstackProvisioner};
 use ferry_policies::resources::ResourceSet;
-use ferry_ports::{Backoff, ClusterPort, Operation, PortError, Provisioner, Retrying};
+use ferry_ports::{ClusterPort, Operation, PortError, Provisioner};
 use ferry_store::Versioned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::api::{ApiError, AppState};
 use super::clock;
-use super::world::Member;
+use super::world::{Member, kube_port};
 
 pub const PREFIX: &str = "provisioned/";
 
@@ -538,17 +538,7 @@ impl Backend {
         )
         .await
         .map_err(|e| format!("connecting to {server}: {e}"))?;
-        let overrides = &cluster.overrides;
-        let mut kube = kube.with_overrides(TargetOverrides {
-            image_registries: overrides.image_registries.clone(),
-            storage_classes: overrides.storage_classes.clone(),
-            labels: overrides.labels.clone(),
-            annotations: overrides.annotations.clone(),
-        });
-        if let Some((key, value)) = &cluster.scope.namespace_label {
-            kube = kube.with_namespace_label(key.clone(), value.clone());
-        }
-        Ok(Arc::new(Retrying::new(Arc::new(kube), Backoff::default())))
+        Ok(kube_port(kube, cluster))
     }
 
     fn provisioner(&self) -> &dyn Provisioner {
@@ -724,12 +714,7 @@ async fn connect_and_register(
 ) {
     match backend.connect(cluster).await {
         Ok(port) => {
-            state.world.add_provisioned(Arc::new(Member {
-                definition: cluster.clone(),
-                port,
-                price_source: None,
-                provisioner: None,
-            }));
+            join(state, cluster, port);
             record.phase = Phase::Ready;
             record.reason = None;
             save(state, record);
@@ -1053,6 +1038,16 @@ async fn resume_one(state: &Arc<AppState>, cluster: &Cluster, mut record: Provis
     }
 }
 
+/// Adds a provisioned cluster to the federation (its resizes go through its record).
+fn join(state: &AppState, cluster: &Cluster, port: Arc<dyn ClusterPort>) {
+    state.world.add_provisioned(Arc::new(Member {
+        definition: cluster.clone(),
+        port,
+        price_source: None,
+        provisioner: None,
+    }));
+}
+
 /// A ready cluster after a restart: the cloud or the cluster may still be starting, so
 /// connecting is tried until it works, as an unreachable member would be.
 async fn reconnect(state: &Arc<AppState>, cluster: &Cluster, backend: &Backend) {
@@ -1060,12 +1055,7 @@ async fn reconnect(state: &Arc<AppState>, cluster: &Cluster, backend: &Backend) 
     loop {
         match backend.connect(cluster).await {
             Ok(port) => {
-                state.world.add_provisioned(Arc::new(Member {
-                    definition: cluster.clone(),
-                    port,
-                    price_source: None,
-                    provisioner: None,
-                }));
+                join(state, cluster, port);
                 return;
             }
             Err(reason) => {

@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use ferry_adapter_kubernetes::{KubeCluster, TargetOverrides};
+use ferry_adapter_kubernetes::KubeCluster;
 use ferry_auth::VerificationKey;
 use ferry_policies::model::{Cluster, Connection, KubeconfigRef, Overrides, WorkloadScope};
 use ferry_policies::resources::ResourceSet;
-use ferry_ports::{Backoff, ClusterPort, Retrying};
+use ferry_ports::ClusterPort;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -34,7 +34,7 @@ use super::migration::EngineConfig;
 use super::provisioning::ProvisioningConfig;
 use super::run::{self, BrokerConfig};
 use super::sims;
-use super::world::{Member, World};
+use super::world::{Member, World, kube_port};
 
 /// The config file (TOML).
 #[derive(Deserialize)]
@@ -189,9 +189,17 @@ fn load(paths: &[PathBuf]) -> Result<ResourceSet, Vec<String>> {
     }
 }
 
-/// The members' ports by name, kept across reloads (a simulated cluster's state, a
-/// Kubernetes member's watches), with what they were made from.
-type Sims = BTreeMap<String, (PortSpec, Arc<dyn ClusterPort>)>;
+/// The members' ports, kept across reloads (a simulated cluster's state, a Kubernetes
+/// member's watches, a GKE member's token renewal), with what they were made from.
+#[derive(Default)]
+struct Ports {
+    /// The port of each kubernetes, openstack and sim file, by member name.
+    single: BTreeMap<String, (PortSpec, Arc<dyn ClusterPort>)>,
+    /// The members each GKE file stands for, by the file's cluster name: found again only
+    /// when the file changes, not on every reload of the others (each finding asks Google
+    /// for a token, the cluster list and the catalog, and opens new watches).
+    gke: BTreeMap<String, (Cluster, Vec<Arc<Member>>)>,
+}
 
 /// What a member's port is built from: a change to any of it builds a new port (the
 /// adapter takes the scope and overrides at construction).
@@ -210,27 +218,37 @@ fn port_spec(cluster: &Cluster) -> PortSpec {
 /// watches); a new simulated one starts with the workloads whose files say they run there.
 async fn members(
     set: &ResourceSet,
-    running: &Sims,
+    running: &Ports,
     base: &Path,
     gke: &GkeSettings,
-) -> anyhow::Result<(Vec<Arc<Member>>, Sims)> {
+) -> anyhow::Result<(Vec<Arc<Member>>, Ports)> {
     let mut members = Vec::new();
-    let mut ports = BTreeMap::new();
+    let mut ports = Ports::default();
     for cluster in set.clusters.iter().map(|c| &c.value) {
-        // A GKE file may stand for several clusters, found anew on each reload (a reload
-        // happens when files change).
+        // A GKE file may stand for several clusters.
         if let Connection::Gke(connection) = &cluster.connection {
-            for found in super::gke::members(cluster, connection, gke, base).await? {
-                members.push(Arc::new(Member {
-                    definition: found.definition,
-                    port: found.port,
-                    price_source: Some(found.price_source),
-                    provisioner: Some(found.provisioner),
-                }));
-            }
+            let found = match running.gke.get(&cluster.name) {
+                Some((file, found)) if file == cluster => found.clone(),
+                _ => super::gke::members(cluster, connection, gke, base)
+                    .await?
+                    .into_iter()
+                    .map(|found| {
+                        Arc::new(Member {
+                            definition: found.definition,
+                            port: found.port,
+                            price_source: Some(found.price_source),
+                            provisioner: Some(found.provisioner),
+                        })
+                    })
+                    .collect(),
+            };
+            members.extend(found.iter().cloned());
+            ports
+                .gke
+                .insert(cluster.name.clone(), (cluster.clone(), found));
             continue;
         }
-        let port: Arc<dyn ClusterPort> = match running.get(&cluster.name) {
+        let port: Arc<dyn ClusterPort> = match running.single.get(&cluster.name) {
             Some((spec, port)) if *spec == port_spec(cluster) => Arc::clone(port),
             _ => match kubeconfig_of(&cluster.connection) {
                 Some(reference) => {
@@ -248,13 +266,7 @@ async fn members(
                     )
                     .await
                     .with_context(|| format!("cluster {}", cluster.name))?;
-                    let mut kube = kube.with_overrides(target_overrides(&cluster.overrides));
-                    if let Some((key, value)) = &cluster.scope.namespace_label {
-                        kube = kube.with_namespace_label(key.clone(), value.clone());
-                    }
-                    // Port calls are idempotent: a dropped connection or an API server
-                    // restart is ridden out before a migration step gives up.
-                    Arc::new(Retrying::new(Arc::new(kube), Backoff::default()))
+                    kube_port(kube, cluster)
                 }
                 None => {
                     let sim =
@@ -264,7 +276,7 @@ async fn members(
                 }
             },
         };
-        ports.insert(
+        ports.single.insert(
             cluster.name.clone(),
             (port_spec(cluster), Arc::clone(&port)),
         );
@@ -285,16 +297,6 @@ fn kubeconfig_of(connection: &Connection) -> Option<&KubeconfigRef> {
         Connection::Kubernetes(reference) => Some(reference),
         Connection::Openstack(openstack) => openstack.kubeconfig.as_ref(),
         Connection::Gke(_) | Connection::Sim => None,
-    }
-}
-
-/// A Cluster file's overrides in the adapter's terms.
-fn target_overrides(overrides: &Overrides) -> TargetOverrides {
-    TargetOverrides {
-        image_registries: overrides.image_registries.clone(),
-        storage_classes: overrides.storage_classes.clone(),
-        labels: overrides.labels.clone(),
-        annotations: overrides.annotations.clone(),
     }
 }
 
@@ -437,7 +439,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         anyhow::anyhow!("the resource files have errors:\n{}", problems.join("\n"))
     })?;
     let base = config_path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let (members, mut sims) = members(&set, &BTreeMap::new(), &base, &gke).await?;
+    let (members, mut ports) = members(&set, &Ports::default(), &base, &gke).await?;
     let world = World::new(
         members,
         set.workloads.iter().map(|w| w.value.clone()).collect(),
@@ -484,7 +486,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
                 let now = fingerprint(&paths);
                 if now != last {
                     last = now;
-                    sims = reload(&state, &paths, sims, &base, &gke).await;
+                    ports = reload(&state, &paths, ports, &base, &gke).await;
                 }
             }
         }
@@ -498,10 +500,10 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
 async fn reload(
     state: &AppState,
     paths: &[PathBuf],
-    sims: Sims,
+    ports: Ports,
     base: &Path,
     gke: &GkeSettings,
-) -> Sims {
+) -> Ports {
     let set = match load(paths) {
         Ok(set) => set,
         Err(problems) => {
@@ -515,10 +517,10 @@ async fn reload(
             state
                 .events
                 .publish("resources.rejected", None, json!({"errors": problems}));
-            return sims;
+            return ports;
         }
     };
-    let (members, new_sims) = match members(&set, &sims, base, gke).await {
+    let (members, new_ports) = match members(&set, &ports, base, gke).await {
         Ok(built) => built,
         Err(error) => {
             state.events.publish(
@@ -526,7 +528,7 @@ async fn reload(
                 None,
                 json!({"errors": [format!("{error:#}")]}),
             );
-            return sims;
+            return ports;
         }
     };
     state.world.replace_from_files(
@@ -548,5 +550,5 @@ async fn reload(
         None,
         json!({"clusters": clusters, "policies": set.policies.len(), "workloads": set.workloads.len()}),
     );
-    new_sims
+    new_ports
 }

@@ -6,10 +6,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use ferry_adapter_kubernetes::{KubeCluster, TargetOverrides};
 use ferry_policies::engine::{self, Mode, Plan, Snapshot};
 use ferry_policies::model::{Cluster, Health, PlacementPolicy, Workload};
 use ferry_policies::quantity::Resources as PlanResources;
-use ferry_ports::{ClusterPort, Inventory, PortError, RunningWorkload, WorkloadKey};
+use ferry_ports::{
+    Backoff, ClusterPort, Inventory, PortError, Retrying, RunningWorkload, WorkloadKey,
+};
 
 /// One member: what its file says, and how to reach it.
 pub struct Member {
@@ -20,6 +23,24 @@ pub struct Member {
     pub price_source: Option<String>,
     /// What resizes this member when Ferry did not provision it (a GKE node pool).
     pub provisioner: Option<Arc<dyn ferry_ports::Provisioner>>,
+}
+
+/// The port of a Kubernetes member, whatever reached it (a kubeconfig, a stack's outputs,
+/// Magnum's certificate, a GKE endpoint): the adapter with the Cluster file's overrides and
+/// scope label, retried, since port calls are idempotent and a dropped connection or an
+/// API server restart is ridden out before a migration step gives up.
+pub fn kube_port(kube: KubeCluster, cluster: &Cluster) -> Arc<dyn ClusterPort> {
+    let overrides = &cluster.overrides;
+    let mut kube = kube.with_overrides(TargetOverrides {
+        image_registries: overrides.image_registries.clone(),
+        storage_classes: overrides.storage_classes.clone(),
+        labels: overrides.labels.clone(),
+        annotations: overrides.annotations.clone(),
+    });
+    if let Some((key, value)) = &cluster.scope.namespace_label {
+        kube = kube.with_namespace_label(key.clone(), value.clone());
+    }
+    Arc::new(Retrying::new(Arc::new(kube), Backoff::default()))
 }
 
 /// Shared, and changed as a whole when files change (`ferry serve` reloads them), so a
