@@ -4,6 +4,7 @@
 //! Architecture invariant: nothing here performs I/O, spawns a task or reads a clock.
 //! Decisions are functions of their inputs, so the same input gives the same plan.
 
+pub mod control;
 pub mod engine;
 pub mod model;
 pub mod quantity;

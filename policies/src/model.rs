@@ -377,6 +377,9 @@ pub struct RebalanceRules {
     pub max_concurrent_migrations: u32,
     /// When automatic moves may start (UTC); empty means any time.
     pub windows: Vec<Window>,
+    /// Whether the rebalance controller may start these moves by itself (`auto` mode);
+    /// `false` keeps them recommendations that a person starts.
+    pub automatic: bool,
 }
 
 impl RebalanceRules {
@@ -389,6 +392,7 @@ impl RebalanceRules {
             cooldown_seconds: 3600,
             max_concurrent_migrations: 1,
             windows: Vec::new(),
+            automatic: true,
         }
     }
 }
@@ -414,4 +418,7 @@ pub struct PlacementPolicy {
     pub objective: Objective,
     /// Rebalancing rules.
     pub rebalance: RebalanceRules,
+    /// Whether the controllers may grow a cluster (a node pool, a Heat stack) to make
+    /// room for these workloads when no cluster has it.
+    pub capacity_on_demand: bool,
 }

@@ -70,6 +70,34 @@ impl Window {
     }
 }
 
+/// The weekday (0 = Monday) and minute after midnight UTC of a Unix time.
+fn weekday_minute(unix: u64) -> (u8, u16) {
+    let days = unix / 86_400;
+    // 1970-01-01 was a Thursday (3 when Monday is 0).
+    let weekday = u8::try_from((days + 3) % 7).unwrap_or(0);
+    let minute = u16::try_from(unix % 86_400 / 60).unwrap_or(0);
+    (weekday, minute)
+}
+
+/// Whether automatic moves may start at `unix`: any of `windows` is open, or there are
+/// none (no windows means any time).
+pub fn is_open(windows: &[Window], unix: u64) -> bool {
+    let (weekday, minute) = weekday_minute(unix);
+    windows.is_empty() || windows.iter().any(|w| w.contains(weekday, minute))
+}
+
+/// The first whole minute at or after `unix` when one of `windows` is open; `None` when
+/// none opens within a week (a window with no days).
+pub fn next_open(windows: &[Window], unix: u64) -> Option<u64> {
+    if is_open(windows, unix) {
+        return Some(unix);
+    }
+    let first_minute = unix - unix % 60 + 60;
+    (0..7 * 24 * 60)
+        .map(|m| first_minute + m * 60)
+        .find(|&t| is_open(windows, t))
+}
+
 impl fmt::Display for Window {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let days: Vec<&str> = (0..7)
@@ -110,6 +138,32 @@ mod tests {
                 "day {day} minute {minute}"
             );
         }
+    }
+
+    #[test]
+    fn finds_the_next_opening_from_a_unix_time() {
+        let nights = [Window::parse("Mon-Fri 22:00-06:00").expect("valid")];
+        // 2026-11-23 was a Monday.
+        let monday = 1_795_392_000;
+        let cases = [
+            (monday + 21 * 3600 + 30, Some(monday + 22 * 3600)),
+            (monday + 23 * 3600, Some(monday + 23 * 3600)),
+            (
+                monday + 4 * 86_400 + 6 * 3600,
+                Some(monday + 4 * 86_400 + 22 * 3600),
+            ),
+            // Saturday noon: the window opens on Monday evening.
+            (
+                monday + 5 * 86_400 + 12 * 3600,
+                Some(monday + 7 * 86_400 + 22 * 3600),
+            ),
+        ];
+        for (now, expected) in cases {
+            assert_eq!(next_open(&nights, now), expected, "from {now}");
+        }
+        assert_eq!(next_open(&[], monday), Some(monday));
+        assert!(is_open(&[], monday));
+        assert!(!is_open(&nights, monday + 12 * 3600));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use thiserror::Error;
 
 use crate::model::{Cluster, PlacementPolicy, Workload};
 
-pub use resolve::PREFER_NO_SCHEDULE_PENALTY;
+pub use resolve::{PREFER_NO_SCHEDULE_PENALTY, governing_policy};
 
 /// What the engine decides over. Borrowed, so that the broker can plan over its
 /// snapshot without copying it.
@@ -162,4 +162,36 @@ pub fn plan(snapshot: &Snapshot<'_>, mode: Mode) -> Result<Plan, PlanError> {
         Mode::Rebalance => rebalance::solve(&problem),
     };
     Ok(explain::plan(&problem, &assignment, mode))
+}
+
+/// Whether the rules governing `workload` (`namespace/name`) would rather run it on
+/// `candidate` than on `current`, where it runs now: `candidate` passes the hard filters
+/// and has the lower objective per replica (cost minus preference and stickiness, as
+/// rebalance planning weighs them). `None` when the workload or a cluster is unknown.
+/// Capacity is not considered: the move itself checks for room.
+pub fn prefers(
+    snapshot: &Snapshot<'_>,
+    workload: &str,
+    candidate: &str,
+    current: &str,
+) -> Result<Option<bool>, PlanError> {
+    let problem = resolve::Problem::build(snapshot, Mode::Rebalance)?;
+    let index = |name: &str| {
+        problem
+            .clusters
+            .iter()
+            .position(|c| c.cluster.name == name)
+            .and_then(|i| u16::try_from(i).ok())
+    };
+    let (Some(w), Some(to), Some(now)) = (
+        problem.workloads.iter().position(|w| w.key == workload),
+        index(candidate),
+        index(current),
+    ) else {
+        return Ok(None);
+    };
+    let info = &problem.workloads[w];
+    Ok(Some(
+        info.is_eligible(to) && problem.unit_value(w, to) < problem.unit_value(w, now),
+    ))
 }

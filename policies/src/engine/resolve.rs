@@ -331,7 +331,7 @@ fn unit_value(
 }
 
 /// The highest-priority policy selecting `workload`; a tie at the top is an error.
-fn governing_policy(
+pub fn governing_policy(
     policies: &[PlacementPolicy],
     workload: &Workload,
 ) -> Result<Option<usize>, PlanError> {

@@ -993,6 +993,9 @@ fn decode_policy(ctx: &mut Ctx<'_>, metadata: &Node, spec: &Node) -> Option<Plac
         .map_or(Some(RebalanceRules::disabled()), |n| {
             decode_rebalance(ctx, n)
         });
+    let capacity_on_demand = fields
+        .optional("capacityOnDemand")
+        .map_or(Some(false), |n| boolean(ctx, n, "spec.capacityOnDemand"));
     fields.finish(
         ctx,
         &[
@@ -1003,6 +1006,7 @@ fn decode_policy(ctx: &mut Ctx<'_>, metadata: &Node, spec: &Node) -> Option<Plac
             "budget",
             "objective",
             "rebalance",
+            "capacityOnDemand",
         ],
     );
     let (required, preferred) = affinity?;
@@ -1016,6 +1020,7 @@ fn decode_policy(ctx: &mut Ctx<'_>, metadata: &Node, spec: &Node) -> Option<Plac
         max_monthly_cost: budget.map_or(Some(None), |b| b.map(Some))?,
         objective: objective?,
         rebalance: rebalance?,
+        capacity_on_demand: capacity_on_demand?,
     })
 }
 
@@ -1058,6 +1063,9 @@ fn decode_rebalance(ctx: &mut Ctx<'_>, node: &Node) -> Option<RebalanceRules> {
         .map_or(Some(i64::from(defaults.max_concurrent_migrations)), |n| {
             integer(ctx, n, "spec.rebalance.maxConcurrentMigrations", 1, 1000)
         });
+    let automatic = fields
+        .optional("automatic")
+        .map_or(Some(true), |n| boolean(ctx, n, "spec.rebalance.automatic"));
     let windows = fields.optional("windows").map_or(Some(Vec::new()), |n| {
         list(ctx, n, "spec.rebalance.windows", |ctx, node, path| {
             let (text, _) = scalar(ctx, node, path, "a window")?;
@@ -1075,6 +1083,7 @@ fn decode_rebalance(ctx: &mut Ctx<'_>, node: &Node) -> Option<RebalanceRules> {
             "cooldown",
             "maxConcurrentMigrations",
             "windows",
+            "automatic",
         ],
     );
     Some(RebalanceRules {
@@ -1084,6 +1093,7 @@ fn decode_rebalance(ctx: &mut Ctx<'_>, node: &Node) -> Option<RebalanceRules> {
         cooldown_seconds: cooldown?,
         max_concurrent_migrations: u32::try_from(concurrent?).ok()?,
         windows: windows?,
+        automatic: automatic?,
     })
 }
 

@@ -741,6 +741,7 @@ fn random_policy(
             cooldown_seconds: 3600,
             max_concurrent_migrations: rng.range(1, 3) as u32,
             windows: Vec::new(),
+            automatic: true,
         }
     };
     PlacementPolicy {
@@ -753,6 +754,7 @@ fn random_policy(
         max_monthly_cost: None,
         objective,
         rebalance,
+        capacity_on_demand: false,
     }
 }
 

@@ -506,6 +506,7 @@ fn policy(name: &str, namespace: &str) -> PlacementPolicy {
         max_monthly_cost: None,
         objective: Objective::DEFAULT,
         rebalance: RebalanceRules::disabled(),
+        capacity_on_demand: false,
     }
 }
 
