@@ -84,6 +84,14 @@ enum Command {
         /// examples' 20, spread over the clusters: for load tests and benchmarks.
         #[arg(long, default_value_t = 0)]
         synthetic_workloads: u32,
+        /// What the controllers do with the moves the policies allow: `recommend` shows
+        /// them, `auto` starts them (switch later with `ferry controller mode`).
+        #[arg(long, default_value = "recommend", value_parser = parse_mode)]
+        mode: ferry_policies::control::Mode,
+        /// How long a new price must hold before a move it makes pay is started
+        /// (hysteresis; `ferry serve` defaults to 1h).
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        price_memory: std::time::Duration,
     },
     /// The broker over the resource files its config names (watched for changes).
     Serve {
@@ -205,6 +213,11 @@ enum TokenCommand {
 
 /// `90s`, `30m`, `1h`, `7d`, or combinations like `1h30m`: the same syntax as durations
 /// in resource files.
+fn parse_mode(text: &str) -> Result<ferry_policies::control::Mode, String> {
+    ferry_policies::control::Mode::parse(text)
+        .ok_or_else(|| format!("`{text}` is neither recommend nor auto"))
+}
+
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     ferry_policies::quantity::parse_duration(text).map(std::time::Duration::from_secs)
 }
@@ -262,6 +275,8 @@ fn main() -> ExitCode {
             rollback_window,
             rollout_time,
             synthetic_workloads,
+            mode,
+            price_memory,
         } => in_runtime(broker::demo::run(
             listen,
             data,
@@ -269,6 +284,8 @@ fn main() -> ExitCode {
                 rollback_window,
                 rollout_time,
                 synthetic_workloads,
+                mode,
+                price_memory,
             },
         )),
         Command::Serve { config } => match broker::serve::read_config(&config) {

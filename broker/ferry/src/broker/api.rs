@@ -41,6 +41,7 @@ pub struct AppState {
     pub verifier: Verifier,
     pub metrics: super::metrics::Metrics,
     pub provisioning: super::provisioning::Provisioning,
+    pub controllers: super::controllers::Controllers,
 }
 
 type Shared = Arc<AppState>;
@@ -132,6 +133,9 @@ pub fn router(state: Shared) -> Router {
             axum::routing::delete(delete_cluster),
         )
         .route("/api/v1/clusters/{name}/resize", post(resize_cluster))
+        .route("/api/v1/clusters/{name}/pricing", put(set_pricing))
+        .route("/api/v1/controllers", get(controllers))
+        .route("/api/v1/controllers/mode", put(set_controller_mode))
         .route(
             "/api/v1/clusters/{name}/provisioning",
             get(get_provisioning),
@@ -322,6 +326,22 @@ async fn placements(
             items.retain(|e| visible(e));
         }
     }
+    // What the controllers make of each move: started, held (why, until when) or shown.
+    let report = state.controllers.report();
+    if let Some(moves) = value["moves"].as_array_mut() {
+        for entry in moves {
+            let decision = report.decisions.iter().find(|d| {
+                entry["workload"] == d.proposal.workload.as_str()
+                    && entry["to"] == d.proposal.to.as_str()
+            });
+            if let Some(decision) = decision {
+                entry["decision"] = super::controllers::decision_json(
+                    decision,
+                    report.started.get(&decision.proposal.workload),
+                );
+            }
+        }
+    }
     let current: Vec<Value> = census
         .workloads()
         .into_iter()
@@ -476,9 +496,9 @@ async fn create_migration(
         )
         .await
         .map_err(|error| match error {
-            SubmitError::UnknownCluster(_) | SubmitError::UnknownWorkload(_) => {
-                ApiError::NotFound(error.to_string())
-            }
+            SubmitError::UnknownCluster(_)
+            | SubmitError::UnknownWorkload(_)
+            | SubmitError::NothingToEvacuate { .. } => ApiError::NotFound(error.to_string()),
             SubmitError::AlreadyThere { .. } => {
                 ApiError::BadRequest("already_there", error.to_string())
             }
@@ -779,4 +799,141 @@ async fn list_provisioning(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers, Role::Viewer)?;
     Ok(Json(json!({"items": super::provisioning::list(&state)?})))
+}
+
+/// `GET /api/v1/controllers`: the mode, settings, each member's health phase and the
+/// last pass's decisions.
+async fn controllers(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let principal = authorize(&state, &headers, Role::Viewer)?;
+    Ok(Json(
+        state
+            .controllers
+            .status(|namespace| principal.sees_namespace(namespace))
+            .await,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModeRequest {
+    mode: String,
+}
+
+/// `PUT /api/v1/controllers/mode` with `{"mode": "auto"|"recommend"}` (admin). Not kept
+/// across restarts: the config file says what a broker starts with.
+async fn set_controller_mode(
+    State(state): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let principal = authorize(&state, &headers, Role::Admin)?;
+    let request: ModeRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(
+            "bad_body",
+            format!("expected {{\"mode\": \"auto\" or \"recommend\"}}: {e}"),
+        )
+    })?;
+    let mode = ferry_policies::control::Mode::parse(&request.mode).ok_or_else(|| {
+        ApiError::BadRequest(
+            "bad_mode",
+            format!("`{}` is neither auto nor recommend", request.mode),
+        )
+    })?;
+    state.controllers.set_mode(mode);
+    audit_ok(
+        &state,
+        &principal.subject,
+        "controllers.mode",
+        mode.as_str(),
+        client,
+    );
+    state.events.publish(
+        "controller.mode",
+        None,
+        json!({"mode": mode.as_str(), "by": principal.subject}),
+    );
+    Ok(Json(json!({"mode": mode.as_str()})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PricingRequest {
+    cpu_core_hour: f64,
+    #[serde(rename = "memoryGiBHour")]
+    memory_gib_hour: f64,
+    #[serde(default, rename = "egressGiB")]
+    egress_gib: Option<f64>,
+}
+
+/// `PUT /api/v1/clusters/{name}/pricing` (admin): new hourly rates for a member, as a
+/// price feed would set them; they stand until the next change or reload of its file.
+async fn set_pricing(
+    State(state): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let principal = authorize(&state, &headers, Role::Admin)?;
+    let request: PricingRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(
+            "bad_body",
+            format!(
+                "expected {{\"cpuCoreHour\": N, \"memoryGiBHour\": N[, \"egressGiB\": N]}}: {e}"
+            ),
+        )
+    })?;
+    for (field, value) in [
+        ("cpuCoreHour", Some(request.cpu_core_hour)),
+        ("memoryGiBHour", Some(request.memory_gib_hour)),
+        ("egressGiB", request.egress_gib),
+    ] {
+        if let Some(value) = value
+            && !(value.is_finite() && value >= 0.0)
+        {
+            return Err(ApiError::BadRequest(
+                "bad_pricing",
+                format!("{field} must be a number of at least 0, found {value}"),
+            ));
+        }
+    }
+    let member = state.world.member(&name).ok_or_else(|| {
+        ApiError::NotFound(format!("cluster {name} is not a member of this federation"))
+    })?;
+    let mut pricing = member.definition.pricing.clone();
+    pricing.cpu_core_hour = request.cpu_core_hour;
+    pricing.memory_gib_hour = request.memory_gib_hour;
+    if let Some(egress) = request.egress_gib {
+        pricing.egress_gib = egress;
+    }
+    let source = format!(
+        "set through the API by {} at {}",
+        principal.subject,
+        super::clock::now()
+    );
+    state.world.set_pricing(&name, pricing.clone(), source);
+    audit_ok(
+        &state,
+        &principal.subject,
+        "cluster.pricing",
+        &format!(
+            "{name} cpuCoreHour={} memoryGiBHour={} egressGiB={}",
+            pricing.cpu_core_hour, pricing.memory_gib_hour, pricing.egress_gib
+        ),
+        client,
+    );
+    state.events.publish(
+        "cluster.pricing",
+        None,
+        json!({"cluster": name, "cpuCoreHour": pricing.cpu_core_hour,
+               "memoryGiBHour": pricing.memory_gib_hour, "egressGiB": pricing.egress_gib}),
+    );
+    state.controllers.poke();
+    Ok(Json(json!({"cluster": name, "pricing": {
+        "currency": pricing.currency, "cpuCoreHour": pricing.cpu_core_hour,
+        "memoryGiBHour": pricing.memory_gib_hour, "egressGiB": pricing.egress_gib}})))
 }

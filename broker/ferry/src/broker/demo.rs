@@ -20,6 +20,7 @@ use ferry_ports::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::controllers::ControllerConfig;
 use super::history::{self, HistoryConfig};
 use super::migration::EngineConfig;
 use super::run::{self, BrokerConfig};
@@ -231,6 +232,10 @@ pub struct Options {
     pub rollout_time: Duration,
     /// Generated workloads added to the examples' (for load tests).
     pub synthetic_workloads: u32,
+    /// The controllers' mode.
+    pub mode: ferry_policies::control::Mode,
+    /// Hysteresis: how long a new price must hold.
+    pub price_memory: Duration,
 }
 
 pub async fn run(
@@ -242,6 +247,8 @@ pub async fn run(
         rollback_window,
         rollout_time,
         synthetic_workloads,
+        mode,
+        price_memory,
     } = options;
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -279,6 +286,14 @@ pub async fn run(
             history: HistoryConfig {
                 interval: Duration::from_secs(10),
                 max_points: history::DEFAULT_MAX_POINTS,
+            },
+            // Short periods, so that a visitor sees the loops act within a minute.
+            controllers: ControllerConfig {
+                mode,
+                interval: Duration::from_secs(5),
+                stable_after: Duration::from_secs(60),
+                price_memory,
+                ..ControllerConfig::default()
             },
         },
         async move {

@@ -1,6 +1,6 @@
 //! Prometheus metrics (`GET /metrics`): API latency and status per request, and, computed
 //! when scraped, per-cluster capacity used and monthly cost, workloads per cluster and
-//! migrations by state.
+//! migrations by state, moves by what started them, evacuations and savings realised.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -158,6 +158,7 @@ pub async fn render(state: &AppState) -> String {
                 "ferry_migration_step_seconds_count{{step=\"{step}\"}} {count}"
             );
         }
+        super::controllers::metrics(&migrations, &mut out);
     }
     out
 }

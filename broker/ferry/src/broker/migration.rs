@@ -17,11 +17,17 @@
 //! - one migration per workload: a lock key in the store, taken atomically on submit and
 //!   released when the migration ends;
 //! - Ferry only deletes what carries its mark.
+//!
+//! An **evacuation** (the failover controller's move off a cluster that is down) cannot
+//! read or drain its source: it applies the objects last read from the source (kept in
+//! memory, [`Engine::remember_export`]) and records the source as *fenced*. When the
+//! source answers again, its stale copy is scaled to zero first, then deleted, so that
+//! the workload is never served from two clusters by surprise.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_ports::{Mark, PortError, Rollout, WorkloadKey};
+use ferry_ports::{ExportedWorkload, Mark, PortError, Rollout, WorkloadKey};
 use ferry_store::{Store, StoreError, Versioned};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -101,6 +107,50 @@ pub struct Migration {
     pub monthly_savings: Option<f64>,
     /// The drained source has been deleted (after the rollback window).
     pub source_removed: bool,
+    /// Who asked for it: a person, or which controller.
+    #[serde(default)]
+    pub trigger: Trigger,
+    /// The source was down (an evacuation): it was not drained, and its stale copy is
+    /// scaled to zero and deleted when it answers again.
+    #[serde(default)]
+    pub fenced: bool,
+}
+
+/// Why a migration was started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Trigger {
+    /// A person, through the API, the CLI or the dashboard.
+    #[default]
+    Manual,
+    /// The rebalance controller, for savings.
+    Cost,
+    /// The rebalance controller, because a policy's hard rule excludes the source now.
+    Policy,
+    /// The failover controller: the source is down.
+    Failover,
+    /// The failover controller: back to the recovered cluster the policy prefers.
+    Return,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Cost => "cost",
+            Trigger::Policy => "policy",
+            Trigger::Failover => "failover",
+            Trigger::Return => "return",
+        }
+    }
+
+    pub const ALL: [Trigger; 5] = [
+        Trigger::Manual,
+        Trigger::Cost,
+        Trigger::Policy,
+        Trigger::Failover,
+        Trigger::Return,
+    ];
 }
 
 impl Versioned for Migration {
@@ -162,6 +212,8 @@ pub enum SubmitError {
     AlreadyThere { workload: String, cluster: String },
     #[error("workload {workload} is being migrated by {migration}")]
     Busy { workload: String, migration: String },
+    #[error("no copy of {workload}'s objects was read from {cluster} before it went down")]
+    NothingToEvacuate { workload: String, cluster: String },
     #[error("store: {0}")]
     Store(#[from] StoreError),
 }
@@ -204,6 +256,17 @@ pub struct Engine {
     /// Since when an undo has been refused, per migration (in memory: a restart grants
     /// a refused rollback another full period).
     undo_refused_since: std::sync::Mutex<std::collections::BTreeMap<String, std::time::Instant>>,
+    /// The objects last read from each workload's serving copy, for evacuations. In
+    /// memory only: they may hold Secrets, which the broker never stores.
+    exports: std::sync::Mutex<std::collections::BTreeMap<WorkloadKey, RememberedExport>>,
+}
+
+/// A workload's objects as read from `cluster` at `at` (Unix seconds).
+#[derive(Clone, Debug)]
+pub struct RememberedExport {
+    pub cluster: String,
+    pub at: u64,
+    pub workload: ExportedWorkload,
 }
 
 fn random_id() -> String {
@@ -233,7 +296,34 @@ impl Engine {
             pause_at: std::env::var("FERRY_TEST_PAUSE_AT").ok(),
             waiting_for: std::sync::Mutex::default(),
             undo_refused_since: std::sync::Mutex::default(),
+            exports: std::sync::Mutex::default(),
         }
+    }
+
+    /// Keeps the objects just read from a workload's serving copy (see [`Trigger::Failover`]).
+    pub fn remember_export(&self, export: RememberedExport) {
+        self.exports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(export.workload.key.clone(), export);
+    }
+
+    /// The objects last read from `key`'s serving copy.
+    pub fn remembered_export(&self, key: &WorkloadKey) -> Option<RememberedExport> {
+        self.exports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    /// Keeps only the remembered objects `keep` wants (called under the lock: `keep`
+    /// must not call back into the engine).
+    pub fn forget_exports(&self, mut keep: impl FnMut(&RememberedExport) -> bool) {
+        self.exports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, export| keep(export));
     }
 
     pub fn get(&self, id: &str) -> Result<Option<Migration>, StoreError> {
@@ -266,6 +356,20 @@ impl Engine {
         created_by: &str,
         client: Option<&str>,
     ) -> Result<Migration, SubmitError> {
+        self.submit_as(workload, to, dry_run, created_by, client, Trigger::Manual)
+            .await
+    }
+
+    /// [`Engine::submit`] for a controller, which says why.
+    pub async fn submit_as(
+        self: &Arc<Self>,
+        workload: &WorkloadKey,
+        to: &str,
+        dry_run: bool,
+        created_by: &str,
+        client: Option<&str>,
+        trigger: Trigger,
+    ) -> Result<Migration, SubmitError> {
         if self.world.member(to).is_none() {
             return Err(SubmitError::UnknownCluster(to.to_owned()));
         }
@@ -273,6 +377,56 @@ impl Engine {
         let (from, _) = census
             .locate(workload)
             .ok_or_else(|| SubmitError::UnknownWorkload(workload.to_string()))?;
+        self.start(
+            workload, from, to, dry_run, created_by, client, trigger, false,
+        )
+    }
+
+    /// Moves `workload` off `from`, which is down, onto `to`, from the objects last read
+    /// from `from` (a fenced migration: see the module's comment).
+    pub fn evacuate(
+        self: &Arc<Self>,
+        workload: &WorkloadKey,
+        from: &str,
+        to: &str,
+        created_by: &str,
+    ) -> Result<Migration, SubmitError> {
+        if self.world.member(to).is_none() {
+            return Err(SubmitError::UnknownCluster(to.to_owned()));
+        }
+        if self
+            .remembered_export(workload)
+            .is_none_or(|e| e.cluster != from)
+        {
+            return Err(SubmitError::NothingToEvacuate {
+                workload: workload.to_string(),
+                cluster: from.to_owned(),
+            });
+        }
+        self.start(
+            workload,
+            from,
+            to,
+            false,
+            created_by,
+            None,
+            Trigger::Failover,
+            true,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)] // one private constructor of the record
+    fn start(
+        self: &Arc<Self>,
+        workload: &WorkloadKey,
+        from: &str,
+        to: &str,
+        dry_run: bool,
+        created_by: &str,
+        client: Option<&str>,
+        trigger: Trigger,
+        fenced: bool,
+    ) -> Result<Migration, SubmitError> {
         if from == to {
             return Err(SubmitError::AlreadyThere {
                 workload: workload.to_string(),
@@ -321,6 +475,8 @@ impl Engine {
             source_replicas: None,
             monthly_savings: None,
             source_removed: false,
+            trigger,
+            fenced,
         };
         if let Err(error) = self.save(&migration) {
             // Nothing started: give the lock back so the workload is not stuck.
@@ -332,8 +488,12 @@ impl Engine {
             created_by,
             "migration.create",
             &format!(
-                "{id} {workload} {from} -> {to}{}",
-                if dry_run { " (dry run)" } else { "" }
+                "{id} {workload} {from} -> {to}{}{}",
+                if dry_run { " (dry run)" } else { "" },
+                match trigger {
+                    Trigger::Manual => String::new(),
+                    other => format!(" ({})", other.as_str()),
+                }
             ),
             client,
             "accepted",
@@ -593,14 +753,23 @@ impl Engine {
         match step {
             "plan" => {
                 let census = self.world.census().await;
-                let running = census
-                    .copies(&key)
-                    .into_iter()
-                    .find(|(cluster, _)| *cluster == migration.from)
-                    .map(|(_, w)| w.clone())
-                    .ok_or_else(|| {
-                        StepError::Refused(format!("{key} no longer runs on {}", migration.from))
-                    })?;
+                let (serving, requests) = if migration.fenced {
+                    let export = self.fenced_export(&key, migration)?;
+                    (export.workload.replicas, export.workload.requests)
+                } else {
+                    let running = census
+                        .copies(&key)
+                        .into_iter()
+                        .find(|(cluster, _)| *cluster == migration.from)
+                        .map(|(_, w)| w.clone())
+                        .ok_or_else(|| {
+                            StepError::Refused(format!(
+                                "{key} no longer runs on {}",
+                                migration.from
+                            ))
+                        })?;
+                    (running.replicas, running.requests)
+                };
                 let inventory = match census.inventories.get(&migration.to) {
                     Some(Ok(inventory)) => inventory.clone(),
                     Some(Err(error)) => return Err(StepError::Refused(error.to_string())),
@@ -612,8 +781,8 @@ impl Engine {
                         migration.to, inventory.health
                     )));
                 }
-                let replicas = migration.source_replicas.unwrap_or(running.replicas);
-                let needed = running.requests.times(replicas);
+                let replicas = migration.source_replicas.unwrap_or(serving);
+                let needed = requests.times(replicas);
                 // A copy of ours already there (a resumed plan) needs no new room.
                 let ours = inventory
                     .workloads
@@ -651,6 +820,17 @@ impl Engine {
                     migration.to
                 ))
             }
+            "prepare" if migration.fenced => {
+                let export = self.fenced_export(&key, migration)?;
+                target.inventory().await?;
+                Ok(format!(
+                    "{} is down: {} objects as read from it at {}; {} answers",
+                    migration.from,
+                    export.workload.objects.len(),
+                    clock::rfc3339(export.at),
+                    migration.to
+                ))
+            }
             "prepare" => {
                 let exported = source.export(&key).await?;
                 target.inventory().await?;
@@ -662,7 +842,11 @@ impl Engine {
                 ))
             }
             "start" => {
-                let mut exported = source.export(&key).await?;
+                let mut exported = if migration.fenced {
+                    self.fenced_export(&key, migration)?.workload
+                } else {
+                    source.export(&key).await?
+                };
                 if let Some(replicas) = migration.source_replicas {
                     // After a crash mid-drain the source may show fewer: apply what served.
                     exported.replicas = replicas;
@@ -700,6 +884,10 @@ impl Engine {
                     tokio::time::sleep(self.config.poll).await;
                 }
             }
+            "drain" if migration.fenced => Ok(format!(
+                "{} is down, so it is fenced rather than drained: its copy is scaled to zero, then deleted, when it answers again",
+                migration.from
+            )),
             "drain" => {
                 source.scale(&key, 0, Some(&mark)).await?;
                 Ok(format!(
@@ -710,6 +898,22 @@ impl Engine {
             }
             other => Err(StepError::Refused(format!("unknown step {other}"))),
         }
+    }
+
+    /// The objects an evacuation applies: those last read from its source.
+    fn fenced_export(
+        &self,
+        key: &WorkloadKey,
+        migration: &Migration,
+    ) -> Result<RememberedExport, StepError> {
+        self.remembered_export(key)
+            .filter(|e| e.cluster == migration.from)
+            .ok_or_else(|| {
+                StepError::Refused(format!(
+                    "the objects of {key} read from {} are no longer known (the broker restarted while {} was down)",
+                    migration.from, migration.from
+                ))
+            })
     }
 
     /// Whether a refused undo is still within its grace period (the step deadline) since
@@ -833,6 +1037,10 @@ impl Engine {
             migration: migration.id.clone(),
         };
         match step {
+            "drain" if migration.fenced => Ok(format!(
+                "nothing to restore: {} was fenced, not drained",
+                migration.from
+            )),
             "drain" => {
                 let replicas = migration.source_replicas.unwrap_or(1);
                 self.member(&migration.from)?
@@ -848,12 +1056,18 @@ impl Engine {
         }
     }
 
-    /// After the rollback window, deletes the drained source (it carries our mark).
+    /// After the rollback window, deletes the drained source (it carries our mark). A
+    /// fenced source is instead waited for: its stale copy is scaled to zero as soon as it
+    /// answers, then deleted (the workload serves on the target meanwhile).
     async fn remove_drained_source(&self, migration: Migration) {
         if migration.dry_run || migration.source_removed {
             return;
         }
-        tokio::time::sleep(self.config.rollback_window).await;
+        if migration.fenced {
+            self.scale_down_stale_copy(&migration).await;
+        } else {
+            tokio::time::sleep(self.config.rollback_window).await;
+        }
         let Some(key) = WorkloadKey::parse(&migration.workload) else {
             return;
         };
@@ -866,6 +1080,7 @@ impl Engine {
             };
             match port.delete(&key, &mark).await {
                 Ok(()) => break,
+                Err(PortError::NotFound { .. }) => break,
                 Err(error) => {
                     tracing::warn!(id = %migration.id, %error, "drained source not deleted yet");
                     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -883,5 +1098,46 @@ impl Engine {
                 );
             }
         }
+    }
+
+    /// Waits until a fenced source answers, then scales the stale copy to zero (marking
+    /// it Ferry's, so that it can be deleted next).
+    async fn scale_down_stale_copy(&self, migration: &Migration) {
+        let Some(key) = WorkloadKey::parse(&migration.workload) else {
+            return;
+        };
+        let mark = Mark {
+            migration: migration.id.clone(),
+        };
+        loop {
+            let Ok(port) = self.member(&migration.from) else {
+                return;
+            };
+            match port.scale(&key, 0, Some(&mark)).await {
+                Ok(()) => break,
+                // Deleted there meanwhile: nothing stale remains.
+                Err(PortError::NotFound { .. }) => break,
+                Err(error) => {
+                    tracing::debug!(id = %migration.id, %error, "fenced source still away");
+                    tokio::time::sleep(self.config.poll.max(Duration::from_secs(1))).await;
+                }
+            }
+        }
+        let _ = audit::record(
+            &self.store,
+            "broker",
+            "failover.staleScaledToZero",
+            &format!(
+                "{} {} on {}",
+                migration.id, migration.workload, migration.from
+            ),
+            None,
+            "done",
+        );
+        self.events.publish(
+            "migration.staleScaledToZero",
+            Some(&migration.namespace),
+            json!({"id": migration.id, "workload": migration.workload, "cluster": migration.from}),
+        );
     }
 }

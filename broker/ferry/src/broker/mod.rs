@@ -3,6 +3,7 @@
 pub mod api;
 pub mod audit;
 pub mod clock;
+pub mod controllers;
 pub mod dashboard;
 pub mod demo;
 pub mod events;

@@ -59,6 +59,8 @@ pub fn refresh(state: &AppState) -> Result<(), ApiError> {
     }
     effective.sort_by(|a, b| a.name.cmp(&b.name));
     state.world.set_policies(effective);
+    // New rules may allow or require moves: the controllers look now.
+    state.controllers.poke();
     Ok(())
 }
 

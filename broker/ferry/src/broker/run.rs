@@ -10,6 +10,7 @@ use ferry_auth::{Minter, Role, VerificationKey, Verifier};
 use ferry_store::Store;
 
 use super::api::{AppState, router};
+use super::controllers::{ControlClock, ControllerConfig, Controllers};
 use super::events::Events;
 use super::history::{self, HistoryConfig};
 use super::migration::{Engine, EngineConfig};
@@ -30,6 +31,8 @@ pub struct BrokerConfig {
     pub history: HistoryConfig,
     /// Clusters Ferry provisions (OpenStack Heat): where their files and clouds are.
     pub provisioning: ProvisioningConfig,
+    /// The rebalance and failover loops.
+    pub controllers: ControllerConfig,
 }
 
 /// An identity provider's key (OIDC): tokens are then verified with it, not the broker's
@@ -87,6 +90,7 @@ pub async fn start(
         verifier,
         metrics: super::metrics::Metrics::default(),
         provisioning: Provisioning::new(config.provisioning),
+        controllers: Controllers::new(config.controllers, ControlClock::wall()),
     });
     super::policies::refresh(&state)
         .map_err(|e| anyhow::anyhow!("the policies kept in the store: {e:?}"))?;
@@ -104,6 +108,7 @@ pub async fn start(
         .with_context(|| format!("listen on {}", config.listen))?;
     let addr = listener.local_addr().context("the bound address")?;
     history::spawn(Arc::clone(&state), config.history);
+    Controllers::spawn(Arc::clone(&state));
     let app = router(Arc::clone(&state));
     let server = tokio::spawn(async move {
         axum::serve(

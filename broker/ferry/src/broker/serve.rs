@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use ferry_adapter_kubernetes::KubeCluster;
 use ferry_auth::VerificationKey;
+use ferry_policies::control::Mode;
 use ferry_policies::model::{Cluster, Connection, KubeconfigRef, Overrides, WorkloadScope};
 use ferry_policies::resources::ResourceSet;
 use ferry_ports::ClusterPort;
@@ -28,6 +29,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::api::AppState;
+use super::controllers::ControllerConfig;
 use super::gke::GkeSettings;
 use super::history::{self, HistoryConfig};
 use super::migration::EngineConfig;
@@ -62,6 +64,82 @@ pub struct Config {
     /// Where Google's APIs are, for GKE members.
     #[serde(default)]
     pub gke: GkeSettings,
+    /// The rebalance and failover loops (`docs/controllers.md`).
+    #[serde(default)]
+    pub controllers: ControllersSettings,
+}
+
+/// `[controllers]`: every setting optional, with the defaults of `ControllerConfig`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ControllersSettings {
+    /// `recommend` (default: moves are shown, not started) or `auto`.
+    pub mode: Option<String>,
+    pub interval: Option<String>,
+    pub failover_after: Option<String>,
+    pub stable_after: Option<String>,
+    pub price_memory: Option<String>,
+    pub max_concurrent_moves: Option<u32>,
+    pub export_refresh: Option<String>,
+    /// Capacity on demand: the most nodes a member may be grown to (default 0: never).
+    pub max_nodes: Option<u32>,
+}
+
+impl ControllersSettings {
+    pub fn config(&self) -> anyhow::Result<ControllerConfig> {
+        let defaults = ControllerConfig::default();
+        let mode = match self.mode.as_deref() {
+            None => defaults.mode,
+            Some(text) => Mode::parse(text).ok_or_else(|| {
+                anyhow::anyhow!("config [controllers] mode: `{text}` is neither recommend nor auto")
+            })?,
+        };
+        let at_least_a_second = |d: Duration, what: &str| {
+            if d < Duration::from_secs(1) {
+                anyhow::bail!("config [controllers] {what}: must be at least 1s");
+            }
+            Ok(d)
+        };
+        let config = ControllerConfig {
+            mode,
+            interval: at_least_a_second(
+                duration(
+                    self.interval.as_deref(),
+                    defaults.interval,
+                    "[controllers] interval",
+                )?,
+                "interval",
+            )?,
+            failover_after: duration(
+                self.failover_after.as_deref(),
+                defaults.failover_after,
+                "[controllers] failover-after",
+            )?,
+            stable_after: duration(
+                self.stable_after.as_deref(),
+                defaults.stable_after,
+                "[controllers] stable-after",
+            )?,
+            price_memory: duration(
+                self.price_memory.as_deref(),
+                defaults.price_memory,
+                "[controllers] price-memory",
+            )?,
+            max_concurrent_moves: self
+                .max_concurrent_moves
+                .unwrap_or(defaults.max_concurrent_moves),
+            export_refresh: at_least_a_second(
+                duration(
+                    self.export_refresh.as_deref(),
+                    defaults.export_refresh,
+                    "[controllers] export-refresh",
+                )?,
+                "export-refresh",
+            )?,
+            max_nodes: self.max_nodes.unwrap_or(defaults.max_nodes),
+        };
+        Ok(config)
+    }
 }
 
 /// `[provisioning]`: where the OpenStack credentials are, and how stacks are followed.
@@ -336,6 +414,9 @@ pub fn check(config: &Config, config_path: &Path) -> Result<(), Vec<String>> {
     if let Err(problem) = history_config(&config.cost_history) {
         problems.push(format!("error: {}: {problem}", config_path.display()));
     }
+    if let Err(problem) = config.controllers.config() {
+        problems.push(format!("error: {}: {problem}", config_path.display()));
+    }
     if problems.is_empty() {
         Ok(())
     } else {
@@ -429,6 +510,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         max_concurrent: config.migrations.max_concurrent.unwrap_or(4),
     };
     let history = history_config(&config.cost_history).map_err(|e| anyhow::anyhow!(e))?;
+    let controllers = config.controllers.config()?;
     let provisioning = provisioning_config(&config.provisioning, base)?;
     let gke = config.gke.clone();
     let auth = match &config.auth {
@@ -455,6 +537,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
             auth,
             history,
             provisioning,
+            controllers,
         },
         async move {
             let _ = stop_receiver.await;

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use ferry_adapter_kubernetes::{KubeCluster, TargetOverrides};
 use ferry_policies::engine::{self, Mode, Plan, Snapshot};
-use ferry_policies::model::{Cluster, Health, PlacementPolicy, Workload};
+use ferry_policies::model::{Cluster, Health, PlacementPolicy, Pricing, Workload};
 use ferry_policies::quantity::Resources as PlanResources;
 use ferry_ports::{
     Backoff, ClusterPort, Inventory, PortError, Retrying, RunningWorkload, WorkloadKey,
@@ -178,6 +178,29 @@ impl World {
         // In place, under the lock: two clusters may be provisioned at once.
         let mut provisioned = self.provisioned.write().unwrap_or_else(|p| p.into_inner());
         provisioned.insert(member.definition.name.clone(), member);
+    }
+
+    /// New prices for a member (the API's price feed); `false` if there is no such
+    /// member. A file member gets its file's prices again when its file is reloaded.
+    pub fn set_pricing(&self, name: &str, pricing: Pricing, source: String) -> bool {
+        let reprice = |member: &Arc<Member>| {
+            let mut definition = member.definition.clone();
+            definition.pricing = pricing.clone();
+            Arc::new(Member {
+                definition,
+                port: Arc::clone(&member.port),
+                price_source: Some(source.clone()),
+                provisioner: member.provisioner.clone(),
+            })
+        };
+        for lock in [&self.provisioned, &self.members] {
+            let mut members = lock.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(member) = members.get_mut(name) {
+                *member = reprice(member);
+                return true;
+            }
+        }
+        false
     }
 
     /// Takes a provisioned member out of the federation.

@@ -118,7 +118,7 @@ function reconcile(container, items, key, create, update, after = null) {
 
 /** What the page knows, each part replaced as an answer arrives; `progress` holds a
  * running start step's rollout per migration id (`migration.progress`). */
-const data = { clusters: [], workloads: [], placements: null, migrations: [], history: [], progress: new Map() };
+const data = { clusters: [], workloads: [], placements: null, controllers: null, migrations: [], history: [], progress: new Map() };
 /** The signed-in session: {token, claims, operate, controller, expiry}. */
 let session = null;
 let loadedAt = null;
@@ -155,11 +155,12 @@ function setConnection(state, retryMs) {
 const PATHS = {
   clusters: "clusters", workloads: "workloads", placements: "placements",
   migrations: "migrations", history: `cost-history?limit=${MAX_POINTS}`,
+  controllers: "controllers",
 };
 const ALL = Object.keys(PATHS);
 const get = async (s, part) => {
   const body = await api(s.token, "GET", `/api/v1/${PATHS[part]}`);
-  return part === "placements" ? body : body.items;
+  return part === "placements" || part === "controllers" ? body : body.items;
 };
 const RENDERERS = {
   clusters: [renderClusters, renderFilters, renderPlacement, renderPlanSummary, renderCost],
@@ -167,6 +168,7 @@ const RENDERERS = {
   placements: [renderRecommendations, renderPlanSummary],
   migrations: [renderMigrations, renderRecommendations],
   history: [renderCost],
+  controllers: [renderPlanSummary],
 };
 
 const wanted = new Set();
@@ -266,7 +268,9 @@ function onEvent({ kind, data: d }) {
       return;
     }
     case "policies.changed":
-      refresh("placements");
+    case "controller.decision":
+    case "controller.mode":
+      refresh("placements", "controllers");
       return;
     default:
       // resources.reloaded, cluster.health, lagged, and kinds unknown here.
@@ -492,6 +496,7 @@ function createRecommendation(move) {
   const refs = {
     saving: h("span", { class: "saving" }),
     cost: h("span", { class: "muted" }),
+    decision: h("p", { class: "decision", testid: "decision" }),
     reasons: h("ul", { class: "reasons" }),
     actions: h("div", { class: "actions" }),
     status: h("p", { class: "action-status", role: "status" }),
@@ -502,6 +507,7 @@ function createRecommendation(move) {
       h("strong", { text: move.workload }),
       h("span", { class: "route", text: `${move.from} → ${move.to}` })),
     h("p", {}, refs.saving, " ", refs.cost),
+    refs.decision,
     refs.reasons,
     refs.actions);
   node.refs = refs;
@@ -526,6 +532,8 @@ function updateRecommendation(node, move) {
   setData(node, "to", move.to);
   setText(r.saving, `Saves ${money(move.monthlySavings)} a month`);
   setText(r.cost, move.migrationCost ? `(moving costs ${money(move.migrationCost)} once)` : "");
+  setText(r.decision, decisionText(move.decision));
+  setData(node, "verdict", move.decision?.verdict ?? "");
   const placement = data.placements?.plan?.placements?.find((p) => p.workload === move.workload && p.cluster === move.to);
   const reasons = placement?.reasons ?? [];
   reconcile(r.reasons, reasons.map((text, i) => ({ text, i })), (x) => String(x.i),
@@ -571,6 +579,20 @@ function startMigration(move, node) {
     });
 }
 
+/** What the controllers do with a recommended move, and when. */
+function decisionText(decision) {
+  if (!decision) return "The controllers have not looked at this move yet.";
+  const when = decision.notBefore ? ` until ${decision.notBefore.replace("T", " ").replace("Z", " UTC")}` : "";
+  switch (decision.verdict) {
+    case "start":
+      return decision.migration ? `Started by the ${decision.kind} controller as ${decision.migration}.` : `The ${decision.kind} controller starts it now.`;
+    case "hold":
+      return `The controller waits${when}: ${decision.reason}.`;
+    default:
+      return `Not started automatically: ${decision.reason}.`;
+  }
+}
+
 function renderRecommendations() {
   const plan = data.placements?.plan;
   const moves = plan?.moves ?? [];
@@ -593,9 +615,12 @@ function renderPlanSummary() {
   const now = data.clusters.reduce((sum, c) => sum + (c.monthlyCost ?? 0), 0);
   const saving = (plan.moves ?? []).reduce((sum, m) => sum + (m.monthlySavings ?? 0), 0);
   const moves = plan.moves?.length ?? 0;
-  setText($("plan-summary"), moves === 0
+  const mode = data.controllers?.mode;
+  const controllers = mode === "auto" ? " Controllers: auto (they start what the policies allow)."
+    : mode === "recommend" ? " Controllers: recommend (they start nothing)." : "";
+  setText($("plan-summary"), (moves === 0
     ? `Running costs ${money(now)} a month.`
-    : `Running costs ${money(now)} a month; ${moves} move${moves === 1 ? "" : "s"} would save ${money(saving)} of it.`);
+    : `Running costs ${money(now)} a month; ${moves} move${moves === 1 ? "" : "s"} would save ${money(saving)} of it.`) + controllers);
 }
 
 // --- migrations
@@ -790,7 +815,7 @@ function tokenFromHash() {
 
 /** Forgets what the last session saw. */
 function clearViews() {
-  Object.assign(data, { clusters: [], workloads: [], placements: null, migrations: [], history: [] });
+  Object.assign(data, { clusters: [], workloads: [], placements: null, controllers: null, migrations: [], history: [] });
   data.progress.clear();
   document.querySelectorAll("#dashboard tbody, #dashboard [data-key]").forEach((n) => n.remove());
   $("cost-chart").replaceChildren();

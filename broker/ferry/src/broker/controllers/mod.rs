@@ -1,0 +1,848 @@
+//! The controllers: the loops that make the broker act on its policies by itself.
+//!
+//! Every tick (an interval, or sooner when prices or policies change) one pass:
+//! 1. **observe**: every member's inventory; health debounced into phases
+//!    (`ferry_policies::control::health`); prices remembered for hysteresis; the objects
+//!    of every serving workload read again when stale, so that a workload whose cluster
+//!    goes down can be started elsewhere from them;
+//! 2. **plan**: the rebalance plan over what runs, where a down member's workloads are
+//!    taken from what it last reported (and its evacuated ones left out);
+//! 3. **propose**: evacuations (the source is down), returns (an evacuated workload whose
+//!    policy prefers its recovered cluster), policy moves and cost moves; workloads that
+//!    fit nowhere become capacity requests;
+//! 4. **decide** (pure: `ferry_policies::control::decide`) and **apply**: start what the
+//!    rules allow in `auto` mode; record every decision that changed as an event and an
+//!    audit line; keep the last pass for the API and the dashboard.
+//!
+//! Time comes from [`ControlClock`], which tests drive through tokio's paused clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use ferry_policies::control::capacity::{self, Growable, Need};
+use ferry_policies::control::decide::policy_rules;
+use ferry_policies::control::{
+    Decision, HealthSettings, HealthTracker, Kind, Limits, Mode, Phase, PriceMemory, Proposal,
+    Situation, Verdict, decide, human_duration,
+};
+use ferry_policies::engine::{self, Snapshot};
+use ferry_policies::model::{PlacementPolicy, Workload};
+use ferry_policies::quantity::Resources as PlanResources;
+use ferry_ports::{Health, Inventory, Operation, PortError, WorkloadKey};
+use serde_json::{Value, json};
+
+use super::api::AppState;
+use super::migration::{Migration, RememberedExport, State, SubmitError, Trigger};
+use super::world::Census;
+use super::{audit, clock};
+
+/// The controllers' settings (`[controllers]` in ferry.toml).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControllerConfig {
+    pub mode: Mode,
+    /// Time between passes when nothing pokes the loop.
+    pub interval: Duration,
+    /// How long a member must stay unhealthy before its workloads are evacuated.
+    pub failover_after: Duration,
+    /// How long a member must stay healthy after a change before it is a target again.
+    pub stable_after: Duration,
+    /// How far back prices count for hysteresis.
+    pub price_memory: Duration,
+    /// Moves started by the controllers running at once, broker-wide.
+    pub max_concurrent_moves: u32,
+    /// How old the objects kept for an evacuation may grow before they are read again.
+    pub export_refresh: Duration,
+    /// Capacity on demand: never grow a member past this many nodes (0: never grow).
+    pub max_nodes: u32,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            mode: Mode::Recommend,
+            interval: Duration::from_secs(10),
+            failover_after: Duration::from_secs(30),
+            stable_after: Duration::from_secs(300),
+            price_memory: Duration::from_secs(3600),
+            max_concurrent_moves: 2,
+            export_refresh: Duration::from_secs(300),
+            max_nodes: 0,
+        }
+    }
+}
+
+/// Unix seconds for the controllers: the wall clock when they started, advanced by
+/// tokio's monotonic clock (which a test can pause and drive).
+#[derive(Clone, Copy, Debug)]
+pub struct ControlClock {
+    base_unix: u64,
+    base: tokio::time::Instant,
+}
+
+impl ControlClock {
+    pub fn wall() -> ControlClock {
+        ControlClock::starting_at(clock::unix_now())
+    }
+
+    pub fn starting_at(unix: u64) -> ControlClock {
+        ControlClock {
+            base_unix: unix,
+            base: tokio::time::Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> u64 {
+        self.base_unix + self.base.elapsed().as_secs()
+    }
+}
+
+/// What the loop remembers between passes.
+struct Memory {
+    health: HealthTracker,
+    prices: PriceMemory,
+    /// Each member's last inventory: what a down member ran.
+    last_seen: BTreeMap<String, Inventory>,
+    /// When this broker's controllers last started a move of each workload.
+    started: BTreeMap<String, u64>,
+    /// Each decision's last verdict and reason (digits left out, so that a countdown is
+    /// not a change), to record only changes.
+    announced: BTreeMap<(String, String), (Verdict, String)>,
+    /// Capacity requests in flight: member → operation id.
+    growing: BTreeMap<String, String>,
+}
+
+/// The last pass, as the API shows it.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub at: u64,
+    pub decisions: Vec<Decision>,
+    /// Migration ids of the moves the pass started, per workload.
+    pub started: BTreeMap<String, String>,
+    /// Capacity requested, and workloads no growth could serve.
+    pub growth: Vec<Value>,
+    /// Why the pass could not plan, if it could not.
+    pub error: Option<String>,
+}
+
+pub struct Controllers {
+    config: ControllerConfig,
+    mode: Mutex<Mode>,
+    clock: ControlClock,
+    memory: tokio::sync::Mutex<Memory>,
+    report: RwLock<Report>,
+    wake: tokio::sync::Notify,
+}
+
+impl Controllers {
+    pub fn new(config: ControllerConfig, clock: ControlClock) -> Controllers {
+        let settings = HealthSettings {
+            failover_after: config.failover_after.as_secs(),
+            stable_after: config.stable_after.as_secs(),
+        };
+        Controllers {
+            mode: Mutex::new(config.mode),
+            memory: tokio::sync::Mutex::new(Memory {
+                health: HealthTracker::new(settings),
+                prices: PriceMemory::new(config.price_memory.as_secs()),
+                last_seen: BTreeMap::new(),
+                started: BTreeMap::new(),
+                announced: BTreeMap::new(),
+                growing: BTreeMap::new(),
+            }),
+            config,
+            clock,
+            report: RwLock::new(Report::default()),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        *self.mode.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().unwrap_or_else(PoisonError::into_inner) = mode;
+        self.poke();
+    }
+
+    /// Asks for a pass now (prices, policies or the mode changed).
+    pub fn poke(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn report(&self) -> Report {
+        self.report
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Runs passes until the process ends.
+    pub fn spawn(state: Arc<AppState>) {
+        tokio::spawn(async move {
+            loop {
+                state.controllers.pass(&state).await;
+                tokio::select! {
+                    () = tokio::time::sleep(state.controllers.config.interval) => {}
+                    () = state.controllers.wake.notified() => {}
+                }
+            }
+        });
+    }
+
+    /// One pass: observe, plan, propose, decide, apply.
+    pub async fn pass(&self, state: &AppState) {
+        let now = self.clock.now();
+        let census = state.world.census().await;
+        let mut memory = self.memory.lock().await;
+        self.observe(state, &census, &mut memory, now).await;
+        let migrations = state.engine.list().unwrap_or_default();
+        let seen = controller_census(&census, &memory, &migrations);
+        let world = &state.world;
+        let plan = match world.plan(&seen) {
+            Ok(plan) => plan,
+            Err(error) => {
+                self.publish_report(Report {
+                    at: now,
+                    error: Some(format!("the policies cannot be planned: {error}")),
+                    ..Report::default()
+                });
+                return;
+            }
+        };
+        let clusters = world.plan_clusters(&seen);
+        let workloads = world.plan_workloads(&seen);
+        let policies = world.policies();
+        let snapshot = Snapshot {
+            clusters: &clusters,
+            workloads: &workloads,
+            policies: &policies,
+        };
+        let by_key: BTreeMap<String, &Workload> = workloads.iter().map(|w| (w.key(), w)).collect();
+        let governing: BTreeMap<String, &PlacementPolicy> = workloads
+            .iter()
+            .filter_map(|w| {
+                let p = engine::governing_policy(&policies, w).ok().flatten()?;
+                Some((w.key(), &policies[p]))
+            })
+            .collect();
+        let policy_of = |workload: &str| governing.get(workload).copied();
+        let price_of = |cluster: &str, requests: PlanResources| {
+            clusters
+                .iter()
+                .find(|c| c.name == cluster)
+                .map_or(0.0, |c| c.pricing.monthly_cost(requests))
+        };
+
+        // Proposals: returns first, so that a cost move of the same workload gives way.
+        let mut proposals = Vec::new();
+        let mut returning = BTreeSet::new();
+        for (workload, home, now_on) in returns(&migrations, &seen) {
+            let Some(w) = by_key.get(&workload).copied() else {
+                continue;
+            };
+            if engine::prefers(&snapshot, &workload, &home, &now_on) != Ok(Some(true)) {
+                continue;
+            }
+            let requests = w.resources.times(u64::from(w.replicas));
+            returning.insert(workload.clone());
+            proposals.push(Proposal {
+                workload: workload.clone(),
+                from: now_on.clone(),
+                to: home.clone(),
+                kind: Kind::Return,
+                replicas: w.replicas,
+                whole: true,
+                requests,
+                monthly_cost: price_of(&now_on, requests),
+                monthly_savings: price_of(&now_on, requests) - price_of(&home, requests),
+                policy: policy_rules(policy_of(&workload)),
+                blocked: None,
+            });
+        }
+        for step in &plan.moves {
+            if returning.contains(&step.workload) {
+                continue;
+            }
+            let Some(w) = by_key.get(&step.workload) else {
+                continue;
+            };
+            let kind = if matches!(memory.health.phase(&step.from), Phase::Down { .. }) {
+                Kind::Evacuate
+            } else if step.reason.starts_with("evacuate") {
+                Kind::Policy
+            } else {
+                Kind::Cost
+            };
+            let requests = w.resources.times(u64::from(step.replicas));
+            proposals.push(Proposal {
+                workload: step.workload.clone(),
+                from: step.from.clone(),
+                to: step.to.clone(),
+                kind,
+                replicas: step.replicas,
+                whole: step.replicas == w.replicas,
+                requests,
+                monthly_cost: price_of(&step.from, requests),
+                monthly_savings: step.monthly_savings,
+                policy: policy_rules(policy_of(&step.workload)),
+                blocked: None,
+            });
+        }
+
+        // What runs now, for cooldowns and caps.
+        let mut last_move = memory.started.clone();
+        let mut running = 0;
+        let mut running_by_policy: BTreeMap<String, u32> = BTreeMap::new();
+        for m in &migrations {
+            if m.dry_run {
+                continue;
+            }
+            if let Some(at) = clock::parse(&m.created_at) {
+                let last = last_move.entry(m.workload.clone()).or_insert(at);
+                *last = (*last).max(at);
+            }
+            if !m.state.is_final() {
+                running += 1;
+                if let Some(p) = policy_of(&m.workload) {
+                    *running_by_policy.entry(p.name.clone()).or_default() += 1;
+                }
+            }
+        }
+        let mode = self.mode();
+        let decisions = decide(
+            proposals,
+            &Situation {
+                now,
+                limits: Limits {
+                    mode,
+                    max_concurrent_moves: self.config.max_concurrent_moves,
+                },
+                health: &memory.health,
+                prices: &memory.prices,
+                last_move: &last_move,
+                running,
+                running_by_policy: &running_by_policy,
+            },
+        );
+
+        let mut started = BTreeMap::new();
+        for decision in &decisions {
+            self.announce(state, &mut memory, decision);
+            if decision.verdict != Verdict::Start {
+                continue;
+            }
+            let p = &decision.proposal;
+            let Some(key) = WorkloadKey::parse(&p.workload) else {
+                continue;
+            };
+            let by = format!("controller:{}", p.kind.as_str());
+            let result = match p.kind {
+                Kind::Evacuate => state.engine.evacuate(&key, &p.from, &p.to, &by),
+                Kind::Return => {
+                    state
+                        .engine
+                        .submit_as(&key, &p.to, false, &by, None, Trigger::Return)
+                        .await
+                }
+                Kind::Policy => {
+                    state
+                        .engine
+                        .submit_as(&key, &p.to, false, &by, None, Trigger::Policy)
+                        .await
+                }
+                Kind::Cost => {
+                    state
+                        .engine
+                        .submit_as(&key, &p.to, false, &by, None, Trigger::Cost)
+                        .await
+                }
+            };
+            match result {
+                Ok(migration) => {
+                    memory.started.insert(p.workload.clone(), now);
+                    started.insert(p.workload.clone(), migration.id);
+                }
+                // Someone (or an earlier pass) moves it already.
+                Err(SubmitError::Busy { .. }) => {}
+                Err(error) => {
+                    tracing::warn!(workload = %p.workload, %error, "controller move not started");
+                    state.events.publish(
+                        "controller.error",
+                        Some(&key.namespace),
+                        json!({"workload": p.workload, "to": p.to, "kind": p.kind.as_str(),
+                               "message": error.to_string()}),
+                    );
+                }
+            }
+        }
+
+        let growth = self
+            .grow(state, &mut memory, &plan, &by_key, &seen, &governing, mode)
+            .await;
+        self.publish_report(Report {
+            at: now,
+            decisions,
+            started,
+            growth,
+            error: None,
+        });
+    }
+
+    fn publish_report(&self, report: Report) {
+        *self.report.write().unwrap_or_else(PoisonError::into_inner) = report;
+    }
+
+    /// Health phases, prices, last inventories and the objects kept for evacuations.
+    async fn observe(&self, state: &AppState, census: &Census, memory: &mut Memory, now: u64) {
+        let members = state.world.members();
+        let names: BTreeSet<String> = members.iter().map(|m| m.definition.name.clone()).collect();
+        memory.health.retain(|n| names.contains(n));
+        memory.prices.retain(|n| names.contains(n));
+        memory.last_seen.retain(|n, _| names.contains(n));
+        for member in &members {
+            let name = &member.definition.name;
+            let inventory = census.inventories.get(name).and_then(|i| i.as_ref().ok());
+            let healthy = inventory.is_some_and(|i| i.health == Health::Ready);
+            if let Some(transition) = memory.health.observe(name, healthy, now) {
+                let phase = memory.health.phase(name);
+                tracing::info!(cluster = %name, phase = phase.as_str(), "cluster health changed");
+                state.events.publish(
+                    "cluster.health",
+                    None,
+                    json!({"cluster": name, "phase": phase.as_str(),
+                           "transition": transition.as_str()}),
+                );
+                let _ = audit::record(
+                    &state.store,
+                    "controller",
+                    &format!("cluster.{}", transition.as_str()),
+                    name,
+                    None,
+                    phase.as_str(),
+                );
+            }
+            if let Some(inventory) = inventory {
+                memory.last_seen.insert(name.clone(), inventory.clone());
+            }
+            memory.prices.record(name, &member.definition.pricing, now);
+        }
+        // Read again the objects of serving workloads whose kept copy is missing, from
+        // another cluster, of another size, or old.
+        let refresh = self.config.export_refresh.as_secs();
+        let mut serving = BTreeSet::new();
+        for (cluster, inventory) in &census.inventories {
+            let Ok(inventory) = inventory else { continue };
+            let Some(member) = state.world.member(cluster) else {
+                continue;
+            };
+            for workload in inventory.workloads.iter().filter(|w| w.replicas > 0) {
+                serving.insert(workload.key.clone());
+                let kept = state.engine.remembered_export(&workload.key);
+                let fresh = kept.is_some_and(|k| {
+                    k.cluster == *cluster
+                        && k.workload.replicas == workload.replicas
+                        && now.saturating_sub(k.at) < refresh
+                });
+                if fresh {
+                    continue;
+                }
+                match member.port.export(&workload.key).await {
+                    Ok(exported) => state.engine.remember_export(RememberedExport {
+                        cluster: cluster.clone(),
+                        at: now,
+                        workload: exported,
+                    }),
+                    Err(error) => {
+                        tracing::debug!(%cluster, workload = %workload.key, %error, "export for failover not refreshed");
+                    }
+                }
+            }
+        }
+        // Keep the objects of workloads on down members: they are what an evacuation needs.
+        let away: BTreeSet<&str> = census
+            .inventories
+            .iter()
+            .filter(|(_, i)| i.is_err())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        state.engine.forget_exports(|export| {
+            serving.contains(&export.workload.key) || away.contains(export.cluster.as_str())
+        });
+    }
+
+    /// Records a decision as an event and an audit line when it differs from the last
+    /// pass's for the same move.
+    fn announce(&self, state: &AppState, memory: &mut Memory, decision: &Decision) {
+        let p = &decision.proposal;
+        let key = (p.workload.clone(), p.to.clone());
+        let gist: String = decision
+            .reason
+            .chars()
+            .filter(|c| !c.is_ascii_digit())
+            .collect();
+        if memory.announced.get(&key) == Some(&(decision.verdict, gist.clone())) {
+            return;
+        }
+        memory.announced.insert(key, (decision.verdict, gist));
+        let namespace = p.workload.split_once('/').map(|(ns, _)| ns);
+        state.events.publish(
+            "controller.decision",
+            namespace,
+            decision_json(decision, None),
+        );
+        let _ = audit::record(
+            &state.store,
+            "controller",
+            &format!("controller.{}", decision.verdict.as_str()),
+            &format!(
+                "{} {} -> {} ({})",
+                p.workload,
+                p.from,
+                p.to,
+                p.kind.as_str()
+            ),
+            None,
+            &decision.reason,
+        );
+    }
+
+    /// Capacity on demand: follows the resizes in flight and asks for new ones for
+    /// workloads that fit nowhere and whose policy allows it.
+    #[allow(clippy::too_many_arguments)] // the pass's context, borrowed
+    async fn grow(
+        &self,
+        state: &AppState,
+        memory: &mut Memory,
+        plan: &engine::Plan,
+        by_key: &BTreeMap<String, &Workload>,
+        seen: &Census,
+        governing: &BTreeMap<String, &PlacementPolicy>,
+        mode: Mode,
+    ) -> Vec<Value> {
+        let mut report = Vec::new();
+        // Follow what is in flight.
+        let growing: Vec<(String, String)> = memory
+            .growing
+            .iter()
+            .map(|(c, id)| (c.clone(), id.clone()))
+            .collect();
+        for (cluster, id) in growing {
+            let Some(provisioner) = state
+                .world
+                .member(&cluster)
+                .and_then(|m| m.provisioner.clone())
+            else {
+                memory.growing.remove(&cluster);
+                continue;
+            };
+            match provisioner.operation(&id).await {
+                Ok(Operation::Running { progress, .. }) => {
+                    report.push(json!({"cluster": cluster, "state": "running", "operation": id, "message": progress}));
+                }
+                Ok(Operation::Done { .. }) => {
+                    memory.growing.remove(&cluster);
+                    state.events.publish(
+                        "controller.capacity",
+                        None,
+                        json!({"cluster": cluster, "operation": id, "state": "done"}),
+                    );
+                }
+                Ok(Operation::Failed { reason, .. }) => {
+                    memory.growing.remove(&cluster);
+                    state.events.publish("controller.capacity", None, json!({"cluster": cluster, "operation": id, "state": "failed", "message": reason}));
+                    let _ = audit::record(
+                        &state.store,
+                        "controller",
+                        "capacity.failed",
+                        &cluster,
+                        None,
+                        &reason,
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(%cluster, %error, "capacity request not followed this pass");
+                }
+            }
+        }
+        if self.config.max_nodes == 0 {
+            return report;
+        }
+        let needs: Vec<Need> = plan
+            .unplaced
+            .iter()
+            .filter(|u| {
+                governing
+                    .get(&u.workload)
+                    .is_some_and(|p| p.capacity_on_demand)
+            })
+            .filter_map(|u| {
+                let w = by_key.get(&u.workload)?;
+                Some(Need {
+                    workload: u.workload.clone(),
+                    replica: w.resources,
+                    replicas: w.replicas,
+                    exclusions: u.reasons.clone(),
+                })
+            })
+            .collect();
+        if needs.is_empty() {
+            return report;
+        }
+        let growable: Vec<Growable> = state
+            .world
+            .members()
+            .iter()
+            .filter(|m| m.provisioner.is_some() && !memory.growing.contains_key(&m.definition.name))
+            .filter_map(|m| {
+                let inventory = seen.inventories.get(&m.definition.name)?.as_ref().ok()?;
+                let nodes = inventory.nodes.max(1);
+                Some(Growable {
+                    cluster: m.definition.name.clone(),
+                    nodes: inventory.nodes,
+                    node: PlanResources::new(
+                        inventory.allocatable.cpu_millis / u64::from(nodes),
+                        inventory.allocatable.memory_bytes / u64::from(nodes),
+                    ),
+                    free: PlanResources::new(
+                        inventory
+                            .allocatable
+                            .cpu_millis
+                            .saturating_sub(inventory.requested.cpu_millis),
+                        inventory
+                            .allocatable
+                            .memory_bytes
+                            .saturating_sub(inventory.requested.memory_bytes),
+                    ),
+                    max_nodes: self.config.max_nodes,
+                    pricing: m.definition.pricing.clone(),
+                })
+            })
+            .collect();
+        let (growth, unserved) = capacity::plan_growth(&needs, &growable);
+        for (workload, reason) in unserved {
+            report.push(json!({"workload": workload, "state": "unserved", "message": reason}));
+        }
+        for g in growth {
+            let entry = json!({"cluster": g.cluster, "fromNodes": g.from_nodes, "toNodes": g.to_nodes, "workloads": g.workloads});
+            if mode == Mode::Recommend {
+                report.push(json!({"state": "recommended", "message": "the broker is in recommend mode", "request": entry}));
+                continue;
+            }
+            let Some(provisioner) = state
+                .world
+                .member(&g.cluster)
+                .and_then(|m| m.provisioner.clone())
+            else {
+                continue;
+            };
+            match provisioner.resize(&g.cluster, g.to_nodes).await {
+                Ok(operation) => {
+                    let id = match &operation {
+                        Operation::Running { id, .. }
+                        | Operation::Done { id }
+                        | Operation::Failed { id, .. } => id.clone(),
+                    };
+                    memory.growing.insert(g.cluster.clone(), id.clone());
+                    let _ = audit::record(
+                        &state.store,
+                        "controller",
+                        "capacity.request",
+                        &format!("{} {} -> {} nodes", g.cluster, g.from_nodes, g.to_nodes),
+                        None,
+                        &format!("for {}", g.workloads.join(", ")),
+                    );
+                    state.events.publish("controller.capacity", None, json!({"cluster": g.cluster, "operation": id, "state": "requested", "fromNodes": g.from_nodes, "toNodes": g.to_nodes, "workloads": g.workloads}));
+                    report.push(json!({"state": "requested", "operation": id, "request": entry}));
+                }
+                Err(error) => {
+                    report.push(
+                        json!({"state": "refused", "message": error.to_string(), "request": entry}),
+                    );
+                }
+            }
+        }
+        report
+    }
+
+    /// The controllers as `GET /api/v1/controllers` shows them; `visible` filters
+    /// decisions by namespace.
+    pub async fn status(&self, visible: impl Fn(&str) -> bool) -> Value {
+        let report = self.report();
+        let memory = self.memory.lock().await;
+        let now = self.clock.now();
+        let clusters: Vec<Value> = memory
+            .health
+            .phases()
+            .map(|(name, phase)| {
+                let since = match phase {
+                    Phase::Up => None,
+                    Phase::Suspect { since }
+                    | Phase::Down { since }
+                    | Phase::Returning { since } => Some(clock::rfc3339(since)),
+                };
+                let target = memory.health.ready_as_target(name, now);
+                json!({"name": name, "phase": phase.as_str(), "since": since,
+                       "target": target.is_ok(),
+                       "notTargetBecause": target.err().map(|(why, _)| why)})
+            })
+            .collect();
+        let c = &self.config;
+        json!({
+            "mode": self.mode().as_str(),
+            "settings": {
+                "interval": human_duration(c.interval.as_secs()),
+                "failoverAfter": human_duration(c.failover_after.as_secs()),
+                "stableAfter": human_duration(c.stable_after.as_secs()),
+                "priceMemory": human_duration(c.price_memory.as_secs()),
+                "maxConcurrentMoves": c.max_concurrent_moves,
+                "maxNodes": c.max_nodes,
+            },
+            "lastPass": (report.at > 0).then(|| clock::rfc3339(report.at)),
+            "error": report.error,
+            "clusters": clusters,
+            "decisions": report.decisions.iter()
+                .filter(|d| d.proposal.workload.split_once('/').is_some_and(|(ns, _)| visible(ns)))
+                .map(|d| decision_json(d, report.started.get(&d.proposal.workload)))
+                .collect::<Vec<_>>(),
+            "capacity": report.growth,
+        })
+    }
+}
+
+/// A decision as the API, events and dashboard show it.
+pub fn decision_json(decision: &Decision, migration: Option<&String>) -> Value {
+    let p = &decision.proposal;
+    json!({
+        "workload": p.workload,
+        "from": p.from,
+        "to": p.to,
+        "kind": p.kind.as_str(),
+        "replicas": p.replicas,
+        "monthlySavings": (p.monthly_savings * 100.0).round() / 100.0,
+        "verdict": decision.verdict.as_str(),
+        "reason": decision.reason,
+        "notBefore": decision.not_before.map(clock::rfc3339),
+        "migration": migration,
+    })
+}
+
+/// What the controllers plan over: the census, with each down member's workloads as it
+/// last reported them (those evacuated left out), a suspect member taken as it last was,
+/// and stale copies of evacuated workloads left out everywhere.
+fn controller_census(census: &Census, memory: &Memory, migrations: &[Migration]) -> Census {
+    let stale: BTreeSet<(&str, &str)> = migrations
+        .iter()
+        .filter(|m| m.fenced && m.state == State::Done && !m.source_removed)
+        .map(|m| (m.from.as_str(), m.workload.as_str()))
+        .collect();
+    let inventories = census
+        .inventories
+        .iter()
+        .map(|(name, result)| {
+            let phase = memory.health.phase(name);
+            let inventory = match (result, phase) {
+                (Ok(inventory), _) => Ok(inventory.clone()),
+                (Err(_), Phase::Down { .. }) => memory
+                    .last_seen
+                    .get(name)
+                    .map(|last| Inventory {
+                        health: Health::Unreachable,
+                        ..last.clone()
+                    })
+                    .ok_or_else(|| unreachable(name)),
+                // Suspect: not yet acted on, so planned as it last was.
+                (Err(_), _) => memory
+                    .last_seen
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| unreachable(name)),
+            };
+            let inventory = inventory.map(|mut i| {
+                i.workloads
+                    .retain(|w| !stale.contains(&(name.as_str(), w.key.to_string().as_str())));
+                i
+            });
+            (name.clone(), inventory)
+        })
+        .collect();
+    Census { inventories }
+}
+
+fn unreachable(cluster: &str) -> PortError {
+    PortError::Unreachable {
+        cluster: cluster.to_owned(),
+        reason: "no inventory yet".to_owned(),
+    }
+}
+
+/// Evacuated workloads that could go home: `(workload, home, where it runs now)` for each
+/// workload whose latest migration is a completed evacuation whose stale copy is gone.
+fn returns(migrations: &[Migration], seen: &Census) -> Vec<(String, String, String)> {
+    // `migrations` is newest first: the first seen per workload is its latest.
+    let mut latest: BTreeMap<&str, &Migration> = BTreeMap::new();
+    for m in migrations.iter().filter(|m| !m.dry_run) {
+        latest.entry(m.workload.as_str()).or_insert(m);
+    }
+    latest
+        .into_values()
+        .filter(|m| m.trigger == Trigger::Failover && m.state == State::Done && m.source_removed)
+        .filter_map(|m| {
+            let key = WorkloadKey::parse(&m.workload)?;
+            let (now_on, _) = seen.locate(&key)?;
+            (now_on == m.to).then(|| (m.workload.clone(), m.from.clone(), m.to.clone()))
+        })
+        .collect()
+}
+
+/// Prometheus lines: moves by reason, evacuations, savings realised.
+pub fn metrics(migrations: &[Migration], out: &mut String) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "# HELP ferry_moves_total Migrations that completed, by what started them."
+    );
+    let _ = writeln!(out, "# TYPE ferry_moves_total counter");
+    for trigger in Trigger::ALL {
+        let count = migrations
+            .iter()
+            .filter(|m| !m.dry_run && m.trigger == trigger && m.state == State::Done)
+            .count();
+        let _ = writeln!(
+            out,
+            "ferry_moves_total{{reason=\"{}\"}} {count}",
+            trigger.as_str()
+        );
+    }
+    let evacuations = migrations
+        .iter()
+        .filter(|m| m.fenced && m.state == State::Done)
+        .count();
+    let _ = writeln!(
+        out,
+        "# HELP ferry_evacuations_total Workloads restarted elsewhere because their cluster was down."
+    );
+    let _ = writeln!(out, "# TYPE ferry_evacuations_total counter");
+    let _ = writeln!(out, "ferry_evacuations_total {evacuations}");
+    let _ = writeln!(
+        out,
+        "# HELP ferry_savings_realised_monthly Monthly savings of the completed moves (negative: moves that cost more, such as evacuations)."
+    );
+    let _ = writeln!(out, "# TYPE ferry_savings_realised_monthly gauge");
+    for trigger in Trigger::ALL {
+        let saved: f64 = migrations
+            .iter()
+            .filter(|m| !m.dry_run && m.trigger == trigger && m.state == State::Done)
+            .filter_map(|m| m.monthly_savings)
+            .sum();
+        let _ = writeln!(
+            out,
+            "ferry_savings_realised_monthly{{reason=\"{}\"}} {saved:.2}",
+            trigger.as_str()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;
