@@ -190,6 +190,10 @@ fn watch_fault(resource: &str, error: &watcher::Error) -> WatchFault {
     }
 }
 
+/// How long a watch may go on failing before it is started afresh: longer than the
+/// watcher's longest backoff (30 s) plus a connect timeout.
+const STUCK_WATCH: Duration = Duration::from_secs(45);
+
 /// Starts a reflector for `api`: a task that keeps the returned store current and records
 /// in `faults` under `label` whether the watch currently fails.
 fn spawn_reflector<K>(
@@ -202,23 +206,44 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
-    let (reader, writer) = reflector::store();
-    // Managed fields are about half of every object and never read here.
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .map_ok(|event| event.modify(|object| object.managed_fields_mut().clear()));
-    let stream = reflector::reflector(writer, stream);
+    let (reader, mut writer) = reflector::store();
     let task = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(_) => {
-                    lock(&faults).remove(&label);
-                }
-                Err(error) => {
-                    let fault = watch_fault(resource, &error);
-                    tracing::debug!(watch = %label, reason = %fault.reason, "watch failing");
-                    lock(&faults).insert(label.clone(), fault);
+        // A watch that keeps failing is started afresh (a new list, a new request) after
+        // STUCK_WATCH: after an API server restart, a watch was seen to stay on its last
+        // error for minutes while every other request to that server succeeded.
+        loop {
+            let config = watcher::Config::default().timeout(crate::connection::WATCH_SECONDS);
+            // Managed fields are about half of every object and never read here.
+            let stream = watcher(api.clone(), config)
+                .default_backoff()
+                .map_ok(|event| event.modify(|object| object.managed_fields_mut().clear()));
+            let mut stream = std::pin::pin!(stream);
+            let mut failing = false;
+            loop {
+                let next = if failing {
+                    match tokio::time::timeout(STUCK_WATCH, stream.next()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            tracing::info!(watch = %label, "watch failing for {STUCK_WATCH:?}: starting it afresh");
+                            break;
+                        }
+                    }
+                } else {
+                    stream.next().await
+                };
+                match next {
+                    Some(Ok(event)) => {
+                        writer.apply_watcher_event(&event);
+                        lock(&faults).remove(&label);
+                        failing = false;
+                    }
+                    Some(Err(error)) => {
+                        let fault = watch_fault(resource, &error);
+                        tracing::debug!(watch = %label, reason = %fault.reason, "watch failing");
+                        lock(&faults).insert(label.clone(), fault);
+                        failing = true;
+                    }
+                    None => return,
                 }
             }
         }

@@ -23,9 +23,15 @@ use serde_json::json;
 /// Longest wait for one request (not a watch).
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Watches hold a request open for up to 290 s (the watcher's server-side timeout), so the
-/// read timeout must be longer, or every idle watch would be cut as if the API were gone.
-const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(295);
+/// Watches hold a request open for up to [`WATCH_SECONDS`] (their server-side timeout), so
+/// the read timeout must be longer, or every idle watch would be cut as if the API were
+/// gone. It is also how long a watch on a dead connection can go unnoticed: after an API
+/// server restart, a watch sent on a pooled connection to the old process was seen to
+/// hang, and the member to look unreachable, until this ran out.
+const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(WATCH_SECONDS as u64 + 10);
+/// The server ends each watch after this many seconds; the watcher then resumes from the
+/// last resourceVersion (one cheap request per watch and period).
+pub(crate) const WATCH_SECONDS: u32 = 50;
 
 /// A bearer token that its issuer keeps fresh. `current` is called on every request, so
 /// it must be cheap: the issuer refreshes in the background (or on its own schedule) and

@@ -237,16 +237,24 @@ impl BrokerClient {
                     .unwrap_or_default();
                 let _ = writeln!(out, "\nmoves the policies want now: {}", moves.len());
                 let mut rows = vec![
-                    ["WORKLOAD", "FROM", "TO", "SAVINGS/MONTH"]
+                    ["WORKLOAD", "FROM", "TO", "SAVINGS/MONTH", "CONTROLLERS"]
                         .map(str::to_owned)
                         .to_vec(),
                 ];
                 for m in moves {
+                    let decision = &m["decision"];
+                    let controllers =
+                        match (decision["verdict"].as_str(), decision["notBefore"].as_str()) {
+                            (None, _) => "-".to_owned(),
+                            (Some("hold"), Some(at)) => format!("hold until {at}"),
+                            (Some(verdict), _) => verdict.to_owned(),
+                        };
                     rows.push(vec![
                         s(&m["workload"]),
                         s(&m["from"]),
                         s(&m["to"]),
                         money(&m["monthlySavings"]),
+                        controllers,
                     ]);
                 }
                 rows
@@ -470,6 +478,137 @@ impl BrokerClient {
             .await?;
         self.after_cluster_action(name, record, "delete", wait, ClusterWait::Gone, json_output)
             .await
+    }
+
+    /// `ferry cluster price NAME --cpu-core-hour X --memory-gib-hour Y`.
+    pub async fn cluster_price(
+        &self,
+        name: &str,
+        cpu_core_hour: f64,
+        memory_gib_hour: f64,
+        egress_gib: Option<f64>,
+        json_output: bool,
+    ) -> Result<(), ClientError> {
+        let mut body = json!({"cpuCoreHour": cpu_core_hour, "memoryGiBHour": memory_gib_hour});
+        if let Some(egress) = egress_gib {
+            body["egressGiB"] = json!(egress);
+        }
+        let answer = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("/api/v1/clusters/{name}/pricing"),
+                Some(body),
+            )
+            .await?;
+        if json_output {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&answer).unwrap_or_default()
+            );
+        } else {
+            let p = &answer["pricing"];
+            println!(
+                "cluster {name}: {} {} a core-hour, {} a GiB-hour, {} a GiB of egress",
+                p["currency"].as_str().unwrap_or(""),
+                p["cpuCoreHour"],
+                p["memoryGiBHour"],
+                p["egressGiB"]
+            );
+        }
+        Ok(())
+    }
+
+    /// `ferry controller status`.
+    pub async fn controller_status(&self, json_output: bool) -> Result<(), ClientError> {
+        let status = self
+            .call(reqwest::Method::GET, "/api/v1/controllers", None)
+            .await?;
+        if json_output {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&status).unwrap_or_default()
+            );
+            return Ok(());
+        }
+        let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+        println!(
+            "mode: {}   last pass: {}",
+            text(&status["mode"]),
+            text(&status["lastPass"])
+        );
+        if let Some(error) = status["error"].as_str() {
+            println!("error: {error}");
+        }
+        let mut clusters = vec![vec![
+            "CLUSTER".to_owned(),
+            "PHASE".to_owned(),
+            "SINCE".to_owned(),
+            "TARGET".to_owned(),
+        ]];
+        for c in status["clusters"].as_array().into_iter().flatten() {
+            clusters.push(vec![
+                text(&c["name"]),
+                text(&c["phase"]),
+                text(&c["since"]),
+                if c["target"] == true {
+                    "yes".to_owned()
+                } else {
+                    text(&c["notTargetBecause"])
+                },
+            ]);
+        }
+        print!("{}", crate::plan_output::columns(&clusters));
+        let mut decisions = vec![vec![
+            "WORKLOAD".to_owned(),
+            "MOVE".to_owned(),
+            "KIND".to_owned(),
+            "VERDICT".to_owned(),
+            "NOT BEFORE".to_owned(),
+            "WHY".to_owned(),
+        ]];
+        for d in status["decisions"].as_array().into_iter().flatten() {
+            decisions.push(vec![
+                text(&d["workload"]),
+                format!("{} -> {}", text(&d["from"]), text(&d["to"])),
+                text(&d["kind"]),
+                match d["migration"].as_str() {
+                    Some(id) => format!("start ({id})"),
+                    None => text(&d["verdict"]),
+                },
+                text(&d["notBefore"]),
+                text(&d["reason"]),
+            ]);
+        }
+        if decisions.len() == 1 {
+            println!("\nno moves proposed");
+        } else {
+            println!();
+            print!("{}", crate::plan_output::columns(&decisions));
+        }
+        Ok(())
+    }
+
+    /// `ferry controller mode auto|recommend`.
+    pub async fn controller_mode(&self, mode: &str, json_output: bool) -> Result<(), ClientError> {
+        let answer = self
+            .call(
+                reqwest::Method::PUT,
+                "/api/v1/controllers/mode",
+                Some(json!({"mode": mode})),
+            )
+            .await?;
+        if json_output {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&answer).unwrap_or_default()
+            );
+        } else {
+            println!(
+                "controllers: {} mode",
+                answer["mode"].as_str().unwrap_or(mode)
+            );
+        }
+        Ok(())
     }
 
     /// `ferry cluster status NAME`.

@@ -124,6 +124,16 @@ enum Command {
         #[arg(short = 'o', long = "output", default_value = "table", global = true)]
         output: Output,
     },
+    /// The rebalance and failover controllers of a running broker.
+    Controller {
+        #[command(subcommand)]
+        command: ControllerCommand,
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// Output format.
+        #[arg(short = 'o', long = "output", default_value = "table", global = true)]
+        output: Output,
+    },
     /// Asks a running broker to move a workload.
     Migrate {
         /// NAMESPACE/NAME.
@@ -187,6 +197,29 @@ enum ClusterCommand {
     },
     /// Where a provisioned cluster stands (phase, stack, progress, the last failure).
     Status { name: String },
+    /// Sets a member's hourly prices (as a price feed would); the controllers act on them.
+    Price {
+        name: String,
+        #[arg(long)]
+        cpu_core_hour: f64,
+        #[arg(long = "memory-gib-hour")]
+        memory_gib_hour: f64,
+        /// The price of a GiB leaving the cluster (unchanged when absent).
+        #[arg(long = "egress-gib")]
+        egress_gib: Option<f64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ControllerCommand {
+    /// The mode, each member's health phase and what the controllers decided, and why.
+    Status,
+    /// Switches the mode: `auto` starts the moves the policies allow, `recommend` only
+    /// shows them (admin; until the broker restarts).
+    Mode {
+        #[arg(value_parser = parse_mode)]
+        mode: ferry_policies::control::Mode,
+    },
 }
 
 #[derive(Subcommand)]
@@ -211,13 +244,14 @@ enum TokenCommand {
     },
 }
 
-/// `90s`, `30m`, `1h`, `7d`, or combinations like `1h30m`: the same syntax as durations
-/// in resource files.
+/// `recommend` or `auto`.
 fn parse_mode(text: &str) -> Result<ferry_policies::control::Mode, String> {
     ferry_policies::control::Mode::parse(text)
         .ok_or_else(|| format!("`{text}` is neither recommend nor auto"))
 }
 
+/// `90s`, `30m`, `1h`, `7d`, or combinations like `1h30m`: the same syntax as durations
+/// in resource files.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     ferry_policies::quantity::parse_duration(text).map(std::time::Duration::from_secs)
 }
@@ -338,6 +372,36 @@ fn main() -> ExitCode {
                     client.cluster_delete(&name, force, wait, json_output).await
                 }
                 ClusterCommand::Status { name } => client.cluster_status(&name, json_output).await,
+                ClusterCommand::Price {
+                    name,
+                    cpu_core_hour,
+                    memory_gib_hour,
+                    egress_gib,
+                } => {
+                    client
+                        .cluster_price(
+                            &name,
+                            cpu_core_hour,
+                            memory_gib_hour,
+                            egress_gib,
+                            json_output,
+                        )
+                        .await
+                }
+            }
+        }),
+        Command::Controller {
+            command,
+            broker,
+            output,
+        } => in_runtime_client(async move {
+            let client = client::BrokerClient::new(&broker.server, &broker.token)?;
+            let json_output = matches!(output, Output::Json);
+            match command {
+                ControllerCommand::Status => client.controller_status(json_output).await,
+                ControllerCommand::Mode { mode } => {
+                    client.controller_mode(mode.as_str(), json_output).await
+                }
             }
         }),
         Command::Migrate {

@@ -38,6 +38,11 @@ fn temp_dir(name: &str) -> PathBuf {
 
 impl Broker {
     fn start(data: &Path, pause_at: Option<&str>) -> Broker {
+        Broker::start_with(data, pause_at, &[])
+    }
+
+    /// `ferry demo` with more arguments.
+    fn start_with(data: &Path, pause_at: Option<&str>, extra: &[&str]) -> Broker {
         let mut command = Command::new(FERRY);
         command
             .args([
@@ -49,6 +54,7 @@ impl Broker {
                 "--rollout-time",
                 "1s",
             ])
+            .args(extra)
             .arg("--data")
             .arg(data)
             .stdout(Stdio::piped())
@@ -977,4 +983,228 @@ mod base64_engine {
     pub fn encode(bytes: &[u8]) -> String {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     }
+}
+
+/// Polls `probe` every 200 ms for up to `seconds`.
+fn until<T>(seconds: u64, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(seconds),
+            "{what}: not after {seconds} s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The "done when": in `ferry demo`, raising a cluster's price through the API makes
+/// the controllers propose moves, start nothing in recommend mode, and carry them out once
+/// switched to auto; bad requests to the new routes change nothing.
+#[test]
+fn a_price_rise_in_the_demo_is_proposed_then_carried_out_in_auto_mode() {
+    let data = temp_dir("controllers");
+    let broker = Broker::start_with(&data, None, &["--price-memory", "2s"]);
+    let viewer = broker.viewer_token();
+    let operator = broker.token("operator", &[]);
+    until(30, "a first pass", || {
+        let status = broker.get("/api/v1/controllers");
+        (status["lastPass"].is_string()).then_some(())
+    });
+    let status = broker.get("/api/v1/controllers");
+    assert_eq!(status["mode"], "recommend", "{status}");
+    let pricing = |broker: &Broker| {
+        let clusters = broker.get("/api/v1/clusters");
+        clusters["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|c| c["name"] == "openstack-dc1")
+            .expect("openstack-dc1")["pricing"]
+            .clone()
+    };
+    let before = pricing(&broker);
+
+    let path = "/api/v1/clusters/openstack-dc1/pricing";
+    let refusals = [
+        (
+            "PUT",
+            path,
+            viewer.as_str(),
+            json!({"cpuCoreHour": 0.2, "memoryGiBHour": 0.02}),
+            403,
+            "forbidden",
+        ),
+        (
+            "PUT",
+            path,
+            broker.admin.as_str(),
+            json!({"cpuCoreHour": -0.2, "memoryGiBHour": 0.02}),
+            400,
+            "bad_pricing",
+        ),
+        (
+            "PUT",
+            path,
+            broker.admin.as_str(),
+            json!({"cpuCoreHour": 0.2}),
+            400,
+            "bad_body",
+        ),
+        (
+            "PUT",
+            path,
+            broker.admin.as_str(),
+            json!({"cpuCoreHour": 0.2, "memoryGiBHour": 0.02, "gpuHour": 1}),
+            400,
+            "bad_body",
+        ),
+        (
+            "PUT",
+            path,
+            broker.admin.as_str(),
+            json!({"cpuCoreHour": "cheap", "memoryGiBHour": 0.02}),
+            400,
+            "bad_body",
+        ),
+        (
+            "PUT",
+            "/api/v1/clusters/no-such-cluster/pricing",
+            broker.admin.as_str(),
+            json!({"cpuCoreHour": 0.2, "memoryGiBHour": 0.02}),
+            404,
+            "not_found",
+        ),
+        (
+            "PUT",
+            "/api/v1/controllers/mode",
+            operator.as_str(),
+            json!({"mode": "auto"}),
+            403,
+            "forbidden",
+        ),
+        (
+            "PUT",
+            "/api/v1/controllers/mode",
+            broker.admin.as_str(),
+            json!({"mode": "sometimes"}),
+            400,
+            "bad_mode",
+        ),
+        (
+            "PUT",
+            "/api/v1/controllers/mode",
+            broker.admin.as_str(),
+            json!({}),
+            400,
+            "bad_body",
+        ),
+    ];
+    for (method, path, token, body, status, code) in refusals {
+        let (got, answer) = broker.call(method, path, Some(token), Some(body.clone()));
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path} {body}: {answer}"
+        );
+    }
+    assert_eq!(pricing(&broker), before, "refused requests changed nothing");
+    assert_eq!(broker.get("/api/v1/controllers")["mode"], "recommend");
+
+    // On-prem becomes dear: the controllers propose moving the EU personal data (whose
+    // policy allows moves at any time) to GKE, and start nothing in recommend mode.
+    let (status, answer) = broker.call(
+        "PUT",
+        path,
+        Some(&broker.admin),
+        Some(json!({"cpuCoreHour": 0.2, "memoryGiBHour": 0.02})),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(pricing(&broker)["cpuCoreHour"], 0.2);
+    let proposed = until(30, "cost moves proposed and shown, not started", || {
+        let status = broker.get("/api/v1/controllers");
+        let decisions = status["decisions"].as_array()?.clone();
+        let ready = decisions.iter().any(|d| {
+            d["kind"] == "cost" && d["from"] == "openstack-dc1" && d["verdict"] == "recommend"
+        });
+        ready.then_some(decisions)
+    });
+    assert!(
+        proposed.iter().all(|d| d["verdict"] != "start"),
+        "{proposed:?}"
+    );
+    let placements = broker.get("/api/v1/placements");
+    let shown = placements["plan"]["moves"]
+        .as_array()
+        .expect("moves")
+        .iter()
+        .filter(|m| m["decision"]["verdict"].is_string())
+        .count();
+    assert!(
+        shown > 0,
+        "the plan's moves carry the controllers' decisions: {placements}"
+    );
+    let migrations = broker.get("/api/v1/migrations");
+    assert_eq!(
+        migrations["items"].as_array().map(Vec::len),
+        Some(0),
+        "{migrations}"
+    );
+
+    let (status, answer) = broker.call(
+        "PUT",
+        "/api/v1/controllers/mode",
+        Some(&broker.admin),
+        Some(json!({"mode": "auto"})),
+    );
+    assert_eq!(
+        (status, answer["mode"].as_str()),
+        (200, Some("auto")),
+        "{answer}"
+    );
+    let moved = until(60, "a cost move carried out", || {
+        let migrations = broker.get("/api/v1/migrations");
+        migrations["items"]
+            .as_array()?
+            .iter()
+            .find(|m| m["trigger"] == "cost" && m["state"] == "done")
+            .cloned()
+    });
+    assert_eq!(moved["from"], "openstack-dc1", "{moved}");
+    assert_eq!(moved["createdBy"], "controller:cost", "{moved}");
+    assert!(
+        moved["monthlySavings"].as_f64().unwrap_or(0.0) > 0.0,
+        "{moved}"
+    );
+    let audit = broker.get("/api/v1/audit?limit=1000");
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    for wanted in [
+        "cluster.pricing",
+        "controllers.mode",
+        "controller.recommend",
+        "controller.start",
+    ] {
+        assert!(
+            actions.contains(&wanted),
+            "{wanted} missing from {actions:?}"
+        );
+    }
+    let metrics = reqwest::blocking::get(format!("{}/metrics", broker.url))
+        .expect("metrics")
+        .text()
+        .expect("text");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ferry_moves_total{reason=\"cost\"}") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    let _ = std::fs::remove_dir_all(&data);
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use ferry_testenv::{ClusterSpec, client_from, start_clusters};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -768,4 +768,209 @@ impl Broker {
     async fn migrate_owned(&self, workload: String) -> Result<String> {
         self.migrate(&workload, "kube-b", false).await
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The failover controller
+// ---------------------------------------------------------------------------------------
+
+/// Debounce, stable period and pass interval of the failover test's broker.
+const FAILOVER_AFTER: Duration = Duration::from_secs(10);
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// kube-a's API server stops: after the debounce, both workloads on it are started on
+/// other clusters from the objects the broker read before (fenced migrations). It comes
+/// back: the stale copies there are scaled to zero, then deleted; after the stable period
+/// the workload whose policy prefers kube-a returns, the other stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_evacuates_and_returns() -> Result<()> {
+    let _turn = TURN.lock().await;
+    let ns = "failover";
+    let a = admin(0).await?;
+    create_namespace(&a, ns).await?;
+    for name in ["homebody", "nomad"] {
+        create_deployment(&a, ns, deployment(name, 2, "100m", false)).await?;
+    }
+    for name in ["homebody", "nomad"] {
+        until_available(&a, ns, name, 2).await?;
+    }
+    let dir = broker_dir(
+        ns,
+        &[ns],
+        "step-deadline = \"60s\"\nrollback-window = \"5s\"",
+    )?;
+    // Equal prices: preferences alone decide where each workload would rather be.
+    let clusters = std::fs::read_to_string(dir.join("resources/clusters.yaml"))?;
+    let mut equal = clusters.clone();
+    for price in CPU_PRICES {
+        equal = equal.replace(&format!("cpuCoreHour: {price},"), "cpuCoreHour: 0.03,");
+    }
+    std::fs::write(dir.join("resources/clusters.yaml"), equal)?;
+    let prefers = |name: &str, site: &str| {
+        format!(
+            "apiVersion: ferry.dev/v1alpha1\nkind: PlacementPolicy\nmetadata: {{name: {name}}}\nspec:\n  priority: 100\n  workloadSelector: {{matchLabels: {{app: {name}}}}}\n  clusterAffinity:\n    preferred: [{{weight: 100, matchLabels: {{site: {site}}}}}]\n  rebalance: {{enabled: false, cooldown: 5s}}\n---\n"
+        )
+    };
+    std::fs::write(
+        dir.join("resources/policies.yaml"),
+        prefers("homebody", "a") + &prefers("nomad", "b"),
+    )?;
+    // Members carry the site label the policies prefer.
+    let labelled = std::fs::read_to_string(dir.join("resources/clusters.yaml"))?
+        .replace(
+            "metadata: {name: kube-a}",
+            "metadata: {name: kube-a, labels: {site: a}}",
+        )
+        .replace(
+            "metadata: {name: kube-b}",
+            "metadata: {name: kube-b, labels: {site: b}}",
+        )
+        .replace(
+            "metadata: {name: kube-c}",
+            "metadata: {name: kube-c, labels: {site: c}}",
+        );
+    std::fs::write(dir.join("resources/clusters.yaml"), labelled)?;
+    let mut config = std::fs::read_to_string(dir.join("ferry.toml"))?;
+    config.push_str(&format!(
+        "[controllers]\nmode = \"auto\"\ninterval = \"2s\"\nfailover-after = \"{}s\"\nstable-after = \"{}s\"\n",
+        FAILOVER_AFTER.as_secs(),
+        STABLE_AFTER.as_secs()
+    ));
+    std::fs::write(dir.join("ferry.toml"), config)?;
+    let broker = Broker::start(&dir, &[])?;
+    for name in ["homebody", "nomad"] {
+        broker.until_sees(&format!("{ns}/{name}"), "kube-a").await?;
+    }
+    // Nothing moves while everything is healthy (equal prices; nomad prefers kube-b but
+    // a preference alone is no saving), and the broker keeps both workloads' objects.
+    eventually("the objects kept for evacuations", || async {
+        let (_, status) = broker.call("GET", "/api/v1/controllers", None).await?;
+        let kept = status["evacuationCopies"].as_array().map_or(0, Vec::len);
+        Ok((kept == 2).then_some(status))
+    })
+    .await?;
+
+    control(0, Action::Kill("kube-apiserver")).await?;
+    let down = Instant::now();
+    let evacuated = eventually("both workloads evacuated", || async {
+        let (_, list) = broker.call("GET", "/api/v1/migrations", None).await?;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let done = items
+            .iter()
+            .filter(|m| m["trigger"] == "failover" && m["state"] == "done")
+            .count();
+        Ok((done == 2).then_some(items))
+    })
+    .await?;
+    let evacuated_after = down.elapsed();
+    let mut targets = BTreeMap::new();
+    for m in &evacuated {
+        assert_eq!(m["fenced"], true, "{m}");
+        assert_eq!(m["from"], "kube-a", "{m}");
+        assert_eq!(m["createdBy"], "controller:failover", "{m}");
+        let drain = &m["steps"][3]["message"];
+        assert!(drain.as_str().is_some_and(|t| t.contains("fenced")), "{m}");
+        targets.insert(
+            m["workload"].as_str().unwrap_or_default().to_owned(),
+            m["to"].as_str().unwrap_or_default().to_owned(),
+        );
+    }
+    assert_eq!(
+        targets[&format!("{ns}/nomad")],
+        "kube-b",
+        "nomad prefers kube-b"
+    );
+    for (workload, to) in &targets {
+        let index = CLUSTERS.iter().position(|c| c == to).context("a member")?;
+        let name = workload.rsplit('/').next().unwrap_or_default();
+        until_available(&admin(index).await?, ns, name, 2).await?;
+    }
+    let available_after = down.elapsed();
+    eprintln!(
+        "failover: evacuations done {evacuated_after:?} and available {available_after:?} after kube-a's API server stopped (debounce {FAILOVER_AFTER:?})"
+    );
+    // Not before the debounce: a blip is not an outage.
+    assert!(evacuated_after >= FAILOVER_AFTER, "{evacuated_after:?}");
+    let (_, status) = broker.call("GET", "/api/v1/controllers", None).await?;
+    let phase_of = |status: &Value, cluster: &str| {
+        status["clusters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == cluster)
+            .map(|c| c["phase"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(
+        phase_of(&status, "kube-a").as_deref(),
+        Some("down"),
+        "{status}"
+    );
+
+    // kube-a returns with the stale copies still running there.
+    control(0, Action::Restart("kube-apiserver")).await?;
+    let back = Instant::now();
+    let a = admin(0).await?;
+    for name in ["homebody", "nomad"] {
+        eventually(&format!("the stale {name} on kube-a deleted"), || async {
+            Ok(replicas(&a, ns, name).await?.is_none().then_some(()))
+        })
+        .await?;
+    }
+    let (_, audit) = broker.call("GET", "/api/v1/audit?limit=500", None).await?;
+    let scaled = audit["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["action"] == "failover.staleScaledToZero")
+        .count();
+    assert_eq!(scaled, 2, "{audit}");
+
+    // After the stable period, homebody returns to kube-a; nomad stays on kube-b.
+    // A watch of the broker's that was on a connection to the killed API server may take
+    // up to its read timeout (60 s) and a backoff to notice: kube-a is then unreachable.
+    let returned = eventually_within(
+        Duration::from_secs(180),
+        "homebody returned home",
+        || async {
+            if back.elapsed() > STABLE_AFTER + Duration::from_secs(150) {
+                let (_, status) = broker.call("GET", "/api/v1/controllers", None).await?;
+                let (_, clusters) = broker.call("GET", "/api/v1/clusters", None).await?;
+                let logs = broker.logs();
+                let watches: Vec<&str> = logs.lines().filter(|l| l.contains("watch")).collect();
+                let tail = watches[watches.len().saturating_sub(20)..].join("\n");
+                bail!("no return: {status}\n{clusters}\n{tail}");
+            }
+            let (_, list) = broker.call("GET", "/api/v1/migrations", None).await?;
+            let back = list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["trigger"] == "return" && m["state"] == "done")
+                .cloned();
+            Ok(back)
+        },
+    )
+    .await?;
+    eprintln!(
+        "failover: homebody returned {:?} after kube-a's API server restarted (stable period {STABLE_AFTER:?})",
+        back.elapsed()
+    );
+    assert_eq!(returned["workload"], format!("{ns}/homebody"), "{returned}");
+    assert_eq!(returned["to"], "kube-a", "{returned}");
+    assert_eq!(returned["createdBy"], "controller:return", "{returned}");
+    until_available(&a, ns, "homebody", 2).await?;
+    broker.until_sees(&format!("{ns}/nomad"), "kube-b").await?;
+    let (_, list) = broker.call("GET", "/api/v1/migrations", None).await?;
+    assert_eq!(
+        list["items"].as_array().map_or(0, Vec::len),
+        3,
+        "two evacuations and one return, nothing else: {list}"
+    );
+    let (_, status) = broker.call("GET", "/api/v1/controllers", None).await?;
+    assert_eq!(
+        phase_of(&status, "kube-a").as_deref(),
+        Some("up"),
+        "{status}"
+    );
+    Ok(())
 }

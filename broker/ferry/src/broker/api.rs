@@ -811,7 +811,7 @@ async fn controllers(
     Ok(Json(
         state
             .controllers
-            .status(|namespace| principal.sees_namespace(namespace))
+            .status(&state, |namespace| principal.sees_namespace(namespace))
             .await,
     ))
 }

@@ -317,6 +317,17 @@ impl Engine {
             .cloned()
     }
 
+    /// Every workload whose objects are kept for an evacuation: `(workload, cluster,
+    /// read at)`.
+    pub fn remembered_exports(&self) -> Vec<(WorkloadKey, String, u64)> {
+        self.exports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .map(|e| (e.workload.key.clone(), e.cluster.clone(), e.at))
+            .collect()
+    }
+
     /// Keeps only the remembered objects `keep` wants (called under the lock: `keep`
     /// must not call back into the engine).
     pub fn forget_exports(&self, mut keep: impl FnMut(&RememberedExport) -> bool) {

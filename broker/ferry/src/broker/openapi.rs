@@ -56,6 +56,24 @@ pub const ROUTES: &[RouteDoc] = &[
         summary: "Sets a provisioned cluster's worker count: {\"workers\": N}",
     },
     RouteDoc {
+        method: "put",
+        path: "/api/v1/clusters/{name}/pricing",
+        role: Some("admin"),
+        summary: "Sets a member's hourly prices: {\"cpuCoreHour\": N, \"memoryGiBHour\": N[, \"egressGiB\": N]}",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/controllers",
+        role: Some("viewer"),
+        summary: "The controllers: mode, settings, each member's health phase, the last pass's decisions and why",
+    },
+    RouteDoc {
+        method: "put",
+        path: "/api/v1/controllers/mode",
+        role: Some("admin"),
+        summary: "Switches the controllers' mode: {\"mode\": \"auto\" | \"recommend\"}",
+    },
+    RouteDoc {
         method: "get",
         path: "/api/v1/clusters/{name}/provisioning",
         role: Some("viewer"),

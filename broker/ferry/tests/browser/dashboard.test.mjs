@@ -162,6 +162,16 @@ test("a viewer is offered no migrate button", async () => {
   await page.getByTestId("connection-status").filter({ hasText: /^live$/ }).waitFor({ timeout: WAIT });
   await page.getByTestId("recommendation").first().waitFor({ timeout: WAIT });
   assert.equal(await page.getByTestId("start-migration").count(), 0);
+  // Each recommendation says what the controllers do with it: the demo runs them in
+  // recommend mode, so each is either shown only or held by a rule, with the reason.
+  await page.waitForFunction(
+    () => [...document.querySelectorAll('[data-testid="decision"]')].length > 0
+      && [...document.querySelectorAll('[data-testid="decision"]')]
+        .every((d) => /^(Not started automatically: |The controller waits)/.test(d.textContent)),
+    null,
+    { timeout: WAIT },
+  );
+  await page.locator("#plan-summary").filter({ hasText: "Controllers: recommend" }).waitFor({ timeout: WAIT });
   assert.equal(await page.getByTestId("cancel-migration").count(), 0);
   await screenshot(page, "viewer");
   await context.close();

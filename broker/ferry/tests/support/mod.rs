@@ -21,7 +21,16 @@ pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 /// Nodes labelled so select what `deployment(.., pinned)` asks for.
 pub const SITE_LABEL: &str = "ferry-test/site";
 
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> Result<T>
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    eventually_within(Duration::from_secs(90), what, probe).await
+}
+
+/// [`eventually`] with another limit.
+pub async fn eventually_within<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Option<T>>>,
@@ -31,7 +40,7 @@ where
         if let Some(value) = probe().await? {
             return Ok(value);
         }
-        if started.elapsed() > Duration::from_secs(90) {
+        if started.elapsed() > limit {
             bail!("{what}: not after {:?}", started.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -409,7 +409,7 @@ impl Controllers {
                 let phase = memory.health.phase(name);
                 tracing::info!(cluster = %name, phase = phase.as_str(), "cluster health changed");
                 state.events.publish(
-                    "cluster.health",
+                    "controller.health",
                     None,
                     json!({"cluster": name, "phase": phase.as_str(),
                            "transition": transition.as_str()}),
@@ -667,8 +667,17 @@ impl Controllers {
     }
 
     /// The controllers as `GET /api/v1/controllers` shows them; `visible` filters
-    /// decisions by namespace.
-    pub async fn status(&self, visible: impl Fn(&str) -> bool) -> Value {
+    /// workloads by namespace.
+    pub async fn status(&self, state: &AppState, visible: impl Fn(&str) -> bool) -> Value {
+        let kept: Vec<Value> = state
+            .engine
+            .remembered_exports()
+            .into_iter()
+            .filter(|(key, _, _)| visible(&key.namespace))
+            .map(|(key, cluster, at)| {
+                json!({"workload": key.to_string(), "cluster": cluster, "readAt": clock::rfc3339(at)})
+            })
+            .collect();
         let report = self.report();
         let memory = self.memory.lock().await;
         let now = self.clock.now();
@@ -707,6 +716,7 @@ impl Controllers {
                 .map(|d| decision_json(d, report.started.get(&d.proposal.workload)))
                 .collect::<Vec<_>>(),
             "capacity": report.growth,
+            "evacuationCopies": kept,
         })
     }
 }
@@ -729,9 +739,21 @@ pub fn decision_json(decision: &Decision, migration: Option<&String>) -> Value {
 }
 
 /// What the controllers plan over: the census, with each down member's workloads as it
-/// last reported them (those evacuated left out), a suspect member taken as it last was,
-/// and stale copies of evacuated workloads left out everywhere.
+/// last reported them (those serving elsewhere now left out), a suspect member taken as it
+/// last was, and stale copies of evacuated workloads left out everywhere.
 fn controller_census(census: &Census, memory: &Memory, migrations: &[Migration]) -> Census {
+    // A workload that serves on a member that answers is not also on one that does not.
+    let serving: BTreeSet<&WorkloadKey> = census
+        .inventories
+        .values()
+        .filter_map(|i| i.as_ref().ok())
+        .flat_map(|i| {
+            i.workloads
+                .iter()
+                .filter(|w| w.replicas > 0)
+                .map(|w| &w.key)
+        })
+        .collect();
     let stale: BTreeSet<(&str, &str)> = migrations
         .iter()
         .filter(|m| m.fenced && m.state == State::Done && !m.source_removed)
@@ -742,6 +764,11 @@ fn controller_census(census: &Census, memory: &Memory, migrations: &[Migration])
         .iter()
         .map(|(name, result)| {
             let phase = memory.health.phase(name);
+            let remembered = |last: &Inventory| {
+                let mut last = last.clone();
+                last.workloads.retain(|w| !serving.contains(&w.key));
+                last
+            };
             let inventory = match (result, phase) {
                 (Ok(inventory), _) => Ok(inventory.clone()),
                 (Err(_), Phase::Down { .. }) => memory
@@ -749,14 +776,14 @@ fn controller_census(census: &Census, memory: &Memory, migrations: &[Migration])
                     .get(name)
                     .map(|last| Inventory {
                         health: Health::Unreachable,
-                        ..last.clone()
+                        ..remembered(last)
                     })
                     .ok_or_else(|| unreachable(name)),
                 // Suspect: not yet acted on, so planned as it last was.
                 (Err(_), _) => memory
                     .last_seen
                     .get(name)
-                    .cloned()
+                    .map(remembered)
                     .ok_or_else(|| unreachable(name)),
             };
             let inventory = inventory.map(|mut i| {
