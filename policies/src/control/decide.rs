@@ -83,8 +83,6 @@ pub struct Proposal {
     pub monthly_savings: f64,
     /// The governing policy's name and rules (`None`: the built-in default).
     pub policy: Option<(String, RebalanceRules)>,
-    /// A reason the broker knows that holds the move (e.g. stale copies not yet removed).
-    pub blocked: Option<String>,
 }
 
 impl Proposal {
@@ -213,9 +211,6 @@ fn judge(
 ) -> Judgement {
     use Judgement::{Go, Manual, Wait};
     let now = s.now;
-    if let Some(why) = &p.blocked {
-        return Wait(why.clone(), None);
-    }
     if let Err((why, when)) = s.health.ready_as_target(&p.to, now) {
         return Wait(why, when);
     }
@@ -370,7 +365,6 @@ mod tests {
             monthly_cost: 73.0,
             monthly_savings: savings,
             policy: Some(("web".into(), rules.clone())),
-            blocked: None,
         }
     }
 

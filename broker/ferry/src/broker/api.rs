@@ -808,12 +808,9 @@ async fn controllers(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let principal = authorize(&state, &headers, Role::Viewer)?;
-    Ok(Json(
-        state
-            .controllers
-            .status(&state, |namespace| principal.sees_namespace(namespace))
-            .await,
-    ))
+    Ok(Json(state.controllers.status(&state, |namespace| {
+        principal.sees_namespace(namespace)
+    })))
 }
 
 #[derive(Deserialize)]

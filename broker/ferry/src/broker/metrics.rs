@@ -158,7 +158,7 @@ pub async fn render(state: &AppState) -> String {
                 "ferry_migration_step_seconds_count{{step=\"{step}\"}} {count}"
             );
         }
-        super::controllers::metrics(&migrations, &mut out);
+        super::controllers::metrics(&state.controllers.report(), &migrations, &mut out);
     }
     out
 }

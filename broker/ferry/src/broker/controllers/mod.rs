@@ -29,13 +29,17 @@ use ferry_policies::control::{
 use ferry_policies::engine::{self, Snapshot};
 use ferry_policies::model::{PlacementPolicy, Workload};
 use ferry_policies::quantity::Resources as PlanResources;
-use ferry_ports::{Health, Inventory, Operation, PortError, WorkloadKey};
+use ferry_ports::{ExportedWorkload, Health, Inventory, Operation, PortError, WorkloadKey};
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::api::AppState;
 use super::migration::{Migration, RememberedExport, State, SubmitError, Trigger};
 use super::world::Census;
 use super::{audit, clock};
+
+/// Workloads whose objects are read at once when the kept copies are refreshed.
+const EXPORTS_AT_ONCE: usize = 8;
 
 /// The controllers' settings (`[controllers]` in ferry.toml).
 #[derive(Clone, Debug, PartialEq)]
@@ -112,10 +116,12 @@ struct Memory {
     growing: BTreeMap<String, String>,
 }
 
-/// The last pass, as the API shows it.
+/// The last pass, as the API shows it (read without waiting for a pass in progress).
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     pub at: u64,
+    /// Each member's phase, and why it is not a target if it is not.
+    pub clusters: Vec<(String, Phase, Option<String>)>,
     pub decisions: Vec<Decision>,
     /// Migration ids of the moves the pass started, per workload.
     pub started: BTreeMap<String, String>,
@@ -123,6 +129,8 @@ pub struct Report {
     pub growth: Vec<Value>,
     /// Why the pass could not plan, if it could not.
     pub error: Option<String>,
+    /// How long the pass took.
+    pub took: Duration,
 }
 
 pub struct Controllers {
@@ -194,18 +202,29 @@ impl Controllers {
     /// One pass: observe, plan, propose, decide, apply.
     pub async fn pass(&self, state: &AppState) {
         let now = self.clock.now();
+        let began = tokio::time::Instant::now();
         let census = state.world.census().await;
         let mut memory = self.memory.lock().await;
         self.observe(state, &census, &mut memory, now).await;
         let migrations = state.engine.list().unwrap_or_default();
         let seen = controller_census(&census, &memory, &migrations);
         let world = &state.world;
+        let phases: Vec<(String, Phase, Option<String>)> = memory
+            .health
+            .phases()
+            .map(|(name, phase)| {
+                let why_not = memory.health.ready_as_target(name, now).err().map(|e| e.0);
+                (name.to_owned(), phase, why_not)
+            })
+            .collect();
         let plan = match world.plan(&seen) {
             Ok(plan) => plan,
             Err(error) => {
                 self.publish_report(Report {
                     at: now,
+                    clusters: phases,
                     error: Some(format!("the policies cannot be planned: {error}")),
+                    took: began.elapsed(),
                     ..Report::default()
                 });
                 return;
@@ -258,7 +277,6 @@ impl Controllers {
                 monthly_cost: price_of(&now_on, requests),
                 monthly_savings: price_of(&now_on, requests) - price_of(&home, requests),
                 policy: policy_rules(policy_of(&workload)),
-                blocked: None,
             });
         }
         for step in &plan.moves {
@@ -287,7 +305,6 @@ impl Controllers {
                 monthly_cost: price_of(&step.from, requests),
                 monthly_savings: step.monthly_savings,
                 policy: policy_rules(policy_of(&step.workload)),
-                blocked: None,
             });
         }
 
@@ -383,10 +400,12 @@ impl Controllers {
             .await;
         self.publish_report(Report {
             at: now,
+            clusters: phases,
             decisions,
             started,
             growth,
             error: None,
+            took: began.elapsed(),
         });
     }
 
@@ -432,6 +451,7 @@ impl Controllers {
         // another cluster, of another size, or old.
         let refresh = self.config.export_refresh.as_secs();
         let mut serving = BTreeSet::new();
+        let mut stale = Vec::new();
         for (cluster, inventory) in &census.inventories {
             let Ok(inventory) = inventory else { continue };
             let Some(member) = state.world.member(cluster) else {
@@ -445,18 +465,46 @@ impl Controllers {
                         && k.workload.replicas == workload.replicas
                         && now.saturating_sub(k.at) < refresh
                 });
-                if fresh {
-                    continue;
+                if !fresh {
+                    stale.push((
+                        cluster.clone(),
+                        Arc::clone(&member.port),
+                        workload.key.clone(),
+                    ));
                 }
-                match member.port.export(&workload.key).await {
-                    Ok(exported) => state.engine.remember_export(RememberedExport {
-                        cluster: cluster.clone(),
-                        at: now,
-                        workload: exported,
-                    }),
-                    Err(error) => {
-                        tracing::debug!(%cluster, workload = %workload.key, %error, "export for failover not refreshed");
-                    }
+            }
+        }
+        // A few at a time: a broker that starts reads every workload once. Boxed as Send
+        // futures: unboxed, the compiler cannot show the spawned loop's future Send.
+        type Read = std::pin::Pin<
+            Box<
+                dyn std::future::Future<
+                        Output = (String, WorkloadKey, Result<ExportedWorkload, PortError>),
+                    > + Send,
+            >,
+        >;
+        let reads: Vec<Read> = stale
+            .into_iter()
+            .map(|(cluster, port, key)| -> Read {
+                Box::pin(async move {
+                    let result = port.export(&key).await;
+                    (cluster, key, result)
+                })
+            })
+            .collect();
+        let reads: Vec<_> = futures::stream::iter(reads)
+            .buffer_unordered(EXPORTS_AT_ONCE)
+            .collect()
+            .await;
+        for (cluster, key, result) in reads {
+            match result {
+                Ok(exported) => state.engine.remember_export(RememberedExport {
+                    cluster,
+                    at: now,
+                    workload: exported,
+                }),
+                Err(error) => {
+                    tracing::debug!(%cluster, workload = %key, %error, "export for failover not refreshed");
                 }
             }
         }
@@ -668,7 +716,7 @@ impl Controllers {
 
     /// The controllers as `GET /api/v1/controllers` shows them; `visible` filters
     /// workloads by namespace.
-    pub async fn status(&self, state: &AppState, visible: impl Fn(&str) -> bool) -> Value {
+    pub fn status(&self, state: &AppState, visible: impl Fn(&str) -> bool) -> Value {
         let kept: Vec<Value> = state
             .engine
             .remembered_exports()
@@ -679,22 +727,18 @@ impl Controllers {
             })
             .collect();
         let report = self.report();
-        let memory = self.memory.lock().await;
-        let now = self.clock.now();
-        let clusters: Vec<Value> = memory
-            .health
-            .phases()
-            .map(|(name, phase)| {
-                let since = match phase {
+        let clusters: Vec<Value> = report
+            .clusters
+            .iter()
+            .map(|(name, phase, why_not)| {
+                let since = match *phase {
                     Phase::Up => None,
                     Phase::Suspect { since }
                     | Phase::Down { since }
                     | Phase::Returning { since } => Some(clock::rfc3339(since)),
                 };
-                let target = memory.health.ready_as_target(name, now);
                 json!({"name": name, "phase": phase.as_str(), "since": since,
-                       "target": target.is_ok(),
-                       "notTargetBecause": target.err().map(|(why, _)| why)})
+                       "target": why_not.is_none(), "notTargetBecause": why_not})
             })
             .collect();
         let c = &self.config;
@@ -823,9 +867,20 @@ fn returns(migrations: &[Migration], seen: &Census) -> Vec<(String, String, Stri
         .collect()
 }
 
-/// Prometheus lines: moves by reason, evacuations, savings realised.
-pub fn metrics(migrations: &[Migration], out: &mut String) {
+/// Prometheus lines: the last pass's duration, moves by reason, evacuations, savings
+/// realised.
+pub fn metrics(report: &Report, migrations: &[Migration], out: &mut String) {
     use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "# HELP ferry_controller_pass_seconds How long the controllers' last pass took."
+    );
+    let _ = writeln!(out, "# TYPE ferry_controller_pass_seconds gauge");
+    let _ = writeln!(
+        out,
+        "ferry_controller_pass_seconds {:.6}",
+        report.took.as_secs_f64()
+    );
     let _ = writeln!(
         out,
         "# HELP ferry_moves_total Migrations that completed, by what started them."

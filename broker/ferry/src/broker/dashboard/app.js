@@ -166,7 +166,7 @@ const RENDERERS = {
   clusters: [renderClusters, renderFilters, renderPlacement, renderPlanSummary, renderCost],
   workloads: [renderFilters, renderPlacement],
   placements: [renderRecommendations, renderPlanSummary],
-  migrations: [renderMigrations, renderRecommendations],
+  migrations: [renderMigrations, renderRecommendations, renderPlanSummary],
   history: [renderCost],
   controllers: [renderPlanSummary],
 };
@@ -615,12 +615,19 @@ function renderPlanSummary() {
   const now = data.clusters.reduce((sum, c) => sum + (c.monthlyCost ?? 0), 0);
   const saving = (plan.moves ?? []).reduce((sum, m) => sum + (m.monthlySavings ?? 0), 0);
   const moves = plan.moves?.length ?? 0;
+  // What the moves done so far were for, and what they save (evacuations may cost).
+  const done = data.migrations.filter((m) => m.state === "done" && !m.dryRun);
+  const byReason = new Map();
+  for (const m of done) byReason.set(m.trigger ?? "manual", (byReason.get(m.trigger ?? "manual") ?? 0) + 1);
+  const realised = done.reduce((sum, m) => sum + (m.monthlySavings ?? 0), 0);
+  const history = done.length === 0 ? ""
+    : ` Moves done: ${[...byReason].map(([r, n]) => `${n} ${r}`).join(", ")}; they save ${money(realised)} a month.`;
   const mode = data.controllers?.mode;
   const controllers = mode === "auto" ? " Controllers: auto (they start what the policies allow)."
     : mode === "recommend" ? " Controllers: recommend (they start nothing)." : "";
   setText($("plan-summary"), (moves === 0
     ? `Running costs ${money(now)} a month.`
-    : `Running costs ${money(now)} a month; ${moves} move${moves === 1 ? "" : "s"} would save ${money(saving)} of it.`) + controllers);
+    : `Running costs ${money(now)} a month; ${moves} move${moves === 1 ? "" : "s"} would save ${money(saving)} of it.`) + controllers + history);
 }
 
 // --- migrations
