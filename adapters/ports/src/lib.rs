@@ -242,6 +242,13 @@ pub trait Provisioner: Send + Sync {
 
     /// Where an operation stands now.
     async fn operation(&self, id: &str) -> Result<Operation, PortError>;
+
+    /// The worker count [`Provisioner::resize`] sets now, when the provisioner knows it
+    /// better than the cluster's node list does (a control-plane node is a node, not a
+    /// worker); `None` by default.
+    async fn workers(&self, _cluster: &str) -> Result<Option<u32>, PortError> {
+        Ok(None)
+    }
 }
 
 /// Hourly rates of one cluster.

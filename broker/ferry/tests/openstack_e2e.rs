@@ -21,6 +21,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use ferry_adapter_openstack::{CloudConfig, Heat, Keystone, Magnum, NewClusterTemplate, StackId};
 use ferry_testenv::{CLOUD, ClusterSpec, MockMagnum, OpenStack, start_clusters};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
 use serde_json::{Value, json};
 
 use support::*;
@@ -104,7 +106,7 @@ impl Setup {
         std::fs::write(
             dir.join("ferry.toml"),
             format!(
-                "listen = \"127.0.0.1:0\"\ndata = \"data\"\nresources = [\"resources\"]\n[migrations]\nrollback-window = \"2s\"\nstep-deadline = \"60s\"\n[provisioning]\nclouds-yaml = {clouds_yaml:?}\npoll = \"1s\"\ndeadline = \"5m\"\n",
+                "listen = \"127.0.0.1:0\"\ndata = \"data\"\nresources = [\"resources\"]\n[migrations]\nrollback-window = \"2s\"\nstep-deadline = \"60s\"\n[provisioning]\nclouds-yaml = {clouds_yaml:?}\npoll = \"1s\"\ndeadline = \"5m\"\n[controllers]\nmode = \"auto\"\ninterval = \"1s\"\nmax-nodes = 8\n",
             ),
         )?;
         Broker::start(&dir, &[])
@@ -366,6 +368,71 @@ async fn openstack_heat_provision_then_migrate() -> Result<()> {
         shown.status
     );
     ensure!(shown.output_texts("worker_addresses")?.len() == 5);
+
+    // Capacity on demand: a workload that may run only on OpenStack (required affinity)
+    // and fits there nowhere makes the controllers grow the stack, through the same
+    // journaled resize, within [controllers] max-nodes.
+    let policy = "apiVersion: ferry.dev/v1alpha1\nkind: PlacementPolicy\nmetadata: {name: grow}\nspec:\n  priority: 10\n  workloadSelector: {matchLabels: {app: big}}\n  clusterAffinity:\n    required: {matchLabels: {provider: openstack}}\n  capacityOnDemand: true\n";
+    let (status, answer) = broker.put_text("/api/v1/policies/grow", policy).await?;
+    ensure!(status == 200, "the policy: {status} {answer}");
+    let src = env.source_admin.clone();
+    // Four 6-core replicas: on 8-core nodes one fits per node; they stay Pending on the
+    // source, which the policy does not allow anyway.
+    create_deployment(&src, NAMESPACE, deployment("big", 4, "6", false)).await?;
+    let grown = eventually("the controllers grow openstack-dc1", || async {
+        let (_, record) = broker
+            .call("GET", "/api/v1/clusters/openstack-dc1/provisioning", None)
+            .await?;
+        Ok((record["phase"] == "ready" && record["workers"].as_u64() > Some(5)).then_some(record))
+    })
+    .await?;
+    let workers = grown["workers"].as_u64().context("workers")?;
+    let shown = heat.show(&stack).await?;
+    ensure!(
+        u64::try_from(shown.parameter_integer("worker_count")?)? == workers,
+        "Heat's stack has the workers the controllers asked for: {:?}",
+        shown.status
+    );
+    // The stand-in's nodes do not grow, so the workload still fits nowhere: the next
+    // request would pass the limit, and the controllers say so instead of asking.
+    let refused = eventually("the limit holds", || async {
+        let (_, status) = broker.call("GET", "/api/v1/controllers", None).await?;
+        let unserved = status["capacity"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| {
+                c["state"] == "unserved"
+                    && c["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("more than its limit of 8"))
+            });
+        Ok(unserved.cloned())
+    })
+    .await?;
+    eprintln!("capacity on demand: grown to {workers} workers; then {refused}");
+    let (_, record) = broker
+        .call("GET", "/api/v1/clusters/openstack-dc1/provisioning", None)
+        .await?;
+    ensure!(
+        record["workers"].as_u64() == Some(workers),
+        "no growth past the limit: {record}"
+    );
+    let (_, audit) = broker.call("GET", "/api/v1/audit?limit=500", None).await?;
+    ensure!(
+        audit["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["action"] == "capacity.request"
+                && e["target"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("openstack-dc1 5 -> "))),
+        "{audit}"
+    );
+    Api::<Deployment>::namespaced(src, NAMESPACE)
+        .delete("big", &Default::default())
+        .await?;
 
     // The cluster's token is never in the broker's store or log.
     Setup::never_stored_or_logged(&broker, &identities[1].token)?;

@@ -61,6 +61,21 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl ApiError {
+    /// What the client is told, without the status.
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Unauthorized(error) => error.to_string(),
+            ApiError::BadRequest(_, message)
+            | ApiError::Forbidden(message)
+            | ApiError::NotFound(message)
+            | ApiError::Conflict(message)
+            | ApiError::Upstream(message)
+            | ApiError::Internal(message) => message.clone(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = match self {

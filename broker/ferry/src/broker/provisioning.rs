@@ -1038,14 +1038,78 @@ async fn resume_one(state: &Arc<AppState>, cluster: &Cluster, mut record: Provis
     }
 }
 
-/// Adds a provisioned cluster to the federation (its resizes go through its record).
-fn join(state: &AppState, cluster: &Cluster, port: Arc<dyn ClusterPort>) {
+/// Adds a provisioned cluster to the federation; the controllers resize it through its
+/// journaled record, as `ferry cluster resize` does.
+fn join(state: &Arc<AppState>, cluster: &Cluster, port: Arc<dyn ClusterPort>) {
     state.world.add_provisioned(Arc::new(Member {
         definition: cluster.clone(),
         port,
         price_source: None,
-        provisioner: None,
+        provisioner: Some(Arc::new(RecordedResizes {
+            state: Arc::downgrade(state),
+        })),
     }));
+}
+
+/// The [`Provisioner`] of the clusters Ferry provisioned: a resize is [`resize`] (a
+/// journaled Heat stack update or Magnum resize, followed, resumed after a restart), and
+/// an operation's id is the cluster's name, whose record says where it stands.
+struct RecordedResizes {
+    /// Weak: the state holds the world, which holds this.
+    state: std::sync::Weak<AppState>,
+}
+
+impl RecordedResizes {
+    fn state(&self, cluster: &str) -> Result<Arc<AppState>, PortError> {
+        self.state.upgrade().ok_or_else(|| PortError::Unreachable {
+            cluster: cluster.to_owned(),
+            reason: "the broker is stopping".to_owned(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Provisioner for RecordedResizes {
+    async fn resize(&self, cluster: &str, nodes: u32) -> Result<Operation, PortError> {
+        let state = self.state(cluster)?;
+        resize(&state, cluster, nodes)
+            .await
+            .map_err(|error| PortError::Rejected {
+                cluster: cluster.to_owned(),
+                what: format!("a resize to {nodes} workers"),
+                reason: error.message(),
+            })?;
+        Ok(Operation::Running {
+            id: cluster.to_owned(),
+            progress: format!("resizing to {nodes} workers"),
+        })
+    }
+
+    async fn operation(&self, id: &str) -> Result<Operation, PortError> {
+        let state = self.state(id)?;
+        let record = get(&state, id).map_err(|error| PortError::NotFound {
+            cluster: id.to_owned(),
+            what: error.message(),
+        })?;
+        Ok(match record.phase {
+            Phase::Resizing | Phase::Creating => Operation::Running {
+                id: id.to_owned(),
+                progress: record.progress.unwrap_or_else(|| "resizing".to_owned()),
+            },
+            Phase::Ready => Operation::Done { id: id.to_owned() },
+            Phase::Failed | Phase::Deleting => Operation::Failed {
+                id: id.to_owned(),
+                reason: record
+                    .reason
+                    .unwrap_or_else(|| format!("the cluster is {:?}", record.phase)),
+            },
+        })
+    }
+
+    async fn workers(&self, cluster: &str) -> Result<Option<u32>, PortError> {
+        let state = self.state(cluster)?;
+        Ok(get(&state, cluster).ok().map(|record| record.workers))
+    }
 }
 
 /// A ready cluster after a restart: the cloud or the cluster may still be starting, so

@@ -214,6 +214,19 @@ impl Broker {
         Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
 
+    /// Sends `text` (a YAML document) with PUT.
+    pub async fn put_text(&self, path: &str, text: &str) -> Result<(u16, Value)> {
+        let response = reqwest::Client::new()
+            .put(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/yaml")
+            .body(text.to_owned())
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
     pub async fn migration(&self, id: &str) -> Result<Value> {
         Ok(self
             .call("GET", &format!("/api/v1/migrations/{id}"), None)

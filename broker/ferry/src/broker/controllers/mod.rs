@@ -638,36 +638,45 @@ impl Controllers {
         if needs.is_empty() {
             return report;
         }
-        let growable: Vec<Growable> = state
-            .world
-            .members()
-            .iter()
-            .filter(|m| m.provisioner.is_some() && !memory.growing.contains_key(&m.definition.name))
-            .filter_map(|m| {
-                let inventory = seen.inventories.get(&m.definition.name)?.as_ref().ok()?;
-                let nodes = inventory.nodes.max(1);
-                Some(Growable {
-                    cluster: m.definition.name.clone(),
-                    nodes: inventory.nodes,
-                    node: PlanResources::new(
-                        inventory.allocatable.cpu_millis / u64::from(nodes),
-                        inventory.allocatable.memory_bytes / u64::from(nodes),
-                    ),
-                    free: PlanResources::new(
-                        inventory
-                            .allocatable
-                            .cpu_millis
-                            .saturating_sub(inventory.requested.cpu_millis),
-                        inventory
-                            .allocatable
-                            .memory_bytes
-                            .saturating_sub(inventory.requested.memory_bytes),
-                    ),
-                    max_nodes: self.config.max_nodes,
-                    pricing: m.definition.pricing.clone(),
-                })
-            })
-            .collect();
+        let mut growable: Vec<Growable> = Vec::new();
+        for m in state.world.members() {
+            let Some(provisioner) = m.provisioner.clone() else {
+                continue;
+            };
+            if memory.growing.contains_key(&m.definition.name) {
+                continue;
+            }
+            let Some(Ok(inventory)) = seen.inventories.get(&m.definition.name) else {
+                continue;
+            };
+            // Workers, as the provisioner counts them (the node list includes control
+            // planes); the node size from the nodes the cluster reports.
+            let workers = match provisioner.workers(&m.definition.name).await {
+                Ok(Some(workers)) => workers,
+                _ => inventory.nodes,
+            };
+            let nodes = inventory.nodes.max(1);
+            growable.push(Growable {
+                cluster: m.definition.name.clone(),
+                nodes: workers,
+                node: PlanResources::new(
+                    inventory.allocatable.cpu_millis / u64::from(nodes),
+                    inventory.allocatable.memory_bytes / u64::from(nodes),
+                ),
+                free: PlanResources::new(
+                    inventory
+                        .allocatable
+                        .cpu_millis
+                        .saturating_sub(inventory.requested.cpu_millis),
+                    inventory
+                        .allocatable
+                        .memory_bytes
+                        .saturating_sub(inventory.requested.memory_bytes),
+                ),
+                max_nodes: self.config.max_nodes,
+                pricing: m.definition.pricing.clone(),
+            });
+        }
         let (growth, unserved) = capacity::plan_growth(&needs, &growable);
         for (workload, reason) in unserved {
             report.push(json!({"workload": workload, "state": "unserved", "message": reason}));
