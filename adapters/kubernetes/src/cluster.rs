@@ -190,8 +190,9 @@ fn watch_fault(resource: &str, error: &watcher::Error) -> WatchFault {
     }
 }
 
-/// How long a watch may go on failing before it is started afresh: longer than the
-/// watcher's longest backoff (30 s) plus a connect timeout.
+/// How long a watch may go on failing (since its first error, with no success between)
+/// before it is started afresh: longer than the watcher's longest backoff (30 s) plus a
+/// connect timeout, so that one more attempt of its own fits in.
 const STUCK_WATCH: Duration = Duration::from_secs(45);
 
 /// Starts a reflector for `api`: a task that keeps the returned store current and records
@@ -218,10 +219,11 @@ where
                 .default_backoff()
                 .map_ok(|event| event.modify(|object| object.managed_fields_mut().clear()));
             let mut stream = std::pin::pin!(stream);
-            let mut failing = false;
+            // When the watch began failing, if it is failing.
+            let mut failing: Option<tokio::time::Instant> = None;
             loop {
-                let next = if failing {
-                    match tokio::time::timeout(STUCK_WATCH, stream.next()).await {
+                let next = if let Some(since) = failing {
+                    match tokio::time::timeout_at(since + STUCK_WATCH, stream.next()).await {
                         Ok(next) => next,
                         Err(_) => {
                             tracing::info!(watch = %label, "watch failing for {STUCK_WATCH:?}: starting it afresh");
@@ -235,13 +237,13 @@ where
                     Some(Ok(event)) => {
                         writer.apply_watcher_event(&event);
                         lock(&faults).remove(&label);
-                        failing = false;
+                        failing = None;
                     }
                     Some(Err(error)) => {
                         let fault = watch_fault(resource, &error);
                         tracing::debug!(watch = %label, reason = %fault.reason, "watch failing");
                         lock(&faults).insert(label.clone(), fault);
-                        failing = true;
+                        failing.get_or_insert_with(tokio::time::Instant::now);
                     }
                     None => return,
                 }

@@ -125,6 +125,9 @@ impl Verdict {
 pub struct Decision {
     pub proposal: Proposal,
     pub verdict: Verdict,
+    /// The rule that decided, as a stable name (`cooldown`, `window`, `hysteresis`, …):
+    /// what tells one decision from the next while the reason's wording counts down.
+    pub rule: &'static str,
     pub reason: String,
     /// The earliest time (Unix seconds) the move could start if nothing else changes.
     pub not_before: Option<u64>,
@@ -151,6 +154,9 @@ pub struct Situation<'a> {
     /// Migrations running now, in all and per policy.
     pub running: u32,
     pub running_by_policy: &'a BTreeMap<String, u32>,
+    /// Workloads whose last controller move failed or was refused, and when to try again
+    /// (so that a failing evacuation is not retried on every pass).
+    pub retry_at: &'a BTreeMap<String, u64>,
 }
 
 /// Decides every proposal: evacuations first, then returns, moves a policy requires and
@@ -168,28 +174,30 @@ pub fn decide(mut proposals: Vec<Proposal>, situation: &Situation<'_>) -> Vec<De
     proposals
         .into_iter()
         .map(|proposal| {
-            let (verdict, reason, not_before) =
-                match judge(&proposal, situation, started, &started_by_policy) {
-                    Judgement::Go(why) => match situation.limits.mode {
-                        Mode::Recommend => (
-                            Verdict::Recommend,
-                            format!("would start now ({why}); the broker is in recommend mode"),
-                            None,
-                        ),
-                        Mode::Auto => {
-                            started += 1;
-                            if let Some((name, _)) = &proposal.policy {
-                                *started_by_policy.entry(name.clone()).or_default() += 1;
-                            }
-                            (Verdict::Start, why, None)
+            let judged = judge(&proposal, situation, started, &started_by_policy);
+            let (verdict, rule, reason, not_before) = match judged {
+                Judgement::Go(rule, why) => match situation.limits.mode {
+                    Mode::Recommend => (
+                        Verdict::Recommend,
+                        "mode",
+                        format!("would start now ({why}); the broker is in recommend mode"),
+                        None,
+                    ),
+                    Mode::Auto => {
+                        started += 1;
+                        if let Some((name, _)) = &proposal.policy {
+                            *started_by_policy.entry(name.clone()).or_default() += 1;
                         }
-                    },
-                    Judgement::Wait(why, when) => (Verdict::Hold, why, when),
-                    Judgement::Manual(why) => (Verdict::Recommend, why, None),
-                };
+                        (Verdict::Start, rule, why, None)
+                    }
+                },
+                Judgement::Wait(rule, why, when) => (Verdict::Hold, rule, why, when),
+                Judgement::Manual(rule, why) => (Verdict::Recommend, rule, why, None),
+            };
             Decision {
                 proposal,
                 verdict,
+                rule,
                 reason,
                 not_before,
             }
@@ -197,10 +205,12 @@ pub fn decide(mut proposals: Vec<Proposal>, situation: &Situation<'_>) -> Vec<De
         .collect()
 }
 
+/// A verdict before the mode applies: the rule's name and the reason (and, for a hold,
+/// when time lifts it).
 enum Judgement {
-    Go(String),
-    Wait(String, Option<u64>),
-    Manual(String),
+    Go(&'static str, String),
+    Wait(&'static str, String, Option<u64>),
+    Manual(&'static str, String),
 }
 
 fn judge(
@@ -211,36 +221,55 @@ fn judge(
 ) -> Judgement {
     use Judgement::{Go, Manual, Wait};
     let now = s.now;
+    if let Some(&when) = s.retry_at.get(&p.workload)
+        && now < when
+    {
+        return Wait(
+            "retry",
+            format!(
+                "its last move by the controllers did not complete; trying again in {}",
+                human_duration(when - now)
+            ),
+            Some(when),
+        );
+    }
     if let Err((why, when)) = s.health.ready_as_target(&p.to, now) {
-        return Wait(why, when);
+        return Wait("target", why, when);
     }
     if !p.whole {
-        return Manual(format!(
-            "moves {} replicas of a spread workload; the broker moves whole workloads, so start it by hand",
-            p.replicas
-        ));
+        return Manual(
+            "spread",
+            format!(
+                "moves {} replicas of a spread workload; the broker moves whole workloads, so start it by hand",
+                p.replicas
+            ),
+        );
     }
     if p.kind == Kind::Evacuate {
         let since = match s.health.phase(&p.from) {
             Phase::Down { since } => human_duration(now.saturating_sub(since)),
             _ => "a while".to_owned(),
         };
-        return Go(format!("{} has been down for {since}", p.from));
+        return Go("failover", format!("{} has been down for {since}", p.from));
     }
     let rules = p.rules();
     let policy_name = p.policy.as_ref().map_or("the default", |(n, _)| n.as_str());
     if !rules.automatic {
-        return Manual(format!(
-            "policy {policy_name} opts out of automatic moves (rebalance.automatic: false)"
-        ));
+        return Manual(
+            "opt-out",
+            format!(
+                "policy {policy_name} opts out of automatic moves (rebalance.automatic: false)"
+            ),
+        );
     }
     if let Some(&last) = s.last_move.get(&p.workload) {
         let until = last + rules.cooldown_seconds;
         if now < until {
             return Wait(
+                "cooldown",
                 format!(
                     "cooldown: moved {} ago, policy {policy_name} allows one move per {}",
-                    human_duration(now - last),
+                    human_duration(now.saturating_sub(last)),
                     human_duration(rules.cooldown_seconds)
                 ),
                 Some(until),
@@ -250,6 +279,7 @@ fn judge(
     if !window::is_open(&rules.windows, now) {
         let names: Vec<String> = rules.windows.iter().map(ToString::to_string).collect();
         return Wait(
+            "window",
             format!(
                 "outside the windows of policy {policy_name}: {}",
                 names.join(", ")
@@ -260,13 +290,18 @@ fn judge(
     match s.health.phase(&p.from) {
         Phase::Up => {}
         other => {
-            return Wait(format!("source {} is {}", p.from, other.as_str()), None);
+            return Wait(
+                "source",
+                format!("source {} is {}", p.from, other.as_str()),
+                None,
+            );
         }
     }
     if p.kind == Kind::Cost {
         for cluster in [&p.from, &p.to] {
             if let Err(when) = s.prices.watched_long_enough(cluster, now) {
                 return Wait(
+                    "hysteresis",
                     format!(
                         "hysteresis: {cluster}'s prices have been watched for less than {}",
                         human_duration(s.prices.window())
@@ -275,29 +310,33 @@ fn judge(
                 );
             }
         }
-        match s.prices.worst_savings(&p.from, &p.to, p.requests) {
-            Some(worst) => {
-                let percent = if p.monthly_cost > 0.0 {
-                    worst / p.monthly_cost * 100.0
-                } else {
-                    0.0
-                };
-                if worst <= 0.0 || percent < rules.min_savings_percent {
-                    let settles = [s.prices.settles_at(&p.from), s.prices.settles_at(&p.to)]
-                        .into_iter()
-                        .flatten()
-                        .max();
-                    return Wait(
-                        format!(
-                            "hysteresis: at the prices seen in the last {} it would save {worst:.2} a month ({percent:.1}%), below minSavingsPercent {}",
-                            human_duration(s.prices.window()),
-                            rules.min_savings_percent
-                        ),
-                        settles,
-                    );
-                }
-            }
-            None => return Wait("no prices recorded yet for both clusters".into(), None),
+        let Some(worst) = s.prices.worst_savings(&p.from, &p.to, p.requests) else {
+            return Wait(
+                "hysteresis",
+                "no prices recorded yet for both clusters".into(),
+                None,
+            );
+        };
+        let percent = if p.monthly_cost > 0.0 {
+            worst / p.monthly_cost * 100.0
+        } else {
+            0.0
+        };
+        // Written so that a NaN (absurd prices) holds the move rather than starts it.
+        if !(worst > 0.0 && percent >= rules.min_savings_percent) {
+            let settles = [s.prices.settles_at(&p.from), s.prices.settles_at(&p.to)]
+                .into_iter()
+                .flatten()
+                .max();
+            return Wait(
+                "hysteresis",
+                format!(
+                    "hysteresis: at the prices seen in the last {} it would save {worst:.2} a month ({percent:.1}%), below minSavingsPercent {}",
+                    human_duration(s.prices.window()),
+                    rules.min_savings_percent
+                ),
+                settles,
+            );
         }
     }
     if let Some((name, _)) = &p.policy {
@@ -305,6 +344,7 @@ fn judge(
             + started_by_policy.get(name).copied().unwrap_or(0);
         if running >= rules.max_concurrent_migrations {
             return Wait(
+                "policy-cap",
                 format!(
                     "policy {name} has {running} moves running (maxConcurrentMigrations {})",
                     rules.max_concurrent_migrations
@@ -316,6 +356,7 @@ fn judge(
     let running = s.running + started;
     if running >= s.limits.max_concurrent_moves {
         return Wait(
+            "broker-cap",
             format!(
                 "{running} moves running broker-wide (max-concurrent-moves {})",
                 s.limits.max_concurrent_moves
@@ -323,11 +364,12 @@ fn judge(
             None,
         );
     }
-    Go(match p.kind {
+    let why = match p.kind {
         Kind::Return => format!("{} is back and its policy prefers it", p.to),
         Kind::Policy => format!("{} no longer satisfies policy {policy_name}", p.from),
         _ => format!("saves {:.2} a month", p.monthly_savings),
-    })
+    };
+    Go(p.kind.as_str(), why)
 }
 
 #[cfg(test)]
@@ -384,6 +426,7 @@ mod tests {
         running_by_policy: BTreeMap<String, u32>,
         running: u32,
         limits: Limits,
+        retry_at: BTreeMap<String, u64>,
     }
 
     impl World {
@@ -401,6 +444,7 @@ mod tests {
                 last_move: BTreeMap::new(),
                 running_by_policy: BTreeMap::new(),
                 running: 0,
+                retry_at: BTreeMap::new(),
                 limits: Limits {
                     mode: Mode::Auto,
                     max_concurrent_moves: 10,
@@ -421,6 +465,7 @@ mod tests {
                 last_move: &self.last_move,
                 running: self.running,
                 running_by_policy: &self.running_by_policy,
+                retry_at: &self.retry_at,
             };
             decide(proposals, &situation)
                 .into_iter()
@@ -565,6 +610,18 @@ mod tests {
             [("shop/db", Verdict::Hold), ("shop/web", Verdict::Start)]
         );
         assert_eq!(decided[1].2, "a has been down for 1m40s");
+        // An evacuation that failed a moment ago waits before it is tried again.
+        world.retry_at.insert("shop/web".into(), NOON + 60);
+        let decided = world.decide(vec![evacuate("shop/web", "b")], NOON);
+        assert_eq!(
+            (decided[0].1, decided[0].3),
+            (Verdict::Hold, Some(NOON + 60))
+        );
+        assert!(
+            decided[0].2.contains("trying again in 1m"),
+            "{}",
+            decided[0].2
+        );
         // A cost move from a down source waits.
         let decided = world.decide(vec![cost("shop/api", 36.5, &rules())], NOON);
         assert_eq!(decided[0].1, Verdict::Hold);

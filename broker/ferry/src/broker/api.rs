@@ -517,7 +517,9 @@ async fn create_migration(
             SubmitError::AlreadyThere { .. } => {
                 ApiError::BadRequest("already_there", error.to_string())
             }
-            SubmitError::Busy { .. } => ApiError::Conflict(error.to_string()),
+            SubmitError::Busy { .. } | SubmitError::StaleCopy { .. } => {
+                ApiError::Conflict(error.to_string())
+            }
             SubmitError::Store(error) => error.into(),
         })?;
     Ok((StatusCode::ACCEPTED, Json(migration)).into_response())
@@ -871,6 +873,9 @@ async fn set_controller_mode(
     Ok(Json(json!({"mode": mode.as_str()})))
 }
 
+/// The highest hourly rate the API accepts for a core, a GiB or a GiB of egress.
+const MAX_HOURLY_RATE: f64 = 1_000_000.0;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PricingRequest {
@@ -904,12 +909,13 @@ async fn set_pricing(
         ("memoryGiBHour", Some(request.memory_gib_hour)),
         ("egressGiB", request.egress_gib),
     ] {
+        // A bound far above any real rate, so that monthly costs stay finite.
         if let Some(value) = value
-            && !(value.is_finite() && value >= 0.0)
+            && !(value.is_finite() && (0.0..=MAX_HOURLY_RATE).contains(&value))
         {
             return Err(ApiError::BadRequest(
                 "bad_pricing",
-                format!("{field} must be a number of at least 0, found {value}"),
+                format!("{field} must be a number from 0 to {MAX_HOURLY_RATE}, found {value}"),
             ));
         }
     }
@@ -927,7 +933,12 @@ async fn set_pricing(
         principal.subject,
         super::clock::now()
     );
-    state.world.set_pricing(&name, pricing.clone(), source);
+    if !state.world.set_pricing(&name, pricing.clone(), source) {
+        // Taken out of the federation meanwhile.
+        return Err(ApiError::NotFound(format!(
+            "cluster {name} is not a member of this federation"
+        )));
+    }
     audit_ok(
         &state,
         &principal.subject,

@@ -214,6 +214,14 @@ pub enum SubmitError {
     Busy { workload: String, migration: String },
     #[error("no copy of {workload}'s objects was read from {cluster} before it went down")]
     NothingToEvacuate { workload: String, cluster: String },
+    #[error(
+        "{cluster} still holds the stale copy of {workload} that {migration} fenced; it is scaled to zero and deleted once {cluster} answers"
+    )]
+    StaleCopy {
+        workload: String,
+        cluster: String,
+        migration: String,
+    },
     #[error("store: {0}")]
     Store(#[from] StoreError),
 }
@@ -438,6 +446,21 @@ impl Engine {
         trigger: Trigger,
         fenced: bool,
     ) -> Result<Migration, SubmitError> {
+        // A copy applied beside a fenced stale one would be scaled to zero with it.
+        let workload_name = workload.to_string();
+        if let Some(stale) = self.list()?.into_iter().find(|m| {
+            m.fenced
+                && m.state == State::Done
+                && !m.source_removed
+                && m.from == to
+                && m.workload == workload_name
+        }) {
+            return Err(SubmitError::StaleCopy {
+                workload: workload_name,
+                cluster: to.to_owned(),
+                migration: stale.id,
+            });
+        }
         if from == to {
             return Err(SubmitError::AlreadyThere {
                 workload: workload.to_string(),
@@ -1120,6 +1143,7 @@ impl Engine {
         let mark = Mark {
             migration: migration.id.clone(),
         };
+        let mut wait = Duration::from_secs(1);
         loop {
             let Ok(port) = self.member(&migration.from) else {
                 return;
@@ -1130,7 +1154,9 @@ impl Engine {
                 Err(PortError::NotFound { .. }) => break,
                 Err(error) => {
                     tracing::debug!(id = %migration.id, %error, "fenced source still away");
-                    tokio::time::sleep(self.config.poll.max(Duration::from_secs(1))).await;
+                    // Every second at first, then less often while it stays away.
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
                 }
             }
         }

@@ -784,6 +784,7 @@ pub async fn resize(state: &Arc<AppState>, name: &str, workers: u32) -> Result<V
             PortError::Conflict { .. } => ApiError::Conflict(e.to_string()),
             other => ApiError::Upstream(other.to_string()),
         })?;
+    let previous = record.workers;
     record.phase = Phase::Resizing;
     record.workers = workers;
     record.reason = None;
@@ -793,7 +794,7 @@ pub async fn resize(state: &Arc<AppState>, name: &str, workers: u32) -> Result<V
     let state = Arc::clone(state);
     tokio::spawn(async move {
         let _guard = guard;
-        finish_resize(&state, &backend, &handle, &mut record).await;
+        finish_resize(&state, &backend, &handle, &mut record, Some(previous)).await;
     });
     Ok(view)
 }
@@ -899,12 +900,13 @@ pub fn member_resize(state: &AppState, name: &str) -> Option<Value> {
 }
 
 /// A resize that fails leaves the cluster serving with the workers it has: the record
-/// goes back to ready, with the reason.
+/// goes back to ready, with the reason and, when known, the worker count from before.
 async fn finish_resize(
     state: &Arc<AppState>,
     backend: &Backend,
     handle: &str,
     record: &mut Provisioned,
+    previous: Option<u32>,
 ) {
     let workers = record.workers;
     if let Err(reason) = backend
@@ -912,7 +914,12 @@ async fn finish_resize(
         .await
     {
         tracing::warn!(cluster = %record.cluster, %reason, "resize failed");
-        record.reason = Some(format!("resize to {workers} workers failed: {reason}"));
+        record.reason = Some(format!(
+            "{RESIZE_FAILED} {workers} workers failed: {reason}"
+        ));
+        if let Some(previous) = previous {
+            record.workers = previous;
+        }
     }
     record.phase = Phase::Ready;
     save(state, record);
@@ -1029,7 +1036,7 @@ async fn resume_one(state: &Arc<AppState>, cluster: &Cluster, mut record: Provis
             }
         }
         (Phase::Resizing, Some(handle)) => {
-            finish_resize(state, &backend, &handle, &mut record).await;
+            finish_resize(state, &backend, &handle, &mut record, None).await;
             reconnect(state, cluster, &backend).await;
         }
         (Phase::Ready, Some(_)) => reconnect(state, cluster, &backend).await,
@@ -1050,6 +1057,9 @@ fn join(state: &Arc<AppState>, cluster: &Cluster, port: Arc<dyn ClusterPort>) {
         })),
     }));
 }
+
+/// How the reason of a failed resize begins (what [`RecordedResizes`] looks for).
+const RESIZE_FAILED: &str = "resize to";
 
 /// The [`Provisioner`] of the clusters Ferry provisioned: a resize is [`resize`] (a
 /// journaled Heat stack update or Magnum resize, followed, resumed after a restart), and
@@ -1096,7 +1106,13 @@ impl Provisioner for RecordedResizes {
                 id: id.to_owned(),
                 progress: record.progress.unwrap_or_else(|| "resizing".to_owned()),
             },
-            Phase::Ready => Operation::Done { id: id.to_owned() },
+            Phase::Ready => match record.reason {
+                Some(reason) if reason.starts_with(RESIZE_FAILED) => Operation::Failed {
+                    id: id.to_owned(),
+                    reason,
+                },
+                _ => Operation::Done { id: id.to_owned() },
+            },
             Phase::Failed | Phase::Deleting => Operation::Failed {
                 id: id.to_owned(),
                 reason: record

@@ -27,7 +27,7 @@ use ferry_policies::control::{
     Situation, Verdict, decide, human_duration,
 };
 use ferry_policies::engine::{self, Snapshot};
-use ferry_policies::model::{PlacementPolicy, Workload};
+use ferry_policies::model::{PlacementPolicy, RebalanceRules, Workload};
 use ferry_policies::quantity::Resources as PlanResources;
 use ferry_ports::{ExportedWorkload, Health, Inventory, Operation, PortError, WorkloadKey};
 use futures::StreamExt;
@@ -109,12 +109,22 @@ struct Memory {
     last_seen: BTreeMap<String, Inventory>,
     /// When this broker's controllers last started a move of each workload.
     started: BTreeMap<String, u64>,
-    /// Each decision's last verdict and reason (digits left out, so that a countdown is
-    /// not a change), to record only changes.
-    announced: BTreeMap<(String, String), (Verdict, String)>,
-    /// Capacity requests in flight: member → operation id.
-    growing: BTreeMap<String, String>,
+    /// Each move's last verdict and deciding rule, to record only changes.
+    announced: BTreeMap<(String, String), (Verdict, &'static str)>,
+    /// Capacity requests in flight: member → (operation id, its node count then).
+    growing: BTreeMap<String, (String, u32)>,
+    /// Members whose growth is done but whose new nodes may not have joined yet:
+    /// member → (node count before, when the growth was done). Not grown again until
+    /// more nodes show or [`SETTLE`] passes, lest the same shortage be asked for twice.
+    settling: BTreeMap<String, (u32, u64)>,
+    /// Workloads whose move the engine refused, and when to try again.
+    refused: BTreeMap<String, u64>,
 }
+
+/// How long a member just grown may take to show its new nodes.
+const SETTLE: u64 = 60;
+/// How long after a controller move failed, or was refused, it is tried again.
+const RETRY_AFTER: u64 = 60;
 
 /// The last pass, as the API shows it (read without waiting for a pass in progress).
 #[derive(Clone, Debug, Default)]
@@ -157,6 +167,8 @@ impl Controllers {
                 started: BTreeMap::new(),
                 announced: BTreeMap::new(),
                 growing: BTreeMap::new(),
+                settling: BTreeMap::new(),
+                refused: BTreeMap::new(),
             }),
             config,
             clock,
@@ -258,6 +270,10 @@ impl Controllers {
         let mut proposals = Vec::new();
         let mut returning = BTreeSet::new();
         for (workload, home, now_on) in returns(&migrations, &seen) {
+            // From a member that is not up, the plan's evacuation goes first.
+            if memory.health.phase(&now_on) != Phase::Up {
+                continue;
+            }
             let Some(w) = by_key.get(&workload).copied() else {
                 continue;
             };
@@ -309,7 +325,18 @@ impl Controllers {
         }
 
         // What runs now, for cooldowns and caps.
+        let longest_cooldown = policies
+            .iter()
+            .map(|p| p.rebalance.cooldown_seconds)
+            .max()
+            .unwrap_or(0)
+            .max(RebalanceRules::disabled().cooldown_seconds);
+        memory
+            .started
+            .retain(|_, at| now.saturating_sub(*at) < longest_cooldown);
+        memory.refused.retain(|_, at| *at > now);
         let mut last_move = memory.started.clone();
+        let mut retry_at = memory.refused.clone();
         let mut running = 0;
         let mut running_by_policy: BTreeMap<String, u32> = BTreeMap::new();
         for m in &migrations {
@@ -319,6 +346,18 @@ impl Controllers {
             if let Some(at) = clock::parse(&m.created_at) {
                 let last = last_move.entry(m.workload.clone()).or_insert(at);
                 *last = (*last).max(at);
+            }
+            // A controller's move that did not complete waits before it is tried again.
+            let undone = matches!(
+                m.state,
+                State::RolledBack | State::Failed | State::Cancelled
+            );
+            if undone
+                && m.trigger != Trigger::Manual
+                && let Some(ended) = m.ended_at.as_deref().and_then(clock::parse)
+            {
+                let again = retry_at.entry(m.workload.clone()).or_insert(0);
+                *again = (*again).max(ended + RETRY_AFTER);
             }
             if !m.state.is_final() {
                 running += 1;
@@ -341,8 +380,14 @@ impl Controllers {
                 last_move: &last_move,
                 running,
                 running_by_policy: &running_by_policy,
+                retry_at: &retry_at,
             },
         );
+        memory.announced.retain(|(workload, to), _| {
+            decisions
+                .iter()
+                .any(|d| d.proposal.workload == *workload && d.proposal.to == *to)
+        });
 
         let mut started = BTreeMap::new();
         for decision in &decisions {
@@ -384,6 +429,7 @@ impl Controllers {
                 // Someone (or an earlier pass) moves it already.
                 Err(SubmitError::Busy { .. }) => {}
                 Err(error) => {
+                    memory.refused.insert(p.workload.clone(), now + RETRY_AFTER);
                     tracing::warn!(workload = %p.workload, %error, "controller move not started");
                     state.events.publish(
                         "controller.error",
@@ -450,28 +496,30 @@ impl Controllers {
         // Read again the objects of serving workloads whose kept copy is missing, from
         // another cluster, of another size, or old.
         let refresh = self.config.export_refresh.as_secs();
-        let mut serving = BTreeSet::new();
-        let mut stale = Vec::new();
+        // One serving copy per workload, the first by member name (as `Census::locate`
+        // picks): a workload spread over two members, or served by a stale copy and its
+        // evacuated one, is not read from each in turn, pass after pass.
+        let mut serving: BTreeMap<WorkloadKey, (String, u32)> = BTreeMap::new();
         for (cluster, inventory) in &census.inventories {
             let Ok(inventory) = inventory else { continue };
+            for workload in inventory.workloads.iter().filter(|w| w.replicas > 0) {
+                serving
+                    .entry(workload.key.clone())
+                    .or_insert_with(|| (cluster.clone(), workload.replicas));
+            }
+        }
+        let mut stale = Vec::new();
+        for (key, (cluster, replicas)) in &serving {
             let Some(member) = state.world.member(cluster) else {
                 continue;
             };
-            for workload in inventory.workloads.iter().filter(|w| w.replicas > 0) {
-                serving.insert(workload.key.clone());
-                let kept = state.engine.remembered_export(&workload.key);
-                let fresh = kept.is_some_and(|k| {
-                    k.cluster == *cluster
-                        && k.workload.replicas == workload.replicas
-                        && now.saturating_sub(k.at) < refresh
-                });
-                if !fresh {
-                    stale.push((
-                        cluster.clone(),
-                        Arc::clone(&member.port),
-                        workload.key.clone(),
-                    ));
-                }
+            let fresh = state.engine.remembered_export(key).is_some_and(|k| {
+                k.cluster == *cluster
+                    && k.workload.replicas == *replicas
+                    && now.saturating_sub(k.at) < refresh
+            });
+            if !fresh {
+                stale.push((cluster.clone(), Arc::clone(&member.port), key.clone()));
             }
         }
         // A few at a time: a broker that starts reads every workload once. Boxed as Send
@@ -516,7 +564,7 @@ impl Controllers {
             .map(|(n, _)| n.as_str())
             .collect();
         state.engine.forget_exports(|export| {
-            serving.contains(&export.workload.key) || away.contains(export.cluster.as_str())
+            serving.contains_key(&export.workload.key) || away.contains(export.cluster.as_str())
         });
     }
 
@@ -525,15 +573,11 @@ impl Controllers {
     fn announce(&self, state: &AppState, memory: &mut Memory, decision: &Decision) {
         let p = &decision.proposal;
         let key = (p.workload.clone(), p.to.clone());
-        let gist: String = decision
-            .reason
-            .chars()
-            .filter(|c| !c.is_ascii_digit())
-            .collect();
-        if memory.announced.get(&key) == Some(&(decision.verdict, gist.clone())) {
+        let seen = (decision.verdict, decision.rule);
+        if memory.announced.get(&key) == Some(&seen) {
             return;
         }
-        memory.announced.insert(key, (decision.verdict, gist));
+        memory.announced.insert(key, seen);
         let namespace = p.workload.split_once('/').map(|(ns, _)| ns);
         state.events.publish(
             "controller.decision",
@@ -571,12 +615,13 @@ impl Controllers {
     ) -> Vec<Value> {
         let mut report = Vec::new();
         // Follow what is in flight.
-        let growing: Vec<(String, String)> = memory
+        let now = self.clock.now();
+        let growing: Vec<(String, String, u32)> = memory
             .growing
             .iter()
-            .map(|(c, id)| (c.clone(), id.clone()))
+            .map(|(c, (id, nodes))| (c.clone(), id.clone(), *nodes))
             .collect();
-        for (cluster, id) in growing {
+        for (cluster, id, nodes_before) in growing {
             let Some(provisioner) = state
                 .world
                 .member(&cluster)
@@ -591,6 +636,7 @@ impl Controllers {
                 }
                 Ok(Operation::Done { .. }) => {
                     memory.growing.remove(&cluster);
+                    memory.settling.insert(cluster.clone(), (nodes_before, now));
                     state.events.publish(
                         "controller.capacity",
                         None,
@@ -649,6 +695,12 @@ impl Controllers {
             let Some(Ok(inventory)) = seen.inventories.get(&m.definition.name) else {
                 continue;
             };
+            if let Some(&(before, done)) = memory.settling.get(&m.definition.name) {
+                if inventory.nodes <= before && now.saturating_sub(done) < SETTLE {
+                    continue;
+                }
+                memory.settling.remove(&m.definition.name);
+            }
             // Workers, as the provisioner counts them (the node list includes control
             // planes); the node size from the nodes the cluster reports.
             let workers = match provisioner.workers(&m.definition.name).await {
@@ -701,7 +753,14 @@ impl Controllers {
                         | Operation::Done { id }
                         | Operation::Failed { id, .. } => id.clone(),
                     };
-                    memory.growing.insert(g.cluster.clone(), id.clone());
+                    let nodes_now = seen
+                        .inventories
+                        .get(&g.cluster)
+                        .and_then(|i| i.as_ref().ok())
+                        .map_or(0, |i| i.nodes);
+                    memory
+                        .growing
+                        .insert(g.cluster.clone(), (id.clone(), nodes_now));
                     let _ = audit::record(
                         &state.store,
                         "controller",
@@ -710,7 +769,7 @@ impl Controllers {
                         None,
                         &format!("for {}", g.workloads.join(", ")),
                     );
-                    state.events.publish("controller.capacity", None, json!({"cluster": g.cluster, "operation": id, "state": "requested", "fromNodes": g.from_nodes, "toNodes": g.to_nodes, "workloads": g.workloads}));
+                    state.events.publish("controller.capacity", None, json!({"cluster": g.cluster, "operation": id, "state": "requested", "fromNodes": g.from_nodes, "toNodes": g.to_nodes}));
                     report.push(json!({"state": "requested", "operation": id, "request": entry}));
                 }
                 Err(error) => {
@@ -768,7 +827,13 @@ impl Controllers {
                 .filter(|d| d.proposal.workload.split_once('/').is_some_and(|(ns, _)| visible(ns)))
                 .map(|d| decision_json(d, report.started.get(&d.proposal.workload)))
                 .collect::<Vec<_>>(),
-            "capacity": report.growth,
+            "capacity": report.growth.iter().filter(|entry| {
+                // Entries name workloads: a scoped token sees those of its namespaces.
+                let named = entry["workload"].as_str().into_iter().chain(
+                    entry["request"]["workloads"].as_array().into_iter().flatten().filter_map(Value::as_str),
+                );
+                named.into_iter().all(|w| w.split_once('/').is_some_and(|(ns, _)| visible(ns)))
+            }).collect::<Vec<_>>(),
             "evacuationCopies": kept,
         })
     }

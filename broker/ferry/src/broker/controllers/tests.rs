@@ -568,6 +568,25 @@ async fn a_down_cluster_is_evacuated_after_the_debounce_and_its_stale_copies_rem
             && !m.source_removed),
         "{records:?}"
     );
+    // Nothing may be moved onto onprem while it holds a stale copy of the workload.
+    let refused = fed
+        .state
+        .engine
+        .submit(
+            &WorkloadKey::new("shop", "web"),
+            "onprem",
+            false,
+            "test",
+            None,
+        )
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(crate::broker::migration::SubmitError::StaleCopy { .. })
+        ),
+        "{refused:?}"
+    );
     // Stale copies still run on onprem, which cannot be reached to stop them.
     onprem.clear_fault(FaultKind::Unreachable);
     let key = WorkloadKey::new("shop", "web");
