@@ -395,8 +395,8 @@ async fn openstack_heat_provision_then_migrate() -> Result<()> {
     );
     // The stand-in's nodes do not grow, so the workload still fits nowhere: the next
     // request would pass the limit, and the controllers say so instead of asking.
-    // (After the growth, the member settles for up to 60 s, waiting for new nodes that
-    // the stand-in never shows.)
+    // (After the growth, the member settles for six passes, at least 20 s, waiting for
+    // new nodes that the stand-in never shows.)
     let refused = eventually_within(Duration::from_secs(150), "the limit holds", || async {
         let (_, status) = broker.call("GET", "/api/v1/controllers", None).await?;
         let unserved = status["capacity"]

@@ -115,14 +115,13 @@ struct Memory {
     growing: BTreeMap<String, (String, u32)>,
     /// Members whose growth is done but whose new nodes may not have joined yet:
     /// member → (node count before, when the growth was done). Not grown again until
-    /// more nodes show or [`SETTLE`] passes, lest the same shortage be asked for twice.
+    /// more nodes show or [`Controllers::settle`] passes, lest the same shortage be asked
+    /// for twice.
     settling: BTreeMap<String, (u32, u64)>,
     /// Workloads whose move the engine refused, and when to try again.
     refused: BTreeMap<String, u64>,
 }
 
-/// How long a member just grown may take to show its new nodes.
-const SETTLE: u64 = 60;
 /// How long after a controller move failed, or was refused, it is tried again.
 const RETRY_AFTER: u64 = 60;
 
@@ -184,6 +183,12 @@ impl Controllers {
     pub fn set_mode(&self, mode: Mode) {
         *self.mode.lock().unwrap_or_else(PoisonError::into_inner) = mode;
         self.poke();
+    }
+
+    /// How long a member just grown may take to show its new nodes: six passes (a
+    /// minute by default), from 20 s to 5 min.
+    fn settle(&self) -> u64 {
+        (self.config.interval.as_secs() * 6).clamp(20, 300)
     }
 
     /// Asks for a pass now (prices, policies or the mode changed).
@@ -696,7 +701,7 @@ impl Controllers {
                 continue;
             };
             if let Some(&(before, done)) = memory.settling.get(&m.definition.name) {
-                if inventory.nodes <= before && now.saturating_sub(done) < SETTLE {
+                if inventory.nodes <= before && now.saturating_sub(done) < self.settle() {
                     continue;
                 }
                 memory.settling.remove(&m.definition.name);
