@@ -282,10 +282,7 @@ impl BrokerClient {
         let id = created["id"].as_str().unwrap_or_default().to_owned();
         if !wait {
             if json_output {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&created).unwrap_or_default()
-                );
+                print_json(&created);
             } else {
                 println!(
                     "migration {id} accepted: {workload} {} -> {to}",
@@ -316,10 +313,7 @@ impl BrokerClient {
             tokio::time::sleep(Duration::from_millis(300)).await;
         };
         if json_output {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&migration).unwrap_or_default()
-            );
+            print_json(&migration);
         }
         match migration["state"].as_str() {
             Some("done") => {
@@ -501,10 +495,7 @@ impl BrokerClient {
             )
             .await?;
         if json_output {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&answer).unwrap_or_default()
-            );
+            print_json(&answer);
         } else {
             let p = &answer["pricing"];
             println!(
@@ -524,10 +515,7 @@ impl BrokerClient {
             .call(reqwest::Method::GET, "/api/v1/controllers", None)
             .await?;
         if json_output {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&status).unwrap_or_default()
-            );
+            print_json(&status);
             return Ok(());
         }
         let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
@@ -598,10 +586,7 @@ impl BrokerClient {
             )
             .await?;
         if json_output {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&answer).unwrap_or_default()
-            );
+            print_json(&answer);
         } else {
             println!(
                 "controllers: {} mode",
@@ -621,10 +606,7 @@ impl BrokerClient {
             )
             .await?;
         if json_output {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&record).unwrap_or_default()
-            );
+            print_json(&record);
         } else {
             println!("{}", provisioning_line(&record));
             if let Some(reason) = record["reason"].as_str() {
@@ -645,10 +627,7 @@ impl BrokerClient {
     ) -> Result<(), ClientError> {
         if !wait {
             if json_output {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&record).unwrap_or_default()
-                );
+                print_json(&record);
             } else {
                 println!(
                     "cluster {name}: {what} accepted ({})",
@@ -678,10 +657,7 @@ impl BrokerClient {
         };
         progress.finish();
         if json_output {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&outcome).unwrap_or_default()
-            );
+            print_json(&outcome);
         }
         match (outcome["phase"].as_str(), outcome["reason"].as_str()) {
             (Some("failed"), reason) => Err(ClientError::operation(format!(
@@ -713,4 +689,12 @@ fn provisioning_line(record: &Value) -> String {
     )
     .trim_end()
     .to_owned()
+}
+
+/// `-o json` output: the broker's answer, indented.
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }

@@ -308,29 +308,30 @@ impl Engine {
         }
     }
 
-    /// Keeps the objects just read from a workload's serving copy (see [`Trigger::Failover`]).
-    pub fn remember_export(&self, export: RememberedExport) {
+    /// The kept objects, locked (nothing panics under this lock; if something did, the
+    /// map is still whole).
+    fn exports(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<WorkloadKey, RememberedExport>> {
         self.exports
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(export.workload.key.clone(), export);
+    }
+
+    /// Keeps the objects just read from a workload's serving copy (see [`Trigger::Failover`]).
+    pub fn remember_export(&self, export: RememberedExport) {
+        self.exports().insert(export.workload.key.clone(), export);
     }
 
     /// The objects last read from `key`'s serving copy.
     pub fn remembered_export(&self, key: &WorkloadKey) -> Option<RememberedExport> {
-        self.exports
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(key)
-            .cloned()
+        self.exports().get(key).cloned()
     }
 
     /// Every workload whose objects are kept for an evacuation: `(workload, cluster,
     /// read at)`.
     pub fn remembered_exports(&self) -> Vec<(WorkloadKey, String, u64)> {
-        self.exports
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.exports()
             .values()
             .map(|e| (e.workload.key.clone(), e.cluster.clone(), e.at))
             .collect()
@@ -339,10 +340,7 @@ impl Engine {
     /// Keeps only the remembered objects `keep` wants (called under the lock: `keep`
     /// must not call back into the engine).
     pub fn forget_exports(&self, mut keep: impl FnMut(&RememberedExport) -> bool) {
-        self.exports
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|_, export| keep(export));
+        self.exports().retain(|_, export| keep(export));
     }
 
     pub fn get(&self, id: &str) -> Result<Option<Migration>, StoreError> {

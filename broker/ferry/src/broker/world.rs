@@ -318,18 +318,41 @@ impl World {
             .collect()
     }
 
+    /// What the planner needs from `census`: clusters, workloads and the policies in
+    /// force, for [`PlanInput::snapshot`].
+    pub fn plan_input(&self, census: &Census) -> PlanInput {
+        PlanInput {
+            clusters: self.plan_clusters(census),
+            workloads: self.plan_workloads(census),
+            policies: self.policies(),
+        }
+    }
+
     /// The plan the policies want now, from where things run.
     pub fn plan(&self, census: &Census) -> Result<Plan, engine::PlanError> {
-        let clusters = self.plan_clusters(census);
-        let workloads = self.plan_workloads(census);
-        let policies = self.policies();
-        engine::plan(
-            &Snapshot {
-                clusters: &clusters,
-                workloads: &workloads,
-                policies: &policies,
-            },
-            Mode::Rebalance,
-        )
+        self.plan_input(census).plan()
+    }
+}
+
+/// The planner's input, owned, so that a caller can plan and look further at the same
+/// clusters and workloads (the controllers) without building them twice.
+pub struct PlanInput {
+    pub clusters: Vec<Cluster>,
+    pub workloads: Vec<Workload>,
+    pub policies: Vec<PlacementPolicy>,
+}
+
+impl PlanInput {
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot {
+            clusters: &self.clusters,
+            workloads: &self.workloads,
+            policies: &self.policies,
+        }
+    }
+
+    /// The rebalance plan from where things run.
+    pub fn plan(&self) -> Result<Plan, engine::PlanError> {
+        engine::plan(&self.snapshot(), Mode::Rebalance)
     }
 }

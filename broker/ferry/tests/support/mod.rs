@@ -203,21 +203,22 @@ impl Broker {
 
     /// Sends `text` as the body, as it is (a YAML document).
     pub async fn post_text(&self, path: &str, text: &str) -> Result<(u16, Value)> {
-        let response = reqwest::Client::new()
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/yaml")
-            .body(text.to_owned())
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await.unwrap_or(Value::Null)))
+        self.send_text(reqwest::Method::POST, path, text).await
     }
 
-    /// Sends `text` (a YAML document) with PUT.
     pub async fn put_text(&self, path: &str, text: &str) -> Result<(u16, Value)> {
+        self.send_text(reqwest::Method::PUT, path, text).await
+    }
+
+    /// Sends `text` (a YAML document) as the body, as it is.
+    async fn send_text(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        text: &str,
+    ) -> Result<(u16, Value)> {
         let response = reqwest::Client::new()
-            .put(format!("{}{path}", self.url))
+            .request(method, format!("{}{path}", self.url))
             .bearer_auth(&self.token)
             .header("content-type", "application/yaml")
             .body(text.to_owned())

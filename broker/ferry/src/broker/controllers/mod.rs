@@ -26,7 +26,7 @@ use ferry_policies::control::{
     Decision, HealthSettings, HealthTracker, Kind, Limits, Mode, Phase, PriceMemory, Proposal,
     Situation, Verdict, decide, human_duration,
 };
-use ferry_policies::engine::{self, Snapshot};
+use ferry_policies::engine;
 use ferry_policies::model::{PlacementPolicy, RebalanceRules, Workload};
 use ferry_policies::quantity::Resources as PlanResources;
 use ferry_ports::{ExportedWorkload, Health, Inventory, Operation, PortError, WorkloadKey};
@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 
 use super::api::AppState;
 use super::migration::{Migration, RememberedExport, State, SubmitError, Trigger};
-use super::world::Census;
+use super::world::{Census, PlanInput};
 use super::{audit, clock};
 
 /// Workloads whose objects are read at once when the kept copies are refreshed.
@@ -234,7 +234,9 @@ impl Controllers {
                 (name.to_owned(), phase, why_not)
             })
             .collect();
-        let plan = match world.plan(&seen) {
+        // Built once: the plan, the proposals and the rules all look at the same input.
+        let input = world.plan_input(&seen);
+        let plan = match input.plan() {
             Ok(plan) => plan,
             Err(error) => {
                 self.publish_report(Report {
@@ -247,19 +249,17 @@ impl Controllers {
                 return;
             }
         };
-        let clusters = world.plan_clusters(&seen);
-        let workloads = world.plan_workloads(&seen);
-        let policies = world.policies();
-        let snapshot = Snapshot {
-            clusters: &clusters,
-            workloads: &workloads,
-            policies: &policies,
-        };
+        let PlanInput {
+            clusters,
+            workloads,
+            policies,
+        } = &input;
+        let snapshot = input.snapshot();
         let by_key: BTreeMap<String, &Workload> = workloads.iter().map(|w| (w.key(), w)).collect();
         let governing: BTreeMap<String, &PlacementPolicy> = workloads
             .iter()
             .filter_map(|w| {
-                let p = engine::governing_policy(&policies, w).ok().flatten()?;
+                let p = engine::governing_policy(policies, w).ok().flatten()?;
                 Some((w.key(), &policies[p]))
             })
             .collect();
