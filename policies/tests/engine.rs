@@ -1,7 +1,9 @@
 //! Placement engine behaviour, case by case. Each case is a small federation written as
 //! resource YAML and the placements, unplaced reasons or moves it must produce.
 
-use ferry_policies::engine::{Mode, Plan, PlanError, Snapshot, plan};
+use ferry_policies::engine::{
+    BrokenRule, Mode, Plan, PlanError, Snapshot, hard_rule_against, plan,
+};
 use ferry_policies::resources::{ResourceSet, check_references};
 
 /// A cluster document; `extra` is spliced into its spec.
@@ -103,6 +105,61 @@ fn hard_rules_exclude_clusters_with_the_first_failing_reason() {
             "us: required affinity residency=eu",
         ]
     );
+}
+
+#[test]
+fn a_move_is_judged_against_the_hard_rules_of_its_governing_policy() {
+    let yaml = [
+        cluster("down", "residency: eu", 0.01, "64", "status: {health: Unreachable}\n"),
+        cluster("tainted", "residency: eu", 0.01, "64", "  taints: [{key: gpu, value: \"yes\", effect: NoSchedule}]\n"),
+        cluster("us", "residency: us", 0.01, "64", ""),
+        cluster("eu", "residency: eu", 0.01, "64", ""),
+        workload("shop", "web", 2, "3", ""),
+        workload("batch", "job", 1, "1", ""),
+        "apiVersion: ferry.dev/v1alpha1\nkind: PlacementPolicy\nmetadata: {name: eu}\nspec:\n  workloadSelector: {namespaces: [shop]}\n  clusterAffinity: {required: {matchLabels: {residency: eu}}}\n".to_owned(),
+    ]
+    .concat();
+    let mut set = ResourceSet::default();
+    assert_eq!(set.add_source("case.yaml", &yaml), vec![]);
+    let clusters: Vec<_> = set.clusters.into_iter().map(|c| c.value).collect();
+    let workloads: Vec<_> = set.workloads.into_iter().map(|w| w.value).collect();
+    let policies: Vec<_> = set.policies.into_iter().map(|p| p.value).collect();
+    let snapshot = Snapshot {
+        clusters: &clusters,
+        workloads: &workloads,
+        policies: &policies,
+    };
+    let broken = |workload: &str, cluster: &str| {
+        hard_rule_against(&snapshot, workload, cluster)
+            .expect("no conflict")
+            .map(|BrokenRule { policy, rule }| format!("{policy}: {rule}"))
+    };
+    let cases = [
+        ("shop/web", "eu", None),
+        ("shop/web", "us", Some("eu: required affinity residency=eu")),
+        (
+            "shop/web",
+            "tainted",
+            Some("eu: taint: gpu=yes:NoSchedule not tolerated"),
+        ),
+        // Health is the move's own check, not a rule it breaks.
+        ("shop/web", "down", None),
+        ("batch/job", "us", None),
+        (
+            "batch/job",
+            "tainted",
+            Some("the built-in default: taint: gpu=yes:NoSchedule not tolerated"),
+        ),
+        ("shop/nothing", "us", None),
+        ("shop/web", "nowhere", None),
+    ];
+    for (workload, cluster, expected) in cases {
+        assert_eq!(
+            broken(workload, cluster).as_deref(),
+            expected,
+            "{workload} -> {cluster}"
+        );
+    }
 }
 
 #[test]

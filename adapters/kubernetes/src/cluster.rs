@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ferry_ports::{
-    ClusterPort, ExportedWorkload, Health, Inventory, Mark, PortError, Resources, Rollout,
+    Claim, ClusterPort, ExportedWorkload, Health, Inventory, Mark, PortError, Resources, Rollout,
     RunningWorkload, WorkloadKey,
 };
 use futures::{StreamExt, TryStreamExt};
@@ -931,6 +931,7 @@ fn running_deployment(deployment: &Deployment) -> Option<RunningWorkload> {
             .as_ref()
             .and_then(|s| s.available_replicas)
             .unwrap_or(0),
+        Vec::new(),
     )
 }
 
@@ -941,7 +942,38 @@ fn running_stateful_set(stateful_set: &StatefulSet) -> Option<RunningWorkload> {
         spec.and_then(|s| s.template.spec.as_ref()),
         spec.and_then(|s| s.replicas),
         stateful_set_available(stateful_set),
+        stateful_set_claims(stateful_set),
     )
+}
+
+/// The claims a StatefulSet's controller makes from its templates, one per template and
+/// replica (`<template>-<set>-<ordinal>`), with the templates' requested storage.
+fn stateful_set_claims(stateful_set: &StatefulSet) -> Vec<Claim> {
+    let Some(spec) = stateful_set.spec.as_ref() else {
+        return Vec::new();
+    };
+    let set = stateful_set.metadata.name.as_deref().unwrap_or_default();
+    let replicas = replicas_u32(spec.replicas.unwrap_or(1));
+    let mut claims = Vec::new();
+    for template in spec.volume_claim_templates.iter().flatten() {
+        let Some(name) = template.metadata.name.as_deref() else {
+            continue;
+        };
+        let size_bytes = template
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .and_then(|q| crate::quantity::memory_bytes(&q.0).ok());
+        for ordinal in 0..replicas {
+            claims.push(Claim {
+                name: format!("{name}-{set}-{ordinal}"),
+                size_bytes,
+            });
+        }
+    }
+    claims
 }
 
 fn running_workload(
@@ -949,12 +981,23 @@ fn running_workload(
     pod_spec: Option<&PodSpec>,
     replicas: Option<i32>,
     available: i32,
+    mut claims: Vec<Claim>,
 ) -> Option<RunningWorkload> {
     let namespace = metadata.namespace.as_deref()?;
     let name = metadata.name.as_deref()?;
     let pod_spec = pod_spec
         .and_then(|s| serde_json::to_value(s).ok())
         .unwrap_or(Value::Null);
+    // Claims mounted by name (a Deployment's, or a StatefulSet's shared one); their size
+    // would take a read of each claim, which the census does not make.
+    for claim in objects::references(&pod_spec).persistent_volume_claims {
+        if !claims.iter().any(|c| c.name == claim) {
+            claims.push(Claim {
+                name: claim,
+                size_bytes: None,
+            });
+        }
+    }
     Some(RunningWorkload {
         key: WorkloadKey::new(namespace, name),
         labels: metadata.labels.clone().unwrap_or_default(),
@@ -962,6 +1005,7 @@ fn running_workload(
         available_replicas: replicas_u32(available),
         requests: objects::template_requests(&pod_spec),
         mark: mark_of_meta(metadata.annotations.as_ref()),
+        claims,
     })
 }
 

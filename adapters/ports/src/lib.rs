@@ -119,6 +119,36 @@ pub struct RunningWorkload {
     pub requests: Resources,
     /// Set when a migration created it here or drained it.
     pub mark: Option<Mark>,
+    /// The PersistentVolumeClaims its pods mount: a move does not carry their data (yet),
+    /// so the broker refuses to move a workload that has any unless asked to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<Claim>,
+}
+
+/// A PersistentVolumeClaim a workload's pods use.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Claim {
+    pub name: String,
+    /// Requested storage, when the cluster says (a StatefulSet's claim template, or the
+    /// claim itself).
+    pub size_bytes: Option<u64>,
+}
+
+impl fmt::Display for Claim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.size_bytes {
+            Some(bytes) => write!(f, "{} ({:.1} GiB)", self.name, bytes as f64 / GIB),
+            None => write!(f, "{}", self.name),
+        }
+    }
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// The data a workload's claims hold, in GiB (claims of unknown size count as zero).
+pub fn claims_gib(claims: &[Claim]) -> f64 {
+    claims.iter().filter_map(|c| c.size_bytes).sum::<u64>() as f64 / GIB
 }
 
 /// What a cluster has and runs now.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ferry_ports::{
-    ClusterPort, ExportedWorkload, Health, Inventory, Mark, PortError, Resources, Rollout,
+    Claim, ClusterPort, ExportedWorkload, Health, Inventory, Mark, PortError, Resources, Rollout,
     RunningWorkload, WorkloadKey,
 };
 use serde_json::Value;
@@ -207,6 +207,8 @@ struct Workload {
     /// only a rollout in progress can exceed its deadline: a completed Deployment that
     /// later loses replicas (a node removed) waits for them without failing.
     rollout_since: Option<Instant>,
+    /// The claims its pods mount: given when seeded, read from the graph when applied.
+    claims: Vec<Claim>,
 }
 
 impl Workload {
@@ -224,7 +226,13 @@ impl Workload {
     fn graph(&self, key: &WorkloadKey) -> Vec<Value> {
         match &self.objects {
             Some(objects) => objects.clone(),
-            None => objects::synthesize(key, &self.labels, self.replicas(), self.requests),
+            None => objects::synthesize(
+                key,
+                &self.labels,
+                self.replicas(),
+                self.requests,
+                &self.claims,
+            ),
         }
     }
 
@@ -499,6 +507,7 @@ impl State {
         labels: BTreeMap<String, String>,
         replicas: u32,
         requests: Resources,
+        claims: Vec<Claim>,
         now: Instant,
     ) -> Result<(), PortError> {
         self.check_replicas(&key, "seeding", replicas)?;
@@ -511,6 +520,7 @@ impl State {
             pods: vec![Pod::Pending; replicas as usize],
             queued: None,
             rollout_since: None,
+            claims,
         };
         // Seeded replicas that fit were deployed "before": available now, fault or not.
         place_pending(
@@ -572,6 +582,7 @@ impl State {
         self.check_replicas(key, "apply", exported.replicas)?;
         let mut objects = exported.objects.clone();
         objects::set_replicas(key, &mut objects, exported.replicas);
+        let claims = objects::claims(key, &objects);
 
         let Some(workload) = self.workloads.get_mut(key) else {
             self.workloads.insert(
@@ -584,6 +595,7 @@ impl State {
                     pods: vec![Pod::Pending; exported.replicas as usize],
                     queued: None,
                     rollout_since: Some(now),
+                    claims,
                 },
             );
             self.requeue(key);
@@ -605,6 +617,7 @@ impl State {
                 != objects::pod_template(key, &objects);
         workload.labels = exported.labels.clone();
         workload.objects = Some(objects);
+        workload.claims = claims;
         workload.mark = Some(mark.clone());
         if template_changed {
             // Every replica is replaced (the Recreate strategy; a rolling update's surge
@@ -798,6 +811,7 @@ impl State {
                     available_replicas: workload.available(now),
                     requests: workload.requests,
                     mark: workload.mark.clone(),
+                    claims: workload.claims.clone(),
                 })
                 .collect(),
         }
@@ -881,12 +895,25 @@ impl SimCluster {
         replicas: u32,
         requests: Resources,
     ) -> Result<(), PortError> {
+        self.run_with_claims(key, labels, replicas, requests, Vec::new())
+    }
+
+    /// [`SimCluster::run`] for a stateful workload whose pods mount `claims` (each a
+    /// PersistentVolumeClaim of its graph).
+    pub fn run_with_claims<K: Into<String>, V: Into<String>>(
+        &self,
+        key: WorkloadKey,
+        labels: impl IntoIterator<Item = (K, V)>,
+        replicas: u32,
+        requests: Resources,
+        claims: Vec<Claim>,
+    ) -> Result<(), PortError> {
         let labels = labels
             .into_iter()
             .map(|(name, value)| (name.into(), value.into()))
             .collect();
         let (mut state, now) = self.now();
-        state.run(key, labels, replicas, requests, now)
+        state.run(key, labels, replicas, requests, claims, now)
     }
 
     /// Switches a fault on, replacing one of the same kind.

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use ferry_ports::{Resources, WorkloadKey};
+use ferry_ports::{Claim, Resources, WorkloadKey};
 use serde_json::{Value, json};
 
-use crate::quantity::{format_cpu, format_memory};
+use crate::quantity::{format_cpu, format_memory, parse_memory};
 
 /// The container port of a synthesized workload and the Service port in front of it.
 const CONTAINER_PORT: u16 = 8080;
@@ -20,6 +20,7 @@ pub(crate) fn synthesize(
     labels: &BTreeMap<String, String>,
     replicas: u32,
     requests: Resources,
+    claims: &[Claim],
 ) -> Vec<Value> {
     // The selector must be a subset of the pod labels; `app` is the convention, and a
     // workload that already has one keeps its value.
@@ -30,12 +31,29 @@ pub(crate) fn synthesize(
     let selector = json!({ "app": app });
     let mut pod_labels = labels.clone();
     pod_labels.entry("app".to_owned()).or_insert(app);
-    vec![
+    // A stateful workload mounts its claims by name, as a Deployment with volumes does.
+    let volumes: Vec<Value> = claims
+        .iter()
+        .map(|c| json!({ "name": c.name, "persistentVolumeClaim": { "claimName": c.name } }))
+        .collect();
+    let claim_objects = claims.iter().map(|c| {
         json!({
             "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": { "name": key.namespace },
-        }),
+            "kind": "PersistentVolumeClaim",
+            "metadata": { "name": c.name, "namespace": key.namespace },
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": { "requests": { "storage": format_memory(c.size_bytes.unwrap_or(0)) } },
+            },
+        })
+    });
+    let mut graph = vec![json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": { "name": key.namespace },
+    })];
+    graph.extend(claim_objects);
+    graph.extend([
         json!({
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -58,6 +76,7 @@ pub(crate) fn synthesize(
                                 },
                             },
                         }],
+                        "volumes": volumes,
                     },
                 },
             },
@@ -76,7 +95,42 @@ pub(crate) fn synthesize(
                 }],
             },
         }),
-    ]
+    ]);
+    graph
+}
+
+/// The claims the workload's Deployment mounts, sized from the PersistentVolumeClaims
+/// of the graph (a claim that is not in the graph has no known size).
+pub(crate) fn claims(key: &WorkloadKey, objects: &[Value]) -> Vec<Claim> {
+    let Some(deployment) = objects.iter().find(|object| is_deployment(key, object)) else {
+        return Vec::new();
+    };
+    let mounted = deployment
+        .pointer("/spec/template/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            v.pointer("/persistentVolumeClaim/claimName")
+                .and_then(Value::as_str)
+        });
+    let mut claims: Vec<Claim> = mounted
+        .map(|name| Claim {
+            name: name.to_owned(),
+            size_bytes: objects
+                .iter()
+                .find(|o| {
+                    o.get("kind").and_then(Value::as_str) == Some("PersistentVolumeClaim")
+                        && o.pointer("/metadata/name").and_then(Value::as_str) == Some(name)
+                })
+                .and_then(|o| o.pointer("/spec/resources/requests/storage"))
+                .and_then(Value::as_str)
+                .and_then(parse_memory),
+        })
+        .collect();
+    claims.sort();
+    claims.dedup();
+    claims
 }
 
 /// What an API server would refuse, and what the sim cannot represent: a document that

@@ -33,6 +33,25 @@ pub fn format_memory(bytes: u64) -> String {
     bytes.to_string()
 }
 
+/// The inverse of [`format_memory`]: plain bytes or a binary suffix (what the sim
+/// writes); `None` for any other form.
+pub fn parse_memory(text: &str) -> Option<u64> {
+    const SUFFIXES: [(&str, u32); 6] = [
+        ("Ei", 60),
+        ("Pi", 50),
+        ("Ti", 40),
+        ("Gi", 30),
+        ("Mi", 20),
+        ("Ki", 10),
+    ];
+    for (suffix, shift) in SUFFIXES {
+        if let Some(number) = text.strip_suffix(suffix) {
+            return number.parse::<u64>().ok()?.checked_mul(1 << shift);
+        }
+    }
+    text.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +90,14 @@ mod tests {
         ] {
             assert_eq!(format_memory(bytes), text, "{bytes}");
         }
+    }
+
+    #[test]
+    fn memory_parses_back_what_it_formats() {
+        for bytes in [0, 1, 1023, 1 << 10, 3 << 20, 200 << 30, 1536 << 20] {
+            assert_eq!(parse_memory(&format_memory(bytes)), Some(bytes), "{bytes}");
+        }
+        assert_eq!(parse_memory("2G"), None);
+        assert_eq!(parse_memory("Gi"), None);
     }
 }

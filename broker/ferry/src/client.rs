@@ -268,17 +268,28 @@ impl BrokerClient {
         &self,
         workload: &str,
         to: &str,
-        dry_run: bool,
-        wait: bool,
+        request: &MigrateRequest,
         json_output: bool,
     ) -> Result<(), ClientError> {
         let created = self
             .call(
                 reqwest::Method::POST,
                 "/api/v1/migrations",
-                Some(json!({"workload": workload, "to": to, "dryRun": dry_run})),
+                Some(json!({
+                    "workload": workload,
+                    "to": to,
+                    "dryRun": request.dry_run,
+                    "acceptEmptyVolumes": request.accept_empty_volumes,
+                    "force": request.force,
+                })),
             )
             .await?;
+        if request.dry_run {
+            // The broker answered with its findings; nothing was started, so there is
+            // nothing to wait for.
+            return print_dry_run(&created, json_output);
+        }
+        let wait = request.wait;
         let id = created["id"].as_str().unwrap_or_default().to_owned();
         if !wait {
             if json_output {
@@ -334,6 +345,53 @@ impl BrokerClient {
                 migration["reason"].as_str().unwrap_or("no reason given")
             ))),
         }
+    }
+}
+
+/// What `ferry migrate` asks for besides the workload and the target.
+#[derive(Clone, Debug, Default)]
+pub struct MigrateRequest {
+    pub dry_run: bool,
+    pub wait: bool,
+    pub accept_empty_volumes: bool,
+    pub force: bool,
+}
+
+/// A dry run's findings; exit 1 when the move would not start or fail its plan.
+fn print_dry_run(answer: &Value, json_output: bool) -> Result<(), ClientError> {
+    if json_output {
+        print_json(answer);
+    } else {
+        let verdict = if answer["feasible"] == true {
+            "would start"
+        } else {
+            "would not start"
+        };
+        println!(
+            "dry run, nothing changed: {} {} -> {} {verdict}: {}",
+            answer["workload"].as_str().unwrap_or("?"),
+            answer["from"].as_str().unwrap_or("?"),
+            answer["to"].as_str().unwrap_or("?"),
+            answer["message"].as_str().unwrap_or("")
+        );
+        for claim in answer["claims"].as_array().into_iter().flatten() {
+            let size = claim["sizeBytes"]
+                .as_u64()
+                .map(|b| format!(" ({:.1} GiB)", b as f64 / f64::from(1u32 << 30)))
+                .unwrap_or_default();
+            println!(
+                "  claim {}{size}: {}",
+                claim["name"].as_str().unwrap_or("?"),
+                claim["fate"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    if answer["feasible"] == true {
+        Ok(())
+    } else {
+        Err(ClientError::operation(
+            "the move would not start (see above)".to_owned(),
+        ))
     }
 }
 

@@ -141,12 +141,20 @@ enum Command {
         /// The destination cluster.
         #[arg(long)]
         to: String,
-        /// Plan only: check and price the move, change nothing.
+        /// Plan only: check and price the move, print the findings, change nothing; exit 1
+        /// when the move would not start (with --wait too: there is nothing to wait for).
         #[arg(long)]
         dry_run: bool,
         /// Wait until it ends, showing its progress; exit 1 unless it ends done.
         #[arg(long)]
         wait: bool,
+        /// Move a workload whose pods use claims: the target starts on new, empty claims
+        /// (volume data does not move yet).
+        #[arg(long)]
+        accept_empty_volumes: bool,
+        /// Move although a hard rule of the workload's policy forbids the target (admins).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         broker: BrokerArgs,
         /// Output format.
@@ -409,17 +417,19 @@ fn main() -> ExitCode {
             to,
             dry_run,
             wait,
+            accept_empty_volumes,
+            force,
             broker,
             output,
         } => in_runtime_client(async move {
+            let request = client::MigrateRequest {
+                dry_run,
+                wait,
+                accept_empty_volumes,
+                force,
+            };
             client::BrokerClient::new(&broker.server, &broker.token)?
-                .migrate(
-                    &workload,
-                    &to,
-                    dry_run,
-                    wait,
-                    matches!(output, Output::Json),
-                )
+                .migrate(&workload, &to, &request, matches!(output, Output::Json))
                 .await
         }),
     };

@@ -41,19 +41,15 @@ impl Broker {
         Broker::start_with(data, pause_at, &[])
     }
 
-    /// `ferry demo` with more arguments.
+    /// `ferry demo` with more arguments (a `--rollback-window` among them replaces the
+    /// default of 0 s).
     fn start_with(data: &Path, pause_at: Option<&str>, extra: &[&str]) -> Broker {
         let mut command = Command::new(FERRY);
+        command.args(["demo", "--listen", "127.0.0.1:0", "--rollout-time", "1s"]);
+        if !extra.contains(&"--rollback-window") {
+            command.args(["--rollback-window", "0s"]);
+        }
         command
-            .args([
-                "demo",
-                "--listen",
-                "127.0.0.1:0",
-                "--rollback-window",
-                "0s",
-                "--rollout-time",
-                "1s",
-            ])
             .args(extra)
             .arg("--data")
             .arg(data)
@@ -426,17 +422,25 @@ fn api_end_to_end() {
             .any(|r| r["action"] == "migration.create" && r["who"] == "demo-admin")
     );
 
-    // Dry run: planned and priced, nothing moves.
+    // Dry run: planned and priced, nothing moves and nothing is recorded.
+    let migrations_before = broker.get("/api/v1/migrations");
     let (status, dry) = broker.call(
         "POST",
         "/api/v1/migrations",
         Some(&broker.admin),
         Some(json!({"workload": workload, "to": from, "dryRun": true})),
     );
-    assert_eq!(status, 202, "{dry}");
-    let dry = broker.wait_for_final(dry["id"].as_str().expect("id"));
-    assert_eq!(dry["state"], "done");
-    assert_eq!(dry["steps"][1]["state"], "skipped");
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["dryRun"], true, "{dry}");
+    assert_eq!(dry["feasible"], true, "{dry}");
+    assert!(dry.get("id").is_none(), "{dry}");
+    assert!(
+        dry["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("replicas fit on") && m.contains("monthly savings")),
+        "{dry}"
+    );
+    assert_eq!(broker.get("/api/v1/migrations"), migrations_before);
     assert_eq!(serving(&broker, workload), [to]);
     let metrics = reqwest::blocking::get(format!("{}/metrics", broker.url))
         .expect("metrics")
@@ -446,7 +450,7 @@ fn api_end_to_end() {
         metrics.contains("ferry_cluster_monthly_cost{cluster=")
             && metrics.contains("ferry_api_request_duration_seconds_count")
             && metrics.contains("ferry_migration_step_seconds_count{step=\"start\"}")
-            && metrics.contains("ferry_migrations{state=\"Done\"} 2"),
+            && metrics.contains("ferry_migrations{state=\"Done\"} 1"),
         "{metrics}"
     );
 }
@@ -710,6 +714,234 @@ fn auth_matrix_and_bad_input_change_nothing() {
     let first = broker.wait_for_final(first["id"].as_str().expect("id"));
     assert_eq!(first["state"], "done", "{first}");
     assert_ne!(from, to);
+}
+
+/// POST /api/v1/migrations with `body` as the admin.
+fn post_migration(broker: &Broker, body: Value) -> (u16, Value) {
+    broker.call(
+        "POST",
+        "/api/v1/migrations",
+        Some(&broker.admin),
+        Some(body),
+    )
+}
+
+#[test]
+fn stateful_workloads_are_not_moved_onto_empty_volumes_unless_asked() {
+    let data = temp_dir("claims");
+    let broker = Broker::start(&data, None);
+    let workload = "shop/catalog-db";
+    let to = "gke-europe-west1";
+    assert_eq!(serving(&broker, workload), ["openstack-dc1"]);
+    let before = broker.get("/api/v1/migrations");
+
+    // Its dry run names the claim and what a move would do with it.
+    let (status, dry) = post_migration(
+        &broker,
+        json!({"workload": workload, "to": to, "dryRun": true}),
+    );
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["feasible"], false, "{dry}");
+    assert_eq!(dry["claims"][0]["name"], "data-catalog-db", "{dry}");
+    assert_eq!(dry["claims"][0]["sizeBytes"], 200u64 << 30, "{dry}");
+    assert!(
+        dry["claims"][0]["fate"]
+            .as_str()
+            .is_some_and(|f| f.contains("blocks the move")),
+        "{dry}"
+    );
+
+    // A plain request is refused, naming the claim, and changes nothing.
+    let (status, refused) = post_migration(&broker, json!({"workload": workload, "to": to}));
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "uses_claims", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("data-catalog-db (200.0 GiB)") && message.contains("acceptEmptyVolumes"),
+        "{refused}"
+    );
+    assert_eq!(broker.get("/api/v1/migrations"), before);
+    assert_eq!(serving(&broker, workload), ["openstack-dc1"]);
+
+    // Accepting empty volumes, it moves, and the record says so.
+    let (status, created) = post_migration(
+        &broker,
+        json!({"workload": workload, "to": to, "acceptEmptyVolumes": true}),
+    );
+    assert_eq!(status, 202, "{created}");
+    let end = broker.wait_for_final(created["id"].as_str().expect("id"));
+    assert_eq!(end["state"], "done", "{end}");
+    assert_eq!(end["acceptEmptyVolumes"], true, "{end}");
+    assert!(
+        end["steps"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("200.0 GiB, which stay behind")),
+        "{end}"
+    );
+    assert_eq!(serving(&broker, workload), [to]);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn a_move_that_breaks_its_policy_is_refused_unless_an_admin_forces_it() {
+    let data = temp_dir("hard-rule");
+    let broker = Broker::start(&data, None);
+    // payments/api must stay in the EU (policy payments-eu, required residency=eu).
+    let workload = "payments/api";
+    let home = serving(&broker, workload);
+    let before = broker.get("/api/v1/migrations");
+    let body = json!({"workload": workload, "to": "gke-us-central1"});
+    let (status, refused) = post_migration(&broker, body.clone());
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "breaks_policy", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("required affinity") && message.contains("residency"),
+        "{refused}"
+    );
+    let (status, dry) = post_migration(
+        &broker,
+        json!({"workload": workload, "to": "gke-us-central1", "dryRun": true}),
+    );
+    assert_eq!((status, &dry["feasible"]), (200, &json!(false)), "{dry}");
+    assert!(
+        dry["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("breaks policy")),
+        "{dry}"
+    );
+    // Forcing is for admins only.
+    let operator = broker.token("operator", &[]);
+    let mut forced = body.clone();
+    forced["force"] = json!(true);
+    let (status, answer) = broker.call(
+        "POST",
+        "/api/v1/migrations",
+        Some(&operator),
+        Some(forced.clone()),
+    );
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(broker.get("/api/v1/migrations"), before);
+    assert_eq!(serving(&broker, workload), home);
+    let (status, created) = post_migration(&broker, forced);
+    assert_eq!(status, 202, "{created}");
+    let end = broker.wait_for_final(created["id"].as_str().expect("id"));
+    assert_eq!(
+        (&end["state"], &end["forced"]),
+        (&json!("done"), &json!(true)),
+        "{end}"
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn a_dry_run_answers_with_its_plan_and_changes_nothing() {
+    let data = temp_dir("dry-run");
+    let broker = Broker::start(&data, None);
+    let workload = "shop/recommendations";
+    let (from, to) = other_cluster(&broker, workload);
+    let audit_before = broker.get("/api/v1/audit?limit=1000")["items"]
+        .as_array()
+        .map_or(0, Vec::len);
+    // Twice: a dry run holds no lock, so the second is answered like the first.
+    for _ in 0..2 {
+        let (status, dry) = post_migration(
+            &broker,
+            json!({"workload": workload, "to": to, "dryRun": true}),
+        );
+        assert_eq!(status, 200, "{dry}");
+        assert_eq!(dry["feasible"], true, "{dry}");
+        assert_eq!(
+            (&dry["from"], &dry["to"]),
+            (&json!(from), &json!(to)),
+            "{dry}"
+        );
+        assert!(dry["replicas"].as_u64().is_some_and(|r| r > 0), "{dry}");
+    }
+    assert_eq!(broker.get("/api/v1/migrations")["items"], json!([]));
+    let audit_after = broker.get("/api/v1/audit?limit=1000")["items"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(audit_after, audit_before, "a dry run wrote audit records");
+    assert_eq!(serving(&broker, workload), std::slice::from_ref(&from));
+
+    // The CLI prints the findings, with --wait too, and never claims a move.
+    let output = Command::new(FERRY)
+        .args(["migrate", workload, "--to", &to, "--dry-run", "--wait"])
+        .env("FERRY_SERVER", &broker.url)
+        .env("FERRY_TOKEN", &broker.admin)
+        .output()
+        .expect("ferry migrate");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("dry run, nothing changed") && stdout.contains("replicas fit on"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("now runs on"), "{stdout}");
+    // A move that cannot start says so and exits 1.
+    let output = Command::new(FERRY)
+        .args([
+            "migrate",
+            "shop/catalog-db",
+            "--to",
+            "gke-europe-west1",
+            "--dry-run",
+        ])
+        .env("FERRY_SERVER", &broker.url)
+        .env("FERRY_TOKEN", &broker.admin)
+        .output()
+        .expect("ferry migrate");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("would not start") && stdout.contains("claim data-catalog-db (200.0 GiB)"),
+        "{stdout}"
+    );
+    assert_eq!(broker.get("/api/v1/migrations")["items"], json!([]));
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn a_move_back_within_the_rollback_window_lets_the_first_migration_finish() {
+    let data = temp_dir("there-and-back");
+    let broker = Broker::start_with(&data, None, &["--rollback-window", "4s"]);
+    let workload = "shop/recommendations";
+    let (home, away) = other_cluster(&broker, workload);
+    let (status, first) = post_migration(&broker, json!({"workload": workload, "to": away}));
+    assert_eq!(status, 202, "{first}");
+    let first = first["id"].as_str().expect("id").to_owned();
+    assert_eq!(broker.wait_for_final(&first)["state"], "done");
+    // Back home while the first migration still keeps the drained copy there: the move
+    // back takes that copy over.
+    let (status, back) = post_migration(&broker, json!({"workload": workload, "to": home}));
+    assert_eq!(status, 202, "{back}");
+    let back = back["id"].as_str().expect("id").to_owned();
+    assert_eq!(broker.wait_for_final(&back)["state"], "done");
+    // Each finishes: the first sees its drained copy is the second's now, the second
+    // deletes the copy it drained away.
+    until(30, "both migrations' sources dealt with", || {
+        let first = broker.get(&format!("/api/v1/migrations/{first}"));
+        let back = broker.get(&format!("/api/v1/migrations/{back}"));
+        (first["sourceRemoved"] == true && back["sourceRemoved"] == true).then_some(())
+    });
+    assert_eq!(serving(&broker, workload), std::slice::from_ref(&home));
+    let copies = copies(&data, workload);
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(copies[0].0, home, "{copies:?}");
+    let audit = broker.get("/api/v1/audit?limit=1000");
+    assert!(
+        audit["items"].as_array().expect("items").iter().any(|r| {
+            r["action"] == "migration.sourceHandedOver"
+                && r["target"].as_str().is_some_and(|t| t.contains(&back))
+        }),
+        "{audit}"
+    );
+    let _ = std::fs::remove_dir_all(&data);
 }
 
 #[test]
@@ -1185,6 +1417,31 @@ fn a_price_rise_in_the_demo_is_proposed_then_carried_out_in_auto_mode() {
     assert!(
         moved["monthlySavings"].as_f64().unwrap_or(0.0) > 0.0,
         "{moved}"
+    );
+    // The Postgres with its 200 GiB claim is cheaper on GKE too, and stays: volume data
+    // does not move, so the controllers only recommend it, saying why.
+    let status = broker.get("/api/v1/controllers");
+    let db = status["decisions"]
+        .as_array()
+        .expect("decisions")
+        .iter()
+        .find(|d| d["workload"] == "shop/catalog-db")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(db["verdict"], "recommend", "{status}");
+    assert!(
+        db["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("data-catalog-db (200.0 GiB)")),
+        "{db}"
+    );
+    assert!(
+        !broker.get("/api/v1/migrations")["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|m| m["workload"] == "shop/catalog-db"),
+        "the controllers moved a workload with claims"
     );
     let audit = broker.get("/api/v1/audit?limit=1000");
     let actions: Vec<&str> = audit["items"]

@@ -83,6 +83,9 @@ pub struct Proposal {
     pub monthly_savings: f64,
     /// The governing policy's name and rules (`None`: the built-in default).
     pub policy: Option<(String, RebalanceRules)>,
+    /// The claims its pods use, on the source: volume data does not move yet, so the
+    /// controllers never move such a workload by themselves.
+    pub claims: Vec<String>,
 }
 
 impl Proposal {
@@ -245,6 +248,15 @@ fn judge(
             ),
         );
     }
+    if !p.claims.is_empty() {
+        return Manual(
+            "volumes",
+            format!(
+                "its pods use claims {}; volume data does not move yet, so only a person can move it, accepting empty volumes",
+                p.claims.join(", ")
+            ),
+        );
+    }
     if p.kind == Kind::Evacuate {
         let since = match s.health.phase(&p.from) {
             Phase::Down { since } => human_duration(now.saturating_sub(since)),
@@ -262,7 +274,13 @@ fn judge(
             ),
         );
     }
-    if let Some(&last) = s.last_move.get(&p.workload) {
+    // The cooldown keeps savings from flapping; a move that restores a hard rule of the
+    // policy is a correction, not a saving, and waits for nothing.
+    if let Some(&last) = s
+        .last_move
+        .get(&p.workload)
+        .filter(|_| p.kind != Kind::Policy)
+    {
         let until = last + rules.cooldown_seconds;
         if now < until {
             return Wait(
@@ -407,6 +425,7 @@ mod tests {
             monthly_cost: 73.0,
             monthly_savings: savings,
             policy: Some(("web".into(), rules.clone())),
+            claims: Vec::new(),
         }
     }
 
@@ -499,6 +518,46 @@ mod tests {
         let decided = world.decide(vec![cost("shop/web", 36.5, &opted_out)], NOON);
         assert_eq!(verdicts(&decided), [("shop/web", Verdict::Recommend)]);
         assert!(decided[0].2.contains("opts out"), "{}", decided[0].2);
+    }
+
+    #[test]
+    fn a_move_a_policy_requires_is_not_held_by_the_savings_cooldown() {
+        let mut world = World::new();
+        world.last_move.insert("payments/api".into(), NOON - 60);
+        let corrective = Proposal {
+            kind: Kind::Policy,
+            ..cost("payments/api", -10.0, &rules())
+        };
+        let decided = world.decide(vec![corrective.clone()], NOON);
+        assert_eq!(decided[0].1, Verdict::Start, "{}", decided[0].2);
+        // The same workload's cost move is held by it.
+        let decided = world.decide(vec![cost("payments/api", 36.5, &rules())], NOON);
+        assert_eq!(decided[0].1, Verdict::Hold, "{}", decided[0].2);
+        assert!(decided[0].2.starts_with("cooldown"), "{}", decided[0].2);
+    }
+
+    #[test]
+    fn workloads_with_claims_are_never_moved_by_the_controllers() {
+        let world = World::new();
+        for kind in [Kind::Cost, Kind::Policy, Kind::Return, Kind::Evacuate] {
+            let stateful = Proposal {
+                kind,
+                claims: vec!["data-catalog-db (200.0 GiB)".into()],
+                ..cost("shop/catalog-db", 36.5, &rules())
+            };
+            let decided = world.decide(vec![stateful], NOON);
+            assert_eq!(
+                decided[0].1,
+                Verdict::Recommend,
+                "{kind:?}: {}",
+                decided[0].2
+            );
+            assert!(
+                decided[0].2.contains("data-catalog-db (200.0 GiB)"),
+                "{}",
+                decided[0].2
+            );
+        }
     }
 
     #[test]

@@ -289,7 +289,11 @@ fn exclusion_reasons(
 
 /// The plan-independent hard rule that excludes `cluster` for workload `w`, if any, in
 /// the words the plan uses.
-fn static_exclusion(problem: &Problem<'_>, w: usize, cluster: &ClusterInfo<'_>) -> Option<String> {
+pub(crate) fn static_exclusion(
+    problem: &Problem<'_>,
+    w: usize,
+    cluster: &ClusterInfo<'_>,
+) -> Option<String> {
     let info = &problem.workloads[w];
     let selector = info
         .policy

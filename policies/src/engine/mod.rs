@@ -164,6 +164,49 @@ pub fn plan(snapshot: &Snapshot<'_>, mode: Mode) -> Result<Plan, PlanError> {
     Ok(explain::plan(&problem, &assignment, mode))
 }
 
+/// A hard rule that forbids a workload a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenRule {
+    /// The governing policy's name, or `the built-in default`.
+    pub policy: String,
+    /// The rule, in the plan's words (e.g. `required affinity residency=eu`).
+    pub rule: String,
+}
+
+/// The plan-independent hard rule (a taint, required affinity) that forbids `workload`
+/// (`namespace/name`) the cluster `cluster`, if any: what a move there would break.
+/// `None` also when the workload or the cluster is unknown, or the cluster is not
+/// healthy: health is no rule a move breaks, and a move checks it for itself.
+pub fn hard_rule_against(
+    snapshot: &Snapshot<'_>,
+    workload: &str,
+    cluster: &str,
+) -> Result<Option<BrokenRule>, PlanError> {
+    let problem = resolve::Problem::build(snapshot, Mode::Rebalance)?;
+    let (Some(w), Some(target)) = (
+        problem.workloads.iter().position(|w| w.key == workload),
+        problem.clusters.iter().find(|c| c.cluster.name == cluster),
+    ) else {
+        return Ok(None);
+    };
+    if target
+        .cluster
+        .health
+        .is_some_and(|h| h != crate::model::Health::Ready)
+    {
+        return Ok(None);
+    }
+    Ok(
+        explain::static_exclusion(&problem, w, target).map(|rule| BrokenRule {
+            policy: problem.workloads[w].policy.map_or_else(
+                || "the built-in default".to_owned(),
+                |p| problem.policies[p].name.clone(),
+            ),
+            rule,
+        }),
+    )
+}
+
 /// Whether the rules governing `workload` (`namespace/name`) would rather run it on
 /// `candidate` than on `current`, where it runs now: `candidate` passes the hard filters
 /// and has the lower objective per replica (cost minus preference and stickiness, as

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::events::Events;
-use super::migration::{CancelError, Engine, Migration, SubmitError};
+use super::migration::{CancelError, Engine, Migration, MoveOptions, SubmitError};
 use super::world::World;
 use super::{audit, history, policies};
 
@@ -54,6 +54,9 @@ pub enum ApiError {
     Forbidden(String),
     NotFound(String),
     Conflict(String),
+    /// The request is valid, and the state of things refuses it (409 with its own code:
+    /// a move onto empty volumes, a move that breaks a policy).
+    Refused(&'static str, String),
     /// A cloud the broker works with refused or did not answer (its message says which
     /// and why); never for anything wrong in the request itself.
     Upstream(String),
@@ -70,6 +73,7 @@ impl ApiError {
             | ApiError::Forbidden(message)
             | ApiError::NotFound(message)
             | ApiError::Conflict(message)
+            | ApiError::Refused(_, message)
             | ApiError::Upstream(message)
             | ApiError::Internal(message) => message.clone(),
         }
@@ -86,6 +90,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, "forbidden", message),
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message),
+            ApiError::Refused(code, message) => (StatusCode::CONFLICT, code, message),
             ApiError::Upstream(message) => (StatusCode::BAD_GATEWAY, "upstream", message),
             ApiError::Internal(message) => {
                 tracing::error!(%message, "internal error");
@@ -476,8 +481,15 @@ async fn delete_policy(
 struct MigrationRequest {
     workload: String,
     to: String,
+    /// Check and price the move, change nothing: answered 200 with the findings.
     #[serde(default)]
     dry_run: bool,
+    /// Move a workload whose pods use claims onto new, empty claims.
+    #[serde(default)]
+    accept_empty_volumes: bool,
+    /// Move although a hard rule of the governing policy forbids the target (admins).
+    #[serde(default)]
+    force: bool,
 }
 
 async fn create_migration(
@@ -490,7 +502,7 @@ async fn create_migration(
     let request: MigrationRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(
             "bad_body",
-            format!("expected {{\"workload\": \"ns/name\", \"to\": \"cluster\", \"dryRun\": false}}: {e}"),
+            format!("expected {{\"workload\": \"ns/name\", \"to\": \"cluster\", \"dryRun\": false, \"acceptEmptyVolumes\": false, \"force\": false}}: {e}"),
         )
     })?;
     let key = WorkloadKey::parse(&request.workload).ok_or_else(|| {
@@ -500,29 +512,53 @@ async fn create_migration(
         )
     })?;
     namespace_allowed(&principal, &key.namespace)?;
+    if request.force && !principal.has(Role::Admin) {
+        return Err(ApiError::Forbidden(format!(
+            "forcing a move past its policy needs the admin role; the token has {}",
+            principal.role
+        )));
+    }
+    let options = MoveOptions {
+        accept_empty_volumes: request.accept_empty_volumes,
+        force: request.force,
+    };
+    if request.dry_run {
+        let answer = state
+            .engine
+            .dry_run(&key, &request.to, &options)
+            .await
+            .map_err(submit_error)?;
+        return Ok((StatusCode::OK, Json(answer)).into_response());
+    }
     let migration = state
         .engine
         .submit(
             &key,
             &request.to,
-            request.dry_run,
+            &options,
             &principal.subject,
             Some(&client.to_string()),
         )
         .await
-        .map_err(|error| match error {
-            SubmitError::UnknownCluster(_)
-            | SubmitError::UnknownWorkload(_)
-            | SubmitError::NothingToEvacuate { .. } => ApiError::NotFound(error.to_string()),
-            SubmitError::AlreadyThere { .. } => {
-                ApiError::BadRequest("already_there", error.to_string())
-            }
-            SubmitError::Busy { .. } | SubmitError::StaleCopy { .. } => {
-                ApiError::Conflict(error.to_string())
-            }
-            SubmitError::Store(error) => error.into(),
-        })?;
+        .map_err(submit_error)?;
     Ok((StatusCode::ACCEPTED, Json(migration)).into_response())
+}
+
+fn submit_error(error: SubmitError) -> ApiError {
+    match error {
+        SubmitError::UnknownCluster(_)
+        | SubmitError::UnknownWorkload(_)
+        | SubmitError::NothingToEvacuate { .. } => ApiError::NotFound(error.to_string()),
+        SubmitError::AlreadyThere { .. } => {
+            ApiError::BadRequest("already_there", error.to_string())
+        }
+        SubmitError::UsesClaims { .. } => ApiError::Refused("uses_claims", error.to_string()),
+        SubmitError::BreaksPolicy { .. } => ApiError::Refused("breaks_policy", error.to_string()),
+        SubmitError::Busy { .. } | SubmitError::StaleCopy { .. } => {
+            ApiError::Conflict(error.to_string())
+        }
+        SubmitError::Store(error) => error.into(),
+    }
 }
 
 async fn list_migrations(

@@ -313,7 +313,7 @@ pub async fn run(
     println!("  admin token:  {token}");
     println!("  try:          export FERRY_SERVER={url} FERRY_TOKEN={token}");
     println!("                ferry get clusters; ferry get workloads");
-    println!("                ferry migrate batch/render --to openstack-dc1 --wait");
+    println!("                ferry migrate batch/reports --to gke-europe-west1 --wait");
     println!("Ctrl-C stops it.");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

@@ -34,7 +34,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use super::events::Events;
-use super::world::World;
+use super::world::{Census, World};
 use super::{audit, clock};
 
 pub const PREFIX: &str = "migrations/";
@@ -114,6 +114,60 @@ pub struct Migration {
     /// scaled to zero and deleted when it answers again.
     #[serde(default)]
     pub fenced: bool,
+    /// The request accepted that the workload's claims stay behind and the target starts
+    /// on new, empty ones.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_empty_volumes: bool,
+    /// An admin moved it although its policy's hard rules forbid the target.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
+}
+
+/// What a request asks of a move beside its workload and target.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MoveOptions {
+    /// Move a workload whose pods use claims: the target gets new, empty claims (volume
+    /// data does not move yet).
+    pub accept_empty_volumes: bool,
+    /// Move even where a hard rule of the governing policy forbids the target. The API
+    /// grants it to admins only.
+    pub force: bool,
+}
+
+/// The plan step's findings.
+struct Planned {
+    replicas: u32,
+    monthly_savings: f64,
+    message: String,
+}
+
+/// A dry run's answer: what the plan step would find, with nothing stored, locked or
+/// published.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DryRun {
+    /// Always true: tells this answer from a migration.
+    pub dry_run: bool,
+    pub workload: String,
+    pub from: String,
+    pub to: String,
+    /// Whether the move would start (and pass its plan step) now.
+    pub feasible: bool,
+    /// The plan step's finding, or why the move would be refused.
+    pub message: String,
+    pub replicas: Option<u32>,
+    pub monthly_savings: Option<f64>,
+    /// Every claim the workload's pods use, and what a move does with it.
+    pub claims: Vec<ClaimFate>,
+}
+
+/// A claim, and what a move does with it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimFate {
+    pub name: String,
+    pub size_bytes: Option<u64>,
+    pub fate: String,
 }
 
 /// Why a migration was started.
@@ -222,8 +276,38 @@ pub enum SubmitError {
         cluster: String,
         migration: String,
     },
+    #[error(
+        "the pods of {workload} use claims {claims}; Ferry does not move volume data yet, so {target} would start on new, empty volumes. Ask again with acceptEmptyVolumes (ferry migrate --accept-empty-volumes) if empty volumes will do"
+    )]
+    UsesClaims {
+        workload: String,
+        target: String,
+        claims: String,
+    },
+    #[error(
+        "moving {workload} to {cluster} breaks policy {policy}: {rule}; an admin can force it (force: true, ferry migrate --force)"
+    )]
+    BreaksPolicy {
+        workload: String,
+        cluster: String,
+        policy: String,
+        rule: String,
+    },
     #[error("store: {0}")]
     Store(#[from] StoreError),
+}
+
+impl SubmitError {
+    /// A refusal a dry run reports as its finding rather than as an error.
+    fn is_finding(&self) -> bool {
+        matches!(
+            self,
+            SubmitError::UsesClaims { .. }
+                | SubmitError::BreaksPolicy { .. }
+                | SubmitError::Busy { .. }
+                | SubmitError::StaleCopy { .. }
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -369,11 +453,11 @@ impl Engine {
         self: &Arc<Self>,
         workload: &WorkloadKey,
         to: &str,
-        dry_run: bool,
+        options: &MoveOptions,
         created_by: &str,
         client: Option<&str>,
     ) -> Result<Migration, SubmitError> {
-        self.submit_as(workload, to, dry_run, created_by, client, Trigger::Manual)
+        self.submit_as(workload, to, options, created_by, client, Trigger::Manual)
             .await
     }
 
@@ -382,7 +466,7 @@ impl Engine {
         self: &Arc<Self>,
         workload: &WorkloadKey,
         to: &str,
-        dry_run: bool,
+        options: &MoveOptions,
         created_by: &str,
         client: Option<&str>,
         trigger: Trigger,
@@ -394,14 +478,176 @@ impl Engine {
         let (from, _) = census
             .locate(workload)
             .ok_or_else(|| SubmitError::UnknownWorkload(workload.to_string()))?;
+        self.no_stale_copy_on(workload, to)?;
+        self.admit(&census, workload, from, to, options, false)?;
         self.start(
-            workload, from, to, dry_run, created_by, client, trigger, false,
+            workload, from, to, options, created_by, client, trigger, false,
         )
+    }
+
+    /// What moving `workload` to `to` would do, found as the plan step finds it, with
+    /// nothing changed: no record, no lock, no event, no audit line.
+    pub async fn dry_run(
+        &self,
+        workload: &WorkloadKey,
+        to: &str,
+        options: &MoveOptions,
+    ) -> Result<DryRun, SubmitError> {
+        if self.world.member(to).is_none() {
+            return Err(SubmitError::UnknownCluster(to.to_owned()));
+        }
+        let census = self.world.census().await;
+        let (from, running) = census
+            .locate(workload)
+            .ok_or_else(|| SubmitError::UnknownWorkload(workload.to_string()))?;
+        if from == to {
+            return Err(SubmitError::AlreadyThere {
+                workload: workload.to_string(),
+                cluster: to.to_owned(),
+            });
+        }
+        let fate = if options.accept_empty_volumes {
+            "stays behind; the target gets a new, empty claim"
+        } else {
+            "blocks the move: volume data does not move yet"
+        };
+        let claims = running
+            .claims
+            .iter()
+            .map(|c| ClaimFate {
+                name: c.name.clone(),
+                size_bytes: c.size_bytes,
+                fate: fate.to_owned(),
+            })
+            .collect();
+        let mut answer = DryRun {
+            dry_run: true,
+            workload: workload.to_string(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            feasible: false,
+            message: String::new(),
+            replicas: None,
+            monthly_savings: None,
+            claims,
+        };
+        let admitted = self
+            .admit(&census, workload, from, to, options, false)
+            .and_then(|()| self.busy_or_stale(workload, to));
+        match admitted {
+            Ok(()) => {}
+            Err(finding) if finding.is_finding() => {
+                answer.message = finding.to_string();
+                return Ok(answer);
+            }
+            Err(error) => return Err(error),
+        }
+        match self.plan_move(&census, workload, from, to, false, None, None) {
+            Ok(planned) => {
+                answer.feasible = true;
+                answer.message = planned.message;
+                answer.replicas = Some(planned.replicas);
+                answer.monthly_savings = Some(planned.monthly_savings);
+            }
+            Err(StepError::Store(error)) => return Err(error.into()),
+            Err(refused) => answer.message = refused.to_string(),
+        }
+        Ok(answer)
+    }
+
+    /// The checks a move must pass before anything is stored: its claims (volume data
+    /// does not move yet) and the hard rules of its governing policy for the target.
+    fn admit(
+        &self,
+        census: &Census,
+        key: &WorkloadKey,
+        from: &str,
+        to: &str,
+        options: &MoveOptions,
+        fenced: bool,
+    ) -> Result<(), SubmitError> {
+        if !options.accept_empty_volumes {
+            let claims: Vec<String> = if fenced {
+                self.remembered_export(key)
+                    .map(|e| claims_in_objects(&e.workload.objects))
+                    .unwrap_or_default()
+            } else {
+                census
+                    .copies(key)
+                    .into_iter()
+                    .find(|(cluster, _)| *cluster == from)
+                    .map(|(_, w)| w.claims.iter().map(ToString::to_string).collect())
+                    .unwrap_or_default()
+            };
+            if !claims.is_empty() {
+                return Err(SubmitError::UsesClaims {
+                    workload: key.to_string(),
+                    target: to.to_owned(),
+                    claims: claims.join(", "),
+                });
+            }
+        }
+        if !options.force {
+            let input = self.world.plan_input(census);
+            // A conflict between policies is reported by the plan and the controllers;
+            // it leaves nothing to check here.
+            if let Ok(Some(broken)) =
+                ferry_policies::engine::hard_rule_against(&input.snapshot(), &key.to_string(), to)
+            {
+                return Err(SubmitError::BreaksPolicy {
+                    workload: key.to_string(),
+                    cluster: to.to_owned(),
+                    policy: broken.policy,
+                    rule: broken.rule,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Another migration holds the workload, or `to` holds its fenced stale copy.
+    fn busy_or_stale(&self, workload: &WorkloadKey, to: &str) -> Result<(), SubmitError> {
+        self.no_stale_copy_on(workload, to)?;
+        if let Some(lock) = self.store.get::<Lock>(&format!("{LOCKS}{workload}"))? {
+            return Err(SubmitError::Busy {
+                workload: workload.to_string(),
+                migration: lock.migration,
+            });
+        }
+        Ok(())
+    }
+
+    /// A copy applied beside a fenced stale one would be scaled to zero with it.
+    fn no_stale_copy_on(&self, workload: &WorkloadKey, to: &str) -> Result<(), SubmitError> {
+        let workload_name = workload.to_string();
+        if let Some(stale) = self.list()?.into_iter().find(|m| {
+            m.fenced
+                && m.state == State::Done
+                && !m.source_removed
+                && m.from == to
+                && m.workload == workload_name
+        }) {
+            return Err(SubmitError::StaleCopy {
+                workload: workload_name,
+                cluster: to.to_owned(),
+                migration: stale.id,
+            });
+        }
+        Ok(())
+    }
+
+    /// The data `key`'s claims on `from` hold, in GiB.
+    fn data_gib(&self, census: &Census, key: &WorkloadKey, from: &str) -> f64 {
+        census
+            .copies(key)
+            .into_iter()
+            .find(|(cluster, _)| *cluster == from)
+            .map_or(0.0, |(_, w)| ferry_ports::claims_gib(&w.claims))
     }
 
     /// Moves `workload` off `from`, which is down, onto `to`, from the objects last read
     /// from `from` (a fenced migration: see the module's comment).
-    pub fn evacuate(
+    pub async fn evacuate(
         self: &Arc<Self>,
         workload: &WorkloadKey,
         from: &str,
@@ -420,11 +666,13 @@ impl Engine {
                 cluster: from.to_owned(),
             });
         }
+        let census = self.world.census().await;
+        self.admit(&census, workload, from, to, &MoveOptions::default(), true)?;
         self.start(
             workload,
             from,
             to,
-            false,
+            &MoveOptions::default(),
             created_by,
             None,
             Trigger::Failover,
@@ -438,27 +686,13 @@ impl Engine {
         workload: &WorkloadKey,
         from: &str,
         to: &str,
-        dry_run: bool,
+        options: &MoveOptions,
         created_by: &str,
         client: Option<&str>,
         trigger: Trigger,
         fenced: bool,
     ) -> Result<Migration, SubmitError> {
-        // A copy applied beside a fenced stale one would be scaled to zero with it.
-        let workload_name = workload.to_string();
-        if let Some(stale) = self.list()?.into_iter().find(|m| {
-            m.fenced
-                && m.state == State::Done
-                && !m.source_removed
-                && m.from == to
-                && m.workload == workload_name
-        }) {
-            return Err(SubmitError::StaleCopy {
-                workload: workload_name,
-                cluster: to.to_owned(),
-                migration: stale.id,
-            });
-        }
+        self.no_stale_copy_on(workload, to)?;
         if from == to {
             return Err(SubmitError::AlreadyThere {
                 workload: workload.to_string(),
@@ -488,7 +722,8 @@ impl Engine {
             namespace: workload.namespace.clone(),
             from: from.to_owned(),
             to: to.to_owned(),
-            dry_run,
+            // Dry runs no longer make records (`Engine::dry_run`); older records may be.
+            dry_run: false,
             state: State::Pending,
             steps: STEPS
                 .iter()
@@ -509,6 +744,8 @@ impl Engine {
             source_removed: false,
             trigger,
             fenced,
+            accept_empty_volumes: options.accept_empty_volumes,
+            forced: options.force,
         };
         if let Err(error) = self.save(&migration) {
             // Nothing started: give the lock back so the workload is not stuck.
@@ -520,8 +757,13 @@ impl Engine {
             created_by,
             "migration.create",
             &format!(
-                "{id} {workload} {from} -> {to}{}{}",
-                if dry_run { " (dry run)" } else { "" },
+                "{id} {workload} {from} -> {to}{}{}{}",
+                if options.force { " (forced)" } else { "" },
+                if options.accept_empty_volumes {
+                    " (empty volumes accepted)"
+                } else {
+                    ""
+                },
                 match trigger {
                     Trigger::Manual => String::new(),
                     other => format!(" ({})", other.as_str()),
@@ -785,72 +1027,32 @@ impl Engine {
         match step {
             "plan" => {
                 let census = self.world.census().await;
-                let (serving, requests) = if migration.fenced {
-                    let export = self.fenced_export(&key, migration)?;
-                    (export.workload.replicas, export.workload.requests)
-                } else {
-                    let running = census
-                        .copies(&key)
-                        .into_iter()
-                        .find(|(cluster, _)| *cluster == migration.from)
-                        .map(|(_, w)| w.clone())
-                        .ok_or_else(|| {
-                            StepError::Refused(format!(
-                                "{key} no longer runs on {}",
-                                migration.from
-                            ))
-                        })?;
-                    (running.replicas, running.requests)
+                let options = MoveOptions {
+                    accept_empty_volumes: migration.accept_empty_volumes,
+                    force: migration.forced,
                 };
-                let inventory = match census.inventories.get(&migration.to) {
-                    Some(Ok(inventory)) => inventory.clone(),
-                    Some(Err(error)) => return Err(StepError::Refused(error.to_string())),
-                    None => return Err(StepError::Refused(format!("no cluster {}", migration.to))),
-                };
-                if inventory.health != ferry_ports::Health::Ready {
-                    return Err(StepError::Refused(format!(
-                        "{} is {:?}",
-                        migration.to, inventory.health
-                    )));
-                }
-                let replicas = migration.source_replicas.unwrap_or(serving);
-                let needed = requests.times(replicas);
-                // A copy of ours already there (a resumed plan) needs no new room.
-                let ours = inventory
-                    .workloads
-                    .iter()
-                    .any(|w| w.key == key && w.mark.as_ref() == Some(&mark));
-                let free = inventory.allocatable.minus(inventory.requested);
-                if !ours && !needed.fits_in(free) {
-                    return Err(StepError::Refused(format!(
-                        "{} has {} cpu and {} free, needs {} and {}",
-                        migration.to,
-                        ferry_policies::quantity::Cpu(free.cpu_millis),
-                        ferry_policies::quantity::Memory(free.memory_bytes),
-                        ferry_policies::quantity::Cpu(needed.cpu_millis),
-                        ferry_policies::quantity::Memory(needed.memory_bytes),
-                    )));
-                }
-                let cost = |cluster: &str| {
-                    self.world.member(cluster).map(|m| {
-                        m.definition
-                            .pricing
-                            .monthly_cost(ferry_policies::quantity::Resources::new(
-                                needed.cpu_millis,
-                                needed.memory_bytes,
-                            ))
-                    })
-                };
-                let savings = match (cost(&migration.from), cost(&migration.to)) {
-                    (Some(from), Some(to)) => ((from - to) * 100.0).round() / 100.0,
-                    _ => 0.0,
-                };
-                migration.source_replicas = Some(replicas);
-                migration.monthly_savings = Some(savings);
-                Ok(format!(
-                    "{replicas} replicas fit on {}; monthly savings {savings:.2}",
-                    migration.to
-                ))
+                // The world may have changed since the request was admitted.
+                self.admit(
+                    &census,
+                    &key,
+                    &migration.from,
+                    &migration.to,
+                    &options,
+                    migration.fenced,
+                )
+                .map_err(|refusal| StepError::Refused(refusal.to_string()))?;
+                let planned = self.plan_move(
+                    &census,
+                    &key,
+                    &migration.from,
+                    &migration.to,
+                    migration.fenced,
+                    migration.source_replicas,
+                    Some(&mark),
+                )?;
+                migration.source_replicas = Some(planned.replicas);
+                migration.monthly_savings = Some(planned.monthly_savings);
+                Ok(planned.message)
             }
             "prepare" if migration.fenced => {
                 let export = self.fenced_export(&key, migration)?;
@@ -932,18 +1134,108 @@ impl Engine {
         }
     }
 
+    /// The plan step's findings for moving `key` from `from` to `to`: the target answers,
+    /// is Ready and has room; the replicas that move and what it saves. Changes nothing,
+    /// so a dry run is this alone. `mark`: a copy of this migration's already on the
+    /// target (a resumed plan) needs no new room.
+    #[allow(clippy::too_many_arguments)] // the plan step's inputs, each needed
+    fn plan_move(
+        &self,
+        census: &Census,
+        key: &WorkloadKey,
+        from: &str,
+        to: &str,
+        fenced: bool,
+        source_replicas: Option<u32>,
+        mark: Option<&Mark>,
+    ) -> Result<Planned, StepError> {
+        let (serving, requests) = if fenced {
+            let export = self.fenced_export_of(key, from)?;
+            (export.workload.replicas, export.workload.requests)
+        } else {
+            let running = census
+                .copies(key)
+                .into_iter()
+                .find(|(cluster, _)| *cluster == from)
+                .map(|(_, w)| w.clone())
+                .ok_or_else(|| StepError::Refused(format!("{key} no longer runs on {}", from)))?;
+            (running.replicas, running.requests)
+        };
+        let inventory = match census.inventories.get(to) {
+            Some(Ok(inventory)) => inventory.clone(),
+            Some(Err(error)) => return Err(StepError::Refused(error.to_string())),
+            None => return Err(StepError::Refused(format!("no cluster {}", to))),
+        };
+        if inventory.health != ferry_ports::Health::Ready {
+            return Err(StepError::Refused(format!(
+                "{} is {:?}",
+                to, inventory.health
+            )));
+        }
+        let replicas = source_replicas.unwrap_or(serving);
+        let needed = requests.times(replicas);
+        // A copy of ours already there (a resumed plan) needs no new room.
+        let ours = inventory
+            .workloads
+            .iter()
+            .any(|w| &w.key == key && mark.is_some() && w.mark.as_ref() == mark);
+        let free = inventory.allocatable.minus(inventory.requested);
+        if !ours && !needed.fits_in(free) {
+            return Err(StepError::Refused(format!(
+                "{} has {} cpu and {} free, needs {} and {}",
+                to,
+                ferry_policies::quantity::Cpu(free.cpu_millis),
+                ferry_policies::quantity::Memory(free.memory_bytes),
+                ferry_policies::quantity::Cpu(needed.cpu_millis),
+                ferry_policies::quantity::Memory(needed.memory_bytes),
+            )));
+        }
+        let cost = |cluster: &str| {
+            self.world.member(cluster).map(|m| {
+                m.definition
+                    .pricing
+                    .monthly_cost(ferry_policies::quantity::Resources::new(
+                        needed.cpu_millis,
+                        needed.memory_bytes,
+                    ))
+            })
+        };
+        let savings = match (cost(from), cost(to)) {
+            (Some(from), Some(to)) => ((from - to) * 100.0).round() / 100.0,
+            _ => 0.0,
+        };
+        let data_gib = self.data_gib(census, key, from);
+        let data = if data_gib > 0.0 {
+            format!("; its claims hold {data_gib:.1} GiB, which stay behind")
+        } else {
+            String::new()
+        };
+        Ok(Planned {
+            replicas,
+            monthly_savings: savings,
+            message: format!("{replicas} replicas fit on {to}; monthly savings {savings:.2}{data}"),
+        })
+    }
+
     /// The objects an evacuation applies: those last read from its source.
     fn fenced_export(
         &self,
         key: &WorkloadKey,
         migration: &Migration,
     ) -> Result<RememberedExport, StepError> {
+        self.fenced_export_of(key, &migration.from)
+    }
+
+    fn fenced_export_of(
+        &self,
+        key: &WorkloadKey,
+        from: &str,
+    ) -> Result<RememberedExport, StepError> {
         self.remembered_export(key)
-            .filter(|e| e.cluster == migration.from)
+            .filter(|e| e.cluster == from)
             .ok_or_else(|| {
                 StepError::Refused(format!(
-                    "the objects of {key} read from {} are no longer known (the broker restarted while {} was down)",
-                    migration.from, migration.from
+                    "the objects of {key} read from {from} are no longer known (the broker restarted while {from} was down)"
                 ))
             })
     }
@@ -1106,29 +1398,69 @@ impl Engine {
         let mark = Mark {
             migration: migration.id.clone(),
         };
-        loop {
+        let handed_over = loop {
             let Ok(port) = self.member(&migration.from) else {
                 return;
             };
             match port.delete(&key, &mark).await {
-                Ok(()) => break,
-                Err(PortError::NotFound { .. }) => break,
+                Ok(()) | Err(PortError::NotFound { .. }) => break None,
                 Err(error) => {
+                    // A later migration (a move back) may have taken the drained copy
+                    // over: it is that one's now, and nothing is left for this one to do.
+                    if let Some(owner) = self.new_owner_of(&port, &key, &mark).await {
+                        break Some(owner);
+                    }
                     tracing::warn!(id = %migration.id, %error, "drained source not deleted yet");
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }
             }
-        }
+        };
         // Re-read: the record may have changed while we slept.
         if let Ok(Some(mut current)) = self.get(&migration.id) {
             current.source_removed = true;
             if self.save(&current).is_ok() {
-                self.events.publish(
-                    "migration.sourceRemoved",
-                    Some(&current.namespace),
-                    json!({"id": current.id, "cluster": current.from}),
-                );
+                match handed_over {
+                    None => self.events.publish(
+                        "migration.sourceRemoved",
+                        Some(&current.namespace),
+                        json!({"id": current.id, "cluster": current.from}),
+                    ),
+                    Some(owner) => {
+                        let _ = audit::record(
+                            &self.store,
+                            "broker",
+                            "migration.sourceHandedOver",
+                            &format!(
+                                "{} {} on {}: now {owner}'s",
+                                current.id, current.workload, current.from
+                            ),
+                            None,
+                            "done",
+                        );
+                        self.events.publish(
+                            "migration.sourceHandedOver",
+                            Some(&current.namespace),
+                            json!({"id": current.id, "cluster": current.from, "owner": owner}),
+                        );
+                    }
+                }
             }
+        }
+    }
+
+    /// The migration that owns `key` on `port` now, when that is not `mark`'s (it took
+    /// the drained copy over); `None` when it is still ours, or the cluster cannot say.
+    async fn new_owner_of(
+        &self,
+        port: &Arc<dyn ferry_ports::ClusterPort>,
+        key: &WorkloadKey,
+        mark: &Mark,
+    ) -> Option<String> {
+        let inventory = port.inventory().await.ok()?;
+        let copy = inventory.workloads.iter().find(|w| &w.key == key)?;
+        match &copy.mark {
+            Some(other) if other != mark => Some(other.migration.clone()),
+            _ => None,
         }
     }
 
@@ -1175,4 +1507,41 @@ impl Engine {
             json!({"id": migration.id, "workload": migration.workload, "cluster": migration.from}),
         );
     }
+}
+
+/// The claims an exported graph uses, by name: its PersistentVolumeClaims, a
+/// StatefulSet's claim templates, and claims its pod templates mount.
+fn claims_in_objects(objects: &[serde_json::Value]) -> Vec<String> {
+    use serde_json::Value;
+    let mut names = std::collections::BTreeSet::new();
+    let texts = |value: Option<&Value>, pointer: &str| -> Vec<String> {
+        value
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.pointer(pointer).and_then(Value::as_str))
+            .map(str::to_owned)
+            .collect()
+    };
+    for object in objects {
+        match object.get("kind").and_then(Value::as_str) {
+            Some("PersistentVolumeClaim") => {
+                if let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str) {
+                    names.insert(name.to_owned());
+                }
+            }
+            Some("StatefulSet") => {
+                names.extend(texts(
+                    object.pointer("/spec/volumeClaimTemplates"),
+                    "/metadata/name",
+                ));
+            }
+            _ => {}
+        }
+        names.extend(texts(
+            object.pointer("/spec/template/spec/volumes"),
+            "/persistentVolumeClaim/claimName",
+        ));
+    }
+    names.into_iter().collect()
 }

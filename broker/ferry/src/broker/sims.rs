@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use ferry_adapter_sim::{SimCluster, SimClusterSpec};
 use ferry_policies::model::{Cluster, Workload};
-use ferry_ports::{Resources, WorkloadKey};
+use ferry_ports::{Claim, Resources, WorkloadKey};
 
 /// Node size: a simulated member's capacity is cut into nodes of this size.
 const NODE: Resources = Resources {
@@ -34,6 +34,20 @@ pub fn from_definition(
     )
 }
 
+/// A workload file's `dataGiB` as the claim its simulated pods mount (`data-<name>`),
+/// so that the demo's stateful workloads look like a real cluster's.
+fn data_claims(workload: &Workload) -> Vec<Claim> {
+    if workload.data_gib <= 0.0 {
+        return Vec::new();
+    }
+    // A float of GiB to whole bytes; `as` saturates on absurd sizes.
+    let bytes = (workload.data_gib * f64::from(1u32 << 30)).round() as u64;
+    vec![Claim {
+        name: format!("data-{}", workload.name),
+        size_bytes: Some(bytes),
+    }]
+}
+
 /// Runs on `sim` the workloads whose files say they run on it (`status.cluster`).
 pub fn seed<'a>(
     sim: &SimCluster,
@@ -47,11 +61,12 @@ pub fn seed<'a>(
                 cpu_millis: workload.resources.cpu_millis,
                 memory_bytes: workload.resources.memory_bytes,
             };
-            sim.run(
+            sim.run_with_claims(
                 key.clone(),
                 workload.labels.clone(),
                 workload.replicas,
                 requests,
+                data_claims(workload),
             )
             .with_context(|| format!("seed {key} on {cluster}"))?;
         }

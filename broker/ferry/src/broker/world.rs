@@ -309,6 +309,12 @@ impl World {
                     tolerations: Vec::new(),
                     current_cluster: None,
                 });
+                // The claims the cluster reports are the data a move carries: priced
+                // at their real size rather than a file's estimate (or nothing).
+                let claims_gib = ferry_ports::claims_gib(&running.claims);
+                if claims_gib > 0.0 {
+                    workload.data_gib = claims_gib;
+                }
                 workload.replicas = running.replicas.max(1);
                 workload.resources =
                     PlanResources::new(running.requests.cpu_millis, running.requests.memory_bytes);

@@ -261,13 +261,30 @@ impl Broker {
         .await
     }
 
+    /// A dry run's findings (nothing is stored).
+    pub async fn dry_run(&self, workload: &str, to: &str) -> Result<Value> {
+        let (status, answer) = self
+            .call(
+                "POST",
+                "/api/v1/migrations",
+                Some(json!({"workload": workload, "to": to, "dryRun": true})),
+            )
+            .await?;
+        ensure!(
+            status == 200,
+            "POST /migrations (dry run) answered {status}: {answer}"
+        );
+        Ok(answer)
+    }
+
     /// Submits a migration; returns its id.
     pub async fn migrate(&self, workload: &str, to: &str, dry_run: bool) -> Result<String> {
+        ensure!(!dry_run, "a dry run has no id: use dry_run");
         let (status, created) = self
             .call(
                 "POST",
                 "/api/v1/migrations",
-                Some(json!({"workload": workload, "to": to, "dryRun": dry_run})),
+                Some(json!({"workload": workload, "to": to, "dryRun": false})),
             )
             .await?;
         ensure!(

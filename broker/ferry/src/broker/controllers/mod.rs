@@ -34,7 +34,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::api::AppState;
-use super::migration::{Migration, RememberedExport, State, SubmitError, Trigger};
+use super::migration::{Migration, MoveOptions, RememberedExport, State, SubmitError, Trigger};
 use super::world::{Census, PlanInput};
 use super::{audit, clock};
 
@@ -298,6 +298,7 @@ impl Controllers {
                 monthly_cost: price_of(&now_on, requests),
                 monthly_savings: price_of(&now_on, requests) - price_of(&home, requests),
                 policy: policy_rules(policy_of(&workload)),
+                claims: claims_on(&seen, &workload, &now_on),
             });
         }
         for step in &plan.moves {
@@ -326,6 +327,7 @@ impl Controllers {
                 monthly_cost: price_of(&step.from, requests),
                 monthly_savings: step.monthly_savings,
                 policy: policy_rules(policy_of(&step.workload)),
+                claims: claims_on(&seen, &step.workload, &step.from),
             });
         }
 
@@ -406,23 +408,44 @@ impl Controllers {
             };
             let by = format!("controller:{}", p.kind.as_str());
             let result = match p.kind {
-                Kind::Evacuate => state.engine.evacuate(&key, &p.from, &p.to, &by),
+                Kind::Evacuate => state.engine.evacuate(&key, &p.from, &p.to, &by).await,
                 Kind::Return => {
                     state
                         .engine
-                        .submit_as(&key, &p.to, false, &by, None, Trigger::Return)
+                        .submit_as(
+                            &key,
+                            &p.to,
+                            &MoveOptions::default(),
+                            &by,
+                            None,
+                            Trigger::Return,
+                        )
                         .await
                 }
                 Kind::Policy => {
                     state
                         .engine
-                        .submit_as(&key, &p.to, false, &by, None, Trigger::Policy)
+                        .submit_as(
+                            &key,
+                            &p.to,
+                            &MoveOptions::default(),
+                            &by,
+                            None,
+                            Trigger::Policy,
+                        )
                         .await
                 }
                 Kind::Cost => {
                     state
                         .engine
-                        .submit_as(&key, &p.to, false, &by, None, Trigger::Cost)
+                        .submit_as(
+                            &key,
+                            &p.to,
+                            &MoveOptions::default(),
+                            &by,
+                            None,
+                            Trigger::Cost,
+                        )
                         .await
                 }
             };
@@ -1007,3 +1030,17 @@ pub fn metrics(report: &Report, migrations: &[Migration], out: &mut String) {
 
 #[cfg(test)]
 mod tests;
+
+/// The claims `workload`'s pods use on `cluster`, as the census saw them (a down member's
+/// from its last inventory), for the rule that keeps stateful workloads where they are.
+fn claims_on(census: &Census, workload: &str, cluster: &str) -> Vec<String> {
+    let Some(key) = WorkloadKey::parse(workload) else {
+        return Vec::new();
+    };
+    census
+        .copies(&key)
+        .into_iter()
+        .find(|(name, _)| *name == cluster)
+        .map(|(_, w)| w.claims.iter().map(ToString::to_string).collect())
+        .unwrap_or_default()
+}

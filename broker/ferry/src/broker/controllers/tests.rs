@@ -575,7 +575,7 @@ async fn a_down_cluster_is_evacuated_after_the_debounce_and_its_stale_copies_rem
         .submit(
             &WorkloadKey::new("shop", "web"),
             "onprem",
-            false,
+            &crate::broker::migration::MoveOptions::default(),
             "test",
             None,
         )
