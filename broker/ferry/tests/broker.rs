@@ -996,6 +996,99 @@ fn migrations_survive_sigkill_at_every_step_boundary() {
     }
 }
 
+/// The lock record as the broker stores it (`migration.rs`), written here the way a
+/// broker killed between taking a lock and storing its migration left it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LockRecord {
+    migration: String,
+}
+
+impl ferry_store::Versioned for LockRecord {
+    const KIND: &'static str = "migration-lock";
+    const SCHEMA: u32 = 1;
+}
+
+#[test]
+fn a_broker_killed_around_a_submit_or_the_end_of_a_migration_leaves_no_workload_stuck() {
+    let workload = "shop/recommendations";
+    // Right after the submit (record and lock stored, nothing run yet), just before the
+    // final write (state done and the lock's release) and just after it.
+    for at in ["run:begin", "end:before", "end:after"] {
+        let data = temp_dir(&format!("lock-{}", at.replace(':', "-")));
+        let (id, from, to) = {
+            let broker = Broker::start(&data, Some(at));
+            let (from, to) = other_cluster(&broker, workload);
+            let (status, created) =
+                post_migration(&broker, json!({"workload": workload, "to": to}));
+            assert_eq!(status, 202, "{at}: {created}");
+            broker.wait_for_stderr(&format!("paused at {at}"));
+            (created["id"].as_str().expect("id").to_owned(), from, to)
+        };
+        let broker = Broker::start(&data, None);
+        let end = broker.wait_for_final(&id);
+        assert!(
+            matches!(end["state"].as_str(), Some("done" | "rolledBack")),
+            "{at}: {end}"
+        );
+        // The workload takes a new migration at once: back where it came from.
+        let home = if end["state"] == "done" { &to } else { &from };
+        let back = if home == &to { &from } else { &to };
+        let (status, again) = post_migration(&broker, json!({"workload": workload, "to": back}));
+        assert_eq!(status, 202, "{at}: the workload is stuck: {again}");
+        let again = broker.wait_for_final(again["id"].as_str().expect("id"));
+        assert_eq!(again["state"], "done", "{at}: {again}");
+        assert_eq!(
+            serving(&broker, workload),
+            std::slice::from_ref(back),
+            "{at}"
+        );
+        let _ = std::fs::remove_dir_all(&data);
+    }
+}
+
+#[test]
+fn locks_left_by_an_older_broker_are_released_at_start() {
+    let data = temp_dir("orphaned-locks");
+    let workload = "shop/recommendations";
+    let (from, to) = {
+        let broker = Broker::start(&data, None);
+        other_cluster(&broker, workload)
+    };
+    // What a broker that took the lock and the record in two writes left when killed
+    // between them: a lock naming a migration that does not exist.
+    {
+        let store = ferry_store::Store::open_sled(&data.join("store")).expect("the store opens");
+        let lock = LockRecord {
+            migration: "mig-000000000000".to_owned(),
+        };
+        assert!(
+            store
+                .insert_new(&format!("locks/{workload}"), &lock)
+                .expect("write")
+        );
+    }
+    let broker = Broker::start(&data, None);
+    let (status, created) = post_migration(&broker, json!({"workload": workload, "to": to}));
+    assert_eq!(
+        status, 202,
+        "the orphaned lock still holds the workload: {created}"
+    );
+    let end = broker.wait_for_final(created["id"].as_str().expect("id"));
+    assert_eq!(end["state"], "done", "{end}");
+    assert_ne!(serving(&broker, workload), [from]);
+    let audit = broker.get("/api/v1/audit?limit=1000");
+    assert!(
+        audit["items"].as_array().expect("items").iter().any(|r| {
+            r["action"] == "migration.lockReleased"
+                && r["outcome"]
+                    .as_str()
+                    .is_some_and(|o| o.contains("mig-000000000000") && o.contains("does not exist"))
+        }),
+        "{audit}"
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}
+
 #[test]
 fn cancel_rolls_back_even_when_the_broker_dies_mid_rollback() {
     let workload = "shop/recommendations";

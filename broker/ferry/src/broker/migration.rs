@@ -14,8 +14,10 @@
 //! - the source keeps serving until the target is available (drain comes after start),
 //!   and rollback restores the source before it deletes the target: never zero serving
 //!   copies, and two only while a step is in flight;
-//! - one migration per workload: a lock key in the store, taken atomically on submit and
-//!   released when the migration ends;
+//! - one migration per workload: a lock key in the store, taken in the same atomic write
+//!   that stores the new record, and released in the same write that stores its final
+//!   state, so that no lock ever names a migration that is missing or over (locks an
+//!   older broker left so are released at start-up);
 //! - Ferry only deletes what carries its mark.
 //!
 //! An **evacuation** (the failover controller's move off a cluster that is down) cannot
@@ -56,6 +58,19 @@ pub enum State {
 }
 
 impl State {
+    /// The name in the API (the records' serialized form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Running => "running",
+            State::Done => "done",
+            State::RollingBack => "rollingBack",
+            State::RolledBack => "rolledBack",
+            State::Failed => "failed",
+            State::Cancelled => "cancelled",
+        }
+    }
+
     pub fn is_final(self) -> bool {
         matches!(
             self,
@@ -701,21 +716,6 @@ impl Engine {
         }
         let id = random_id();
         let lock = format!("{LOCKS}{workload}");
-        if !self.store.insert_new(
-            &lock,
-            &Lock {
-                migration: id.clone(),
-            },
-        )? {
-            let holder = self
-                .store
-                .get::<Lock>(&lock)?
-                .map_or_else(|| "another migration".to_owned(), |l| l.migration);
-            return Err(SubmitError::Busy {
-                workload: workload.to_string(),
-                migration: holder,
-            });
-        }
         let migration = Migration {
             id: id.clone(),
             workload: workload.to_string(),
@@ -747,10 +747,29 @@ impl Engine {
             accept_empty_volumes: options.accept_empty_volumes,
             forced: options.force,
         };
-        if let Err(error) = self.save(&migration) {
-            // Nothing started: give the lock back so the workload is not stuck.
-            let _ = self.store.delete(&lock);
-            return Err(error.into());
+        // The lock and the record in one write: a broker killed around a submit leaves
+        // both or neither, never a lock naming a migration that does not exist.
+        let taken = self
+            .store
+            .batch()
+            .absent(&lock)
+            .put(
+                &lock,
+                &Lock {
+                    migration: id.clone(),
+                },
+            )
+            .put(&format!("{PREFIX}{id}"), &migration)
+            .commit()?;
+        if !taken {
+            let holder = self
+                .store
+                .get::<Lock>(&lock)?
+                .map_or_else(|| "another migration".to_owned(), |l| l.migration);
+            return Err(SubmitError::Busy {
+                workload: workload.to_string(),
+                migration: holder,
+            });
         }
         let _ = audit::record(
             &self.store,
@@ -818,6 +837,7 @@ impl Engine {
     /// Picks up what a previous broker process left: unfinished migrations resume (the
     /// current step again, or the rollback), drained sources still to delete are deleted.
     pub fn resume_all(self: &Arc<Self>) -> Result<usize, StoreError> {
+        self.release_orphaned_locks()?;
         let mut resumed = 0;
         for migration in self.list()? {
             if !migration.state.is_final()
@@ -832,6 +852,36 @@ impl Engine {
             }
         }
         Ok(resumed)
+    }
+
+    /// Releases the locks that name a migration which does not exist or has ended: what
+    /// a broker older than the one-write lock could leave when killed between taking a
+    /// lock and storing its record, or between ending a migration and releasing it. Run
+    /// at start-up, before any submit, so that nothing in flight is mistaken for one.
+    fn release_orphaned_locks(&self) -> Result<(), StoreError> {
+        for (key, lock) in self.store.list::<Lock>(LOCKS)? {
+            let holder = self.get(&lock.migration)?;
+            if holder.as_ref().is_some_and(|m| !m.state.is_final()) {
+                continue;
+            }
+            self.store.delete(&key)?;
+            {
+                let why = match holder {
+                    None => "it does not exist".to_owned(),
+                    Some(m) => format!("it has ended ({})", m.state.as_str()),
+                };
+                tracing::warn!(%key, migration = %lock.migration, "released a lock whose migration {why}");
+                let _ = audit::record(
+                    &self.store,
+                    "broker",
+                    "migration.lockReleased",
+                    &format!("{} {}", key.trim_start_matches(LOCKS), lock.migration),
+                    None,
+                    &format!("released: {} {why}", lock.migration),
+                );
+            }
+        }
+        Ok(())
     }
 
     fn publish_state(&self, migration: &Migration) {
@@ -882,6 +932,7 @@ impl Engine {
     /// Drives one migration to a final state. Runs again from the store's record after a
     /// restart, so it never trusts what it held in memory across awaits.
     async fn run(self: Arc<Self>, id: String) {
+        self.pause_if_asked("run", "begin").await;
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return;
         };
@@ -900,6 +951,7 @@ impl Engine {
                 State::Running => self.forward(migration).await,
                 State::RollingBack => self.backward(migration).await,
                 State::Done => {
+                    self.pause_if_asked("end", "after").await;
                     // Waiting out the rollback window is not work: it must not hold one
                     // of the slots that cap running migrations.
                     drop(permit);
@@ -929,10 +981,13 @@ impl Engine {
         if state.is_final() {
             migration.ended_at = Some(clock::now());
         }
-        self.save(&migration)?;
         if state.is_final() {
+            // The final state and the lock's release in one write (see `start`).
             self.store
-                .delete(&format!("{LOCKS}{}", migration.workload))?;
+                .batch()
+                .put(&format!("{PREFIX}{}", migration.id), &migration)
+                .delete(&format!("{LOCKS}{}", migration.workload))
+                .commit()?;
             let _ = audit::record(
                 &self.store,
                 "broker",
@@ -941,6 +996,8 @@ impl Engine {
                 None,
                 &format!("{state:?}"),
             );
+        } else {
+            self.save(&migration)?;
         }
         self.publish_state(&migration);
         Ok(())
@@ -960,6 +1017,7 @@ impl Engine {
             .iter()
             .position(|s| !matches!(s.state, StepState::Done | StepState::Skipped))
         else {
+            self.pause_if_asked("end", "before").await;
             return self.transition(migration, State::Done, None);
         };
         let name = migration.steps[index].name.clone();
