@@ -696,6 +696,15 @@ async fn migrate_stateful_set(clusters: &[Cluster]) -> Result<()> {
     );
     assert_eq!(pg.labels.get("team").map(String::as_str), Some("data"));
     assert_eq!(pg.mark, None);
+    // The claims its controller makes from the template, one per replica, with its size:
+    // what the broker refuses to leave behind silently.
+    assert_eq!(
+        pg.claims,
+        ["data-pg-0", "data-pg-1"].map(|name| ferry_ports::Claim {
+            name: name.to_owned(),
+            size_bytes: Some(1 << 30),
+        })
+    );
     assert_eq!(
         inventory
             .workloads
