@@ -440,7 +440,7 @@ async fn put_policy(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let principal = authorize(&state, &headers, Role::Admin)?;
-    let saved = policies::put(&state, &name, &body)?;
+    let saved = policies::put(&state, &name, &body).await?;
     let _ = audit::record(
         &state.store,
         &principal.subject,
