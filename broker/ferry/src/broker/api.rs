@@ -336,8 +336,9 @@ async fn placements(
             .and_then(|w| w.split_once('/'))
             .is_some_and(|(ns, _)| principal.sees_namespace(ns))
     };
-    for list in ["placements", "unplaced", "moves"] {
-        if let Some(items) = value[list].as_array_mut() {
+    // `held` is there only when some are: `get_mut`, since indexing would add a null.
+    for list in ["placements", "unplaced", "held", "moves"] {
+        if let Some(items) = value.get_mut(list).and_then(Value::as_array_mut) {
             items.retain(|e| visible(e));
         }
     }
