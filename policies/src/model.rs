@@ -293,12 +293,26 @@ pub struct Workload {
     pub tolerations: Vec<Toleration>,
     /// The cluster it runs on now, if any.
     pub current_cluster: Option<String>,
+    /// When it runs spread over several clusters now: each of them, the larger shares
+    /// first (as plans divide replicas), starting with `current_cluster`. Empty when it
+    /// runs on `current_cluster` alone or nowhere. Resource files cannot say this; the
+    /// broker sees it on the clusters.
+    pub current_clusters: Vec<String>,
 }
 
 impl Workload {
     /// `namespace/name`, the workload's identity everywhere.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Every cluster it runs on now, in share order.
+    pub fn running_on(&self) -> Vec<&str> {
+        if self.current_clusters.is_empty() {
+            self.current_cluster.as_deref().into_iter().collect()
+        } else {
+            self.current_clusters.iter().map(String::as_str).collect()
+        }
     }
 
     /// Requests of all replicas together.

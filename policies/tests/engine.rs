@@ -40,6 +40,28 @@ fn plan_yaml(yaml: &str, mode: Mode) -> Result<Plan, PlanError> {
     )
 }
 
+/// As [`plan_yaml`], for fixtures that the checks across documents refuse (a policy
+/// conflict), to see what the engine makes of them.
+fn plan_unchecked(yaml: &str, mode: Mode) -> Result<Plan, PlanError> {
+    let mut set = ResourceSet::default();
+    assert_eq!(
+        set.add_source("case.yaml", yaml),
+        vec![],
+        "fixture must be valid:\n{yaml}"
+    );
+    let clusters: Vec<_> = set.clusters.into_iter().map(|c| c.value).collect();
+    let workloads: Vec<_> = set.workloads.into_iter().map(|w| w.value).collect();
+    let policies: Vec<_> = set.policies.into_iter().map(|p| p.value).collect();
+    plan(
+        &Snapshot {
+            clusters: &clusters,
+            workloads: &workloads,
+            policies: &policies,
+        },
+        mode,
+    )
+}
+
 /// `workload -> cluster xreplicas`, one line per placement.
 fn placements(plan: &Plan) -> Vec<String> {
     plan.placements
@@ -361,16 +383,7 @@ fn policy_priority_and_conflicts() {
         workload("a", "app", 1, "1", ""),
     ]
     .concat();
-    let error = plan_yaml(
-        &format!("{base}{}{}", policy("one", 5), policy("two", 5)),
-        Mode::Fresh,
-    )
-    .expect_err("conflict");
-    assert_eq!(
-        error.to_string(),
-        "policies `one` and `two` both select workload `a/app` with priority 5; give one a higher priority or narrow a selector"
-    );
-    let plan = plan_yaml(
+    let plan = plan_unchecked(
         &format!(
             "{base}{}{}{}",
             policy("one", 5),
@@ -381,6 +394,120 @@ fn policy_priority_and_conflicts() {
     )
     .expect("top wins");
     assert_eq!(plan.placements[0].reasons[0], "policy top");
+    assert_eq!(plan.held, vec![]);
+}
+
+#[test]
+fn a_conflict_holds_only_its_workloads() {
+    // `one` and `two` tie over namespace `a`; `b` has its own policy and `c` none. The
+    // cheap cluster has room for 8 cores, 6 of which `a/app` uses now.
+    let policy = |name: &str, namespace: &str| {
+        format!(
+            "apiVersion: ferry.dev/v1alpha1\nkind: PlacementPolicy\nmetadata: {{name: {name}}}\nspec:\n  priority: 5\n  workloadSelector: {{namespaces: [{namespace}]}}\n---\n"
+        )
+    };
+    let yaml = [
+        cluster("cheap", "", 0.01, "8", ""),
+        cluster("dear", "", 0.05, "64", "status: {health: Unreachable}\n"),
+        cluster("spare", "", 0.08, "64", ""),
+        workload("a", "app", 1, "6", "status: {cluster: cheap}\n"),
+        workload("b", "job", 1, "4", "status: {cluster: dear}\n"),
+        workload("c", "web", 1, "1", ""),
+        policy("one", "a"),
+        policy("two", "a"),
+        policy("bee", "b"),
+    ]
+    .concat();
+    let plan = plan_unchecked(&yaml, Mode::Rebalance).expect("a conflict does not stop the plan");
+    let reason = "policies `one` and `two` both select workload `a/app` with priority 5; give one a higher priority or narrow a selector";
+    assert_eq!(
+        plan.held
+            .iter()
+            .map(|h| (h.workload.as_str(), h.reason.as_str()))
+            .collect::<Vec<_>>(),
+        [("a/app", reason)]
+    );
+    assert_eq!(
+        (
+            plan.held[0].conflict.first.as_str(),
+            plan.held[0].conflict.second.as_str()
+        ),
+        ("one", "two")
+    );
+    // The others are decided for: `b/job` is evacuated from the down cluster (to `spare`:
+    // the 6 cores `a/app` holds on `cheap` stay its), `c/web` is placed new on `cheap`.
+    assert_eq!(
+        placements(&plan),
+        ["b/job -> spare x1", "c/web -> cheap x1"]
+    );
+    assert_eq!(
+        plan.moves
+            .iter()
+            .map(|m| format!("{} {} -> {}", m.workload, m.from, m.to))
+            .collect::<Vec<_>>(),
+        ["b/job dear -> spare"]
+    );
+    assert!(plan.unplaced.is_empty(), "{:?}", plan.unplaced);
+    // The files say so with both policies' locations.
+    let mut set = ResourceSet::default();
+    assert_eq!(set.add_source("case.yaml", &yaml), vec![]);
+    let errors: Vec<String> = check_references(&set)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "case.yaml:60:13: spec.priority: policy `two` and policy `one` (at case.yaml:53:13) both have priority 5 and both select workload `a/app`; give one a higher priority or narrow a selector"
+        ]
+    );
+}
+
+/// Spread workloads that run spread now, as the broker sees them on its clusters: their
+/// shares stay where they are, and the plan says so without a move.
+#[test]
+fn a_workload_spread_now_keeps_its_shares() {
+    let spread = "apiVersion: ferry.dev/v1alpha1\nkind: PlacementPolicy\nmetadata: {name: wide}\nspec:\n  workloadSelector: {namespaces: [w]}\n  spread: {minClusters: 2}\n---\n";
+    let yaml = [
+        cluster("x", "", 0.01, "64", ""),
+        cluster("y", "", 0.02, "64", ""),
+        cluster("z", "", 0.03, "64", ""),
+        workload("w", "web", 3, "1", ""),
+        spread.to_owned(),
+    ]
+    .concat();
+    let mut set = ResourceSet::default();
+    assert_eq!(set.add_source("case.yaml", &yaml), vec![]);
+    let clusters: Vec<_> = set.clusters.into_iter().map(|c| c.value).collect();
+    let mut workloads: Vec<_> = set.workloads.into_iter().map(|w| w.value).collect();
+    let policies: Vec<_> = set.policies.into_iter().map(|p| p.value).collect();
+    // Runs 2 on z and 1 on y: dearer than x and y, but its policy does not rebalance.
+    workloads[0].current_cluster = Some("z".to_owned());
+    workloads[0].current_clusters = vec!["z".to_owned(), "y".to_owned()];
+    let snapshot = Snapshot {
+        clusters: &clusters,
+        workloads: &workloads,
+        policies: &policies,
+    };
+    let kept = plan(&snapshot, Mode::Rebalance).expect("plans");
+    assert_eq!(placements(&kept), ["w/web -> y x1", "w/web -> z x2"]);
+    assert_eq!(kept.moves, vec![]);
+    assert!(kept.placements.iter().all(|p| p.from.is_none()), "{kept:?}");
+    // One of its clusters down: the share there moves, the other stays.
+    let mut down = clusters.clone();
+    down[2].health = Some(ferry_policies::model::Health::Unreachable);
+    let snapshot = Snapshot {
+        clusters: &down,
+        ..snapshot
+    };
+    let evacuated = plan(&snapshot, Mode::Rebalance).expect("plans");
+    assert!(
+        evacuated.moves.iter().all(|m| m.from == "z" && m.to != "z"),
+        "{:?}",
+        evacuated.moves
+    );
+    assert!(!evacuated.moves.is_empty());
+    assert!(evacuated.placements.iter().all(|p| p.cluster != "z"));
 }
 
 #[test]

@@ -590,27 +590,24 @@ fn pricing(
 }
 
 fn validate(paths: &[PathBuf]) -> Result<(), Failure> {
+    // Errors, policy conflicts among them, fail the load with every one located.
     let loaded = load(paths)?;
     let set = &loaded.resources;
-    // Policy conflicts depend on the workloads a policy selects: check them as `plan` would.
-    let workloads: Vec<_> = set.workloads.iter().map(|w| w.value.clone()).collect();
-    let policies: Vec<_> = set.policies.iter().map(|p| p.value.clone()).collect();
-    if let Err(error @ engine::PlanError::PolicyConflict { .. }) = engine::plan(
-        &Snapshot {
-            clusters: &[],
-            workloads: &workloads,
-            policies: &policies,
-        },
-        Mode::Fresh,
-    ) {
-        return Err(Failure::Input(vec![format!("error: {error}")]));
+    // Warnings do not fail validation: they point at what is valid but probably not meant.
+    let warnings = ferry_policies::resources::warnings(set);
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
     }
     println!(
-        "{} file(s) valid: {} cluster(s), {} workload(s), {} placement polic(ies)",
+        "{} file(s) valid: {} cluster(s), {} workload(s), {} placement polic(ies){}",
         loaded.files.len(),
         set.clusters.len(),
         set.workloads.len(),
-        set.policies.len()
+        set.policies.len(),
+        match warnings.len() {
+            0 => String::new(),
+            n => format!("; {n} warning(s)"),
+        }
     );
     Ok(())
 }
@@ -624,8 +621,7 @@ fn plan(paths: &[PathBuf], mode: Option<ModeArg>, output: Output) -> Result<(), 
     let mode = match mode {
         Some(ModeArg::Fresh) => Mode::Fresh,
         Some(ModeArg::Rebalance) => Mode::Rebalance,
-        None if workloads.iter().any(|w| w.current_cluster.is_some()) => Mode::Rebalance,
-        None => Mode::Fresh,
+        None => Mode::default_for(&workloads),
     };
     let snapshot = Snapshot {
         clusters: &clusters,

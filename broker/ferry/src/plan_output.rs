@@ -15,8 +15,19 @@ struct PlanJson<'a> {
     mode: &'a str,
     placements: Vec<PlacementJson<'a>>,
     unplaced: Vec<UnplacedJson<'a>>,
+    /// Only when there are some, so that plans without conflicts read as they always did.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    held: Vec<HeldJson<'a>>,
     moves: Vec<MoveJson<'a>>,
     total_monthly_cost: f64,
+}
+
+/// A workload the plan leaves where it is: two policies of equal priority select it.
+#[derive(Serialize)]
+struct HeldJson<'a> {
+    workload: &'a str,
+    reason: &'a str,
+    policies: [&'a str; 2],
 }
 
 #[derive(Serialize)]
@@ -69,6 +80,15 @@ pub fn json(plan: &Plan) -> serde_json::Result<String> {
             .map(|u| UnplacedJson {
                 workload: &u.workload,
                 reasons: &u.reasons,
+            })
+            .collect(),
+        held: plan
+            .held
+            .iter()
+            .map(|h| HeldJson {
+                workload: &h.workload,
+                reason: &h.reason,
+                policies: [&h.conflict.first, &h.conflict.second],
             })
             .collect(),
         moves: plan
@@ -169,6 +189,13 @@ pub fn table(plan: &Plan, clusters: &[Cluster]) -> String {
             for (cluster, reason) in &u.reasons {
                 let _ = writeln!(out, "    {cluster}: {reason}");
             }
+        }
+    }
+
+    if !plan.held.is_empty() {
+        let _ = writeln!(out, "\nHeld (left where they are)");
+        for h in &plan.held {
+            let _ = writeln!(out, "  {}: {}", h.workload, h.reason);
         }
     }
 

@@ -1566,3 +1566,114 @@ fn a_price_rise_in_the_demo_is_proposed_then_carried_out_in_auto_mode() {
     );
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// A policy that would tie with another over workloads that only the clusters run (the
+/// demo's generated ones, in no file) is refused with 409 naming both policies and the
+/// workloads, and nothing changes: the plan still answers for everyone.
+#[test]
+fn a_policy_tying_with_another_over_live_workloads_is_refused() {
+    let data = temp_dir("policy-conflict");
+    let broker = Broker::start_with(&data, None, &["--synthetic-workloads", "3"]);
+    let policy = |name: &str, priority: i32, labels: Value| {
+        json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "PlacementPolicy",
+            "metadata": {"name": name},
+            "spec": {"priority": priority,
+                     "workloadSelector": {"namespaces": ["synthetic"], "matchLabels": labels}},
+        })
+    };
+    let put = |name: &str, body: Value| {
+        broker.call(
+            "PUT",
+            &format!("/api/v1/policies/{name}"),
+            Some(&broker.admin),
+            Some(body),
+        )
+    };
+    let (status, answer) = put("synthetic-a", policy("synthetic-a", 7, json!({})));
+    assert_eq!(status, 200, "{answer}");
+    let before = broker.get("/api/v1/policies");
+    let (status, answer) = put(
+        "synthetic-b",
+        policy("synthetic-b", 7, json!({"app": "load-00001"})),
+    );
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "conflict", "{answer}");
+    assert_eq!(
+        answer["error"]["message"],
+        "policy `synthetic-b` and policy `synthetic-a` both have priority 7 and both select workload `synthetic/load-00001`; give one a higher priority or narrow a selector"
+    );
+    assert_eq!(broker.get("/api/v1/policies"), before);
+    let placements = broker.get("/api/v1/placements");
+    assert!(placements["plan"].get("held").is_none(), "{placements}");
+    // A distinct priority is no conflict.
+    let (status, answer) = put(
+        "synthetic-b",
+        policy("synthetic-b", 8, json!({"app": "load-00001"})),
+    );
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// Every example workload runs in the demo, the new ones (no `status.cluster`) where the
+/// files' plan puts them, so the broker's first plan is `ferry plan -f examples/`.
+#[test]
+fn the_demo_starts_from_the_plan_of_the_examples() {
+    let data = temp_dir("demo-plan");
+    let broker = Broker::start(&data, None);
+    let workloads = broker.get("/api/v1/workloads");
+    let running: Vec<&str> = workloads["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|w| w["replicas"].as_u64() > Some(0))
+        .filter_map(|w| w["name"].as_str())
+        .collect();
+    assert_eq!(running.len(), 20, "{running:?}");
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let output = Command::new(FERRY)
+        .args(["plan", "-f", examples, "-o", "json"])
+        .output()
+        .expect("ferry plan");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let offline: Value = serde_json::from_slice(&output.stdout).expect("plan JSON");
+    let live = broker.get("/api/v1/placements")["plan"].clone();
+    let placements = |plan: &Value| {
+        let mut lines: Vec<String> = plan["placements"]
+            .as_array()
+            .expect("placements")
+            .iter()
+            .map(|p| format!("{} -> {} x{}", p["workload"], p["cluster"], p["replicas"]))
+            .collect();
+        lines.sort();
+        lines
+    };
+    let moves = |plan: &Value| {
+        let mut lines: Vec<String> = plan["moves"]
+            .as_array()
+            .expect("moves")
+            .iter()
+            .map(|m| format!("{} {} -> {}", m["workload"], m["from"], m["to"]))
+            .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(placements(&live), placements(&offline));
+    assert_eq!(moves(&live), moves(&offline));
+    assert_eq!(live["totalMonthlyCost"], offline["totalMonthlyCost"]);
+    // The spread example governs the web tier: its shares run on both EU clusters.
+    assert_eq!(
+        copies(&data, "shop/search")
+            .into_iter()
+            .map(|(cluster, replicas, _)| (cluster, replicas))
+            .collect::<std::collections::BTreeSet<_>>(),
+        [
+            ("gke-europe-west1".to_owned(), 1),
+            ("openstack-dc1".to_owned(), 2)
+        ]
+        .into()
+    );
+}

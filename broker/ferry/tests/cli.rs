@@ -84,3 +84,59 @@ fn pricing_says_what_is_wrong_with_its_input_and_exits_2() {
     assert_eq!(code, 2);
     assert!(stderr.contains("/no/such/rates.yaml"), "{stderr}");
 }
+
+/// `ferry validate` succeeds on files with warnings, and prints them with their place;
+/// an equal-priority overlap is an error naming both policies' places.
+#[test]
+fn validate_prints_warnings_and_locates_policy_overlaps() {
+    let dir = std::env::temp_dir().join(format!("ferry-cli-validate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let policy = |name: &str, priority: i32, namespace: &str, required: &str| {
+        format!(
+            "apiVersion: ferry.dev/v1alpha1\nkind: PlacementPolicy\nmetadata: {{name: {name}}}\nspec:\n  priority: {priority}\n  workloadSelector: {{namespaces: [{namespace}]}}\n  clusterAffinity: {{required: {{matchLabels: {{residency: {required}}}}}}}\n"
+        )
+    };
+    let extra = dir.join("extra.yaml");
+    std::fs::write(&extra, policy("typo", 10, "shpo", "europe")).expect("write");
+    let (code, stdout, stderr) = ferry(&[
+        "validate",
+        "-f",
+        examples,
+        "-f",
+        extra.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let shown = extra.display();
+    assert_eq!(
+        stderr,
+        format!(
+            "warning: {shown}:6:21: spec.workloadSelector: policy `typo` selects no workload in the given files\n\
+             warning: {shown}:7:31: spec.clusterAffinity.required: matches no Cluster in the given files, so policy `typo` can place nothing; known values of `residency`: eu, us\n"
+        )
+    );
+    assert!(stdout.ends_with("; 2 warning(s)\n"), "{stdout}");
+
+    // `batch-cost-first` has priority 100 over namespace batch in the examples.
+    std::fs::write(&extra, policy("batch-twin", 100, "batch", "eu")).expect("write");
+    let (code, stdout, stderr) = ferry(&[
+        "validate",
+        "-f",
+        examples,
+        "-f",
+        extra.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{shown}:5:13: spec.priority: policy `batch-twin` and policy `batch-cost-first` (at "
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("both have priority 100 and both select workloads `batch/etl-nightly`"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -31,13 +31,19 @@ pub(crate) fn plan(problem: &Problem<'_>, assignment: &Assignment, mode: Mode) -
             continue;
         }
         let k = clusters.len();
-        let current = info.current;
+        // A share that moves comes from a cluster the workload leaves, if it leaves one.
+        let current = info
+            .current_all
+            .iter()
+            .copied()
+            .find(|now| !clusters.contains(now))
+            .or(info.current);
         for (i, &c) in clusters.iter().enumerate() {
             let replicas = share_replicas(info.workload.replicas, k, i);
             let cost = f64::from(replicas) * problem.unit_cost(w, c);
             total += cost;
             objective += f64::from(replicas) * problem.unit_value(w, c);
-            let from = current.filter(|&now| now != c);
+            let from = current.filter(|_| !info.current_all.contains(&c));
             let cluster_name = problem.clusters[usize::from(c)].cluster.name.clone();
             if let Some(now) = from {
                 let source = &problem.clusters[usize::from(now)].cluster;
@@ -73,10 +79,13 @@ pub(crate) fn plan(problem: &Problem<'_>, assignment: &Assignment, mode: Mode) -
     placements.sort_by(|a, b| (&a.workload, &a.cluster).cmp(&(&b.workload, &b.cluster)));
     unplaced.sort_by(|a, b| a.workload.cmp(&b.workload));
     moves.sort_by(|a, b| (&a.workload, &a.to).cmp(&(&b.workload, &b.to)));
+    let mut held = problem.held.clone();
+    held.sort_by(|a, b| a.workload.cmp(&b.workload));
     Plan {
         mode,
         placements,
         unplaced,
+        held,
         moves,
         total_monthly_cost: cents(total),
         objective,
@@ -210,7 +219,7 @@ fn placement_reasons(
                     Memory(room[MEMORY].max(0).unsigned_abs()),
                     Memory(demand[MEMORY].unsigned_abs())
                 ));
-            } else if !(problem.mode == Mode::Rebalance && info.current == Some(c)) {
+            } else if !(problem.mode == Mode::Rebalance && info.current_all.contains(&c)) {
                 // A workload that stays where it runs was not placed by the search: the
                 // rebalance note below says why it stays, not this comparison.
                 reasons.push(format!(
@@ -221,7 +230,7 @@ fn placement_reasons(
     }
     if let Some(note) = &assignment.notes[w] {
         reasons.push(note.clone());
-    } else if info.current == Some(c) && problem.mode == Mode::Rebalance {
+    } else if info.current_all.contains(&c) && problem.mode == Mode::Rebalance {
         reasons.push("runs here now".to_owned());
     }
     reasons

@@ -24,7 +24,7 @@ use thiserror::Error;
 
 use crate::model::{Cluster, PlacementPolicy, Workload};
 
-pub use resolve::{PREFER_NO_SCHEDULE_PENALTY, governing_policy};
+pub use resolve::{PREFER_NO_SCHEDULE_PENALTY, conflicts, governing_policy};
 
 /// What the engine decides over. Borrowed, so that the broker can plan over its
 /// snapshot without copying it.
@@ -48,6 +48,16 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The mode `ferry plan` takes when none is given: rebalance when some workload runs
+    /// somewhere, fresh when none does.
+    pub fn default_for(workloads: &[Workload]) -> Mode {
+        if workloads.iter().any(|w| w.current_cluster.is_some()) {
+            Mode::Rebalance
+        } else {
+            Mode::Fresh
+        }
+    }
+
     /// The name used on the command line and in plan JSON.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -66,6 +76,9 @@ pub struct Plan {
     pub placements: Vec<Placement>,
     /// Workloads that could not be placed, sorted by workload.
     pub unplaced: Vec<Unplaced>,
+    /// Workloads the plan leaves where they are because policies of equal priority both
+    /// select them, sorted by workload; the rest of the plan goes on without them.
+    pub held: Vec<Held>,
     /// Changes from the current placement, sorted by workload then destination.
     pub moves: Vec<Move>,
     /// Monthly cost of all placements.
@@ -101,6 +114,34 @@ pub struct Unplaced {
     pub reasons: BTreeMap<String, String>,
 }
 
+/// A workload the plan does not decide for, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    /// `namespace/name`.
+    pub workload: String,
+    /// The conflict, as people read it.
+    pub reason: String,
+    /// The policies in conflict.
+    pub conflict: PolicyConflict,
+}
+
+/// Two policies of equal priority, the highest of those that select a workload, both
+/// select it: neither can govern it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error(
+    "policies `{first}` and `{second}` both select workload `{workload}` with priority {priority}; give one a higher priority or narrow a selector"
+)]
+pub struct PolicyConflict {
+    /// The workload.
+    pub workload: String,
+    /// One policy (the first by name).
+    pub first: String,
+    /// The other.
+    pub second: String,
+    /// Their shared priority.
+    pub priority: i32,
+}
+
 /// A change from where a workload runs now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Move {
@@ -123,20 +164,6 @@ pub struct Move {
 /// Input the engine refuses to plan over.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PlanError {
-    /// Two policies of equal priority select the same workload.
-    #[error(
-        "policies `{first}` and `{second}` both select workload `{workload}` with priority {priority}; give one a higher priority or narrow a selector"
-    )]
-    PolicyConflict {
-        /// The workload.
-        workload: String,
-        /// One policy.
-        first: String,
-        /// The other.
-        second: String,
-        /// Their shared priority.
-        priority: i32,
-    },
     /// A cluster whose capacity is unknown cannot take placements.
     #[error("cluster `{cluster}` has no capacity; give spec.capacity for offline planning")]
     MissingCapacity {

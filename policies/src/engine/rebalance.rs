@@ -21,7 +21,15 @@ pub(crate) fn solve(problem: &Problem<'_>) -> Assignment {
     for (w, info) in problem.workloads.iter().enumerate() {
         let Some(c) = info.current else { continue };
         let cluster = &problem.clusters[usize::from(c)];
-        if info.is_eligible(c) && info.min_clusters <= 1 {
+        let shares = u32::try_from(info.current_all.len()).unwrap_or(u32::MAX);
+        if shares > 1
+            && info.current_all.iter().all(|&c| info.is_eligible(c))
+            && (info.min_clusters..=info.max_clusters).contains(&shares)
+        {
+            // Spread now as its policy allows: its shares stay where they run.
+            state.place(w, info.current_all.clone());
+            state.movable[w] = false;
+        } else if info.is_eligible(c) && info.min_clusters <= 1 {
             // What runs stays counted, even over capacity: that is the cluster's reality.
             state.place(w, vec![c]);
             state.movable[w] = false;

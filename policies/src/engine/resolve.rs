@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Mode, PlanError, Snapshot};
+use super::{Held, Mode, PlanError, PolicyConflict, Snapshot};
 use crate::model::{Cluster, Health, Objective, PlacementPolicy, Spread, TaintEffect, Workload};
 
 /// Extra value per untolerated `PreferNoSchedule` taint, as a share of the workload's
@@ -46,6 +46,9 @@ pub(crate) struct WorkloadInfo<'a> {
     pub size: u64,
     /// Where it runs now (rebalance input), if that cluster exists.
     pub current: Option<u16>,
+    /// Every known cluster it runs on now, in share order: `current` alone, or the
+    /// clusters of its shares when it runs spread.
+    pub current_all: Vec<u16>,
 }
 
 /// The resolved planning problem.
@@ -58,6 +61,8 @@ pub(crate) struct Problem<'a> {
     pub budgets: Vec<f64>,
     /// Per policy and cluster, the matched preferred weights / 100.
     preference: Vec<Vec<f64>>,
+    /// Workloads left out of the plan, where they are, because of a policy conflict.
+    pub held: Vec<Held>,
 }
 
 impl<'a> Problem<'a> {
@@ -126,12 +131,28 @@ impl<'a> Problem<'a> {
         });
         let mut keys = BTreeSet::new();
         let mut workloads = Vec::with_capacity(snapshot.workloads.len());
+        let mut held = Vec::new();
         for workload in snapshot.workloads {
             let key = workload.key();
             if !keys.insert(key.clone()) {
                 return Err(PlanError::DuplicateWorkload(key));
             }
-            let policy = governing_policy(snapshot.policies, workload)?;
+            let policy = match governing_policy(snapshot.policies, workload) {
+                Ok(policy) => policy,
+                Err(conflict) => {
+                    // Only this workload waits for the conflict to be resolved: it keeps
+                    // its place, and in rebalance mode the room it takes there.
+                    if mode == Mode::Rebalance {
+                        hold_room(&mut clusters, workload);
+                    }
+                    held.push(Held {
+                        workload: key,
+                        reason: conflict.to_string(),
+                        conflict,
+                    });
+                    continue;
+                }
+            };
             let rules = policy.map(|p| &snapshot.policies[p]);
             let objective = rules.map_or(
                 Objective {
@@ -149,11 +170,13 @@ impl<'a> Problem<'a> {
                 workload.resources.cpu_millis,
                 workload.resources.memory_bytes,
             ];
-            let current = workload
-                .current_cluster
-                .as_deref()
-                .and_then(|name| clusters.iter().position(|c| c.cluster.name == name))
-                .and_then(|i| u16::try_from(i).ok());
+            let current_all: Vec<u16> = workload
+                .running_on()
+                .into_iter()
+                .filter_map(|name| clusters.iter().position(|c| c.cluster.name == name))
+                .filter_map(|i| u16::try_from(i).ok())
+                .collect();
+            let current = current_all.first().copied();
 
             let mut candidates: Vec<u16> = (0..clusters.len())
                 .filter(|&c| {
@@ -195,6 +218,7 @@ impl<'a> Problem<'a> {
                 reference_cost,
                 size: size(workload, unit, average_allocatable),
                 current,
+                current_all,
             };
             let values: Vec<f64> = (0..clusters.len())
                 .map(|c| {
@@ -225,6 +249,7 @@ impl<'a> Problem<'a> {
             policies: snapshot.policies,
             budgets,
             preference,
+            held,
         })
     }
 
@@ -261,6 +286,22 @@ impl WorkloadInfo<'_> {
     /// Whether any placement is possible at all.
     pub fn placeable(&self) -> bool {
         self.min_clusters <= self.max_clusters
+    }
+}
+
+/// Takes what a held workload uses out of the clusters it runs on, so that the plan does
+/// not give its room to others.
+fn hold_room(clusters: &mut [ClusterInfo<'_>], workload: &Workload) {
+    let running = workload.running_on();
+    let k = running.len();
+    for (i, name) in running.iter().enumerate() {
+        let Some(cluster) = clusters.iter_mut().find(|c| &c.cluster.name == name) else {
+            continue;
+        };
+        let replicas = u64::from(super::search::share_replicas(workload.replicas, k, i));
+        cluster.allocatable[CPU] -= to_i64(workload.resources.cpu_millis.saturating_mul(replicas));
+        cluster.allocatable[MEMORY] -=
+            to_i64(workload.resources.memory_bytes.saturating_mul(replicas));
     }
 }
 
@@ -310,7 +351,8 @@ fn unit_value(
     let workload = info.workload;
     let cost = cluster.cluster.pricing.monthly_cost(workload.resources);
     let share = info.reference_cost / f64::from(workload.replicas);
-    let staying = mode == Mode::Rebalance && info.current.is_some_and(|c| usize::from(c) == index);
+    let staying =
+        mode == Mode::Rebalance && info.current_all.iter().any(|&c| usize::from(c) == index);
     let bonus = info.objective.preference * preference
         + if staying {
             info.objective.stickiness
@@ -330,11 +372,11 @@ fn unit_value(
         + PREFER_NO_SCHEDULE_PENALTY * untolerated as f64 * share
 }
 
-/// The highest-priority policy selecting `workload`; a tie at the top is an error.
+/// The highest-priority policy selecting `workload`; a tie at the top is a conflict.
 pub fn governing_policy(
     policies: &[PlacementPolicy],
     workload: &Workload,
-) -> Result<Option<usize>, PlanError> {
+) -> Result<Option<usize>, PolicyConflict> {
     let selecting: Vec<usize> = (0..policies.len())
         .filter(|&i| policies[i].workload_selector.selects(workload))
         .collect();
@@ -347,7 +389,7 @@ pub fn governing_policy(
         .collect();
     if winners.len() > 1 {
         winners.sort_by(|&a, &b| policies[a].name.cmp(&policies[b].name));
-        return Err(PlanError::PolicyConflict {
+        return Err(PolicyConflict {
             workload: workload.key(),
             first: policies[winners[0]].name.clone(),
             second: policies[winners[1]].name.clone(),
@@ -355,6 +397,18 @@ pub fn governing_policy(
         });
     }
     Ok(winners.first().copied())
+}
+
+/// Every workload that two policies of equal, highest priority both select, in
+/// workload order: what [`super::plan`] holds, and what a new policy must not cause.
+pub fn conflicts(policies: &[PlacementPolicy], workloads: &[Workload]) -> Vec<PolicyConflict> {
+    let mut found: Vec<PolicyConflict> = workloads
+        .iter()
+        .filter_map(|w| governing_policy(policies, w).err())
+        .collect();
+    found.sort_by(|a, b| a.workload.cmp(&b.workload));
+    found.dedup_by(|a, b| a.workload == b.workload);
+    found
 }
 
 fn to_i64(value: u64) -> i64 {

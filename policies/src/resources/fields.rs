@@ -11,6 +11,9 @@ use crate::quantity::{parse_cpu, parse_memory};
 pub struct Ctx<'a> {
     file: &'a str,
     pub diagnostics: Vec<Diagnostic>,
+    /// Where the fields that checks across documents point at were found, in the
+    /// document being decoded (see [`super::Located::fields`]).
+    pub marks: BTreeMap<String, Pos>,
 }
 
 impl<'a> Ctx<'a> {
@@ -18,7 +21,13 @@ impl<'a> Ctx<'a> {
         Ctx {
             file,
             diagnostics: Vec::new(),
+            marks: BTreeMap::new(),
         }
+    }
+
+    /// Remembers where the field `path` is, for a later check across documents.
+    pub fn mark(&mut self, path: &str, pos: Pos) {
+        self.marks.insert(path.to_owned(), pos);
     }
 
     pub fn error(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
@@ -144,7 +153,7 @@ impl<'n> Fields<'n> {
 }
 
 /// The known name within edit distance 2 of `text`, if any.
-fn closest<'k>(text: &str, known: &[&'k str]) -> Option<&'k str> {
+pub fn closest<'k>(text: &str, known: &[&'k str]) -> Option<&'k str> {
     known
         .iter()
         .map(|k| (edit_distance(&text.to_lowercase(), &k.to_lowercase()), *k))
@@ -207,6 +216,10 @@ pub fn number(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<f64> {
             );
             None
         }
+        Ok(_) => {
+            ctx.error(node.pos, path, quoted_number("a number", text));
+            None
+        }
         _ => {
             ctx.error(node.pos, path, format!("expected a number, found `{text}`"));
             None
@@ -227,6 +240,10 @@ pub fn integer(ctx: &mut Ctx<'_>, node: &Node, path: &str, min: i64, max: i64) -
             );
             None
         }
+        Ok(_) => {
+            ctx.error(node.pos, path, quoted_number("an integer", text));
+            None
+        }
         _ => {
             ctx.error(
                 node.pos,
@@ -236,6 +253,12 @@ pub fn integer(ctx: &mut Ctx<'_>, node: &Node, path: &str, min: i64, max: i64) -
             None
         }
     }
+}
+
+/// A number written in quotes is a string in YAML: say so, since the text itself looks
+/// right to the person who wrote it.
+fn quoted_number(expected: &str, text: &str) -> String {
+    format!("expected {expected}, found the string \"{text}\"; remove the quotes")
 }
 
 /// `true` or `false`, written without quotes.

@@ -88,8 +88,19 @@ pub struct Located<T> {
     pub file: String,
     /// Where the document starts.
     pub pos: Pos,
+    /// Where some of its fields are (`status.cluster`, `spec.priority`,
+    /// `spec.clusterAffinity.required`), so that the checks across documents point at the
+    /// field rather than at the document.
+    pub fields: BTreeMap<String, Pos>,
     /// The resource.
     pub value: T,
+}
+
+impl<T> Located<T> {
+    /// Where field `path` is, or the document's start when it was not marked.
+    pub fn pos_of(&self, path: &str) -> Pos {
+        self.fields.get(path).copied().unwrap_or(self.pos)
+    }
 }
 
 /// The resource kinds.
@@ -119,15 +130,31 @@ impl ResourceSet {
     pub fn add_source(&mut self, file: &str, text: &str) -> Vec<Diagnostic> {
         let (resources, diagnostics) = parse_source(file, text);
         for located in resources {
-            let Located { file, pos, value } = located;
+            let Located {
+                file,
+                pos,
+                fields,
+                value,
+            } = located;
             match value {
                 Resource::Cluster(value) => self.clusters.push(Located {
                     file,
                     pos,
+                    fields,
                     value: *value,
                 }),
-                Resource::Workload(value) => self.workloads.push(Located { file, pos, value }),
-                Resource::Policy(value) => self.policies.push(Located { file, pos, value }),
+                Resource::Workload(value) => self.workloads.push(Located {
+                    file,
+                    pos,
+                    fields,
+                    value,
+                }),
+                Resource::Policy(value) => self.policies.push(Located {
+                    file,
+                    pos,
+                    fields,
+                    value,
+                }),
             }
         }
         diagnostics
@@ -149,10 +176,12 @@ pub fn parse_source(file: &str, text: &str) -> (Vec<Located<Resource>>, Vec<Diag
     for document in &documents {
         let before = ctx.diagnostics.len();
         let resource = decode_document(&mut ctx, document);
+        let fields = std::mem::take(&mut ctx.marks);
         if let Some(resource) = resource.filter(|_| ctx.diagnostics.len() == before) {
             resources.push(Located {
                 file: file.to_owned(),
                 pos: document.pos,
+                fields,
                 value: resource,
             });
         }
@@ -779,9 +808,10 @@ fn decode_workload(
         None => Some(None),
         Some(status) => {
             let mut fields = Fields::of(ctx, status, "status")?;
-            let cluster = fields
-                .optional("cluster")
-                .map(|n| dns_label(ctx, n, "status.cluster"));
+            let cluster = fields.optional("cluster").map(|n| {
+                ctx.mark("status.cluster", n.pos);
+                dns_label(ctx, n, "status.cluster")
+            });
             fields.finish(ctx, &["cluster"]);
             cluster.map_or(Some(None), |c| c.map(Some))
         }
@@ -796,6 +826,7 @@ fn decode_workload(
         data_gib: data?,
         tolerations: tolerations?,
         current_cluster: current?,
+        current_clusters: Vec::new(),
     })
 }
 
@@ -882,12 +913,14 @@ fn decode_policy(ctx: &mut Ctx<'_>, metadata: &Node, spec: &Node) -> Option<Plac
     let metadata = decode_metadata(ctx, metadata, false);
     let mut fields = Fields::of(ctx, spec, "spec")?;
     let priority = fields.optional("priority").map_or(Some(0), |n| {
+        ctx.mark("spec.priority", n.pos);
         integer(ctx, n, "spec.priority", -1_000_000, 1_000_000)
     });
     let selector =
         fields
             .optional("workloadSelector")
             .map_or(Some(WorkloadSelector::default()), |n| {
+                ctx.mark("spec.workloadSelector", n.pos);
                 let mut selector = Fields::of(ctx, n, "spec.workloadSelector")?;
                 let namespaces = selector
                     .optional("namespaces")
@@ -906,6 +939,7 @@ fn decode_policy(ctx: &mut Ctx<'_>, metadata: &Node, spec: &Node) -> Option<Plac
         .map_or(Some((None, Vec::new())), |n| {
             let mut affinity = Fields::of(ctx, n, "spec.clusterAffinity")?;
             let required = affinity.optional("required").map(|n| {
+                ctx.mark("spec.clusterAffinity.required", n.pos);
                 let mut required = Fields::of(ctx, n, "spec.clusterAffinity.required")?;
                 let selector = decode_selector(ctx, &mut required);
                 required.finish(ctx, &["matchLabels", "matchExpressions"]);
@@ -1097,8 +1131,9 @@ fn decode_rebalance(ctx: &mut Ctx<'_>, node: &Node) -> Option<RebalanceRules> {
     })
 }
 
-/// Checks that span documents: unique names, and workloads that name a cluster that
-/// exists. Run after every file of a set was added.
+/// Checks that span documents: unique names, workloads that name a cluster that exists,
+/// and no two policies of equal priority over a workload. Run after every file of a set
+/// was added.
 pub fn check_references(set: &ResourceSet) -> Vec<Diagnostic> {
     let mut diagnostics = Vec::new();
     let mut duplicate = |kind: &str, name: &str, first: (&str, Pos), again: (&str, Pos)| {
@@ -1131,22 +1166,175 @@ pub fn check_references(set: &ResourceSet) -> Vec<Diagnostic> {
         }
     }
     if !set.clusters.is_empty() {
+        let known: Vec<&str> = clusters.keys().copied().collect();
         for w in &set.workloads {
             if let Some(cluster) = &w.value.current_cluster
                 && !clusters.contains_key(cluster.as_str())
                 && is_dns_label(cluster)
             {
+                let hint = fields::closest(cluster, &known)
+                    .map(|k| format!("; did you mean `{k}`?"))
+                    .unwrap_or_default();
                 diagnostics.push(Diagnostic {
                     file: w.file.clone(),
-                    pos: w.pos,
+                    pos: w.pos_of("status.cluster"),
                     path: "status.cluster".to_owned(),
-                    message: format!("no Cluster named `{cluster}` in the given files"),
+                    message: format!(
+                        "no Cluster named `{cluster}` in the given files{hint} (known: {})",
+                        known.join(", ")
+                    ),
                 });
             }
         }
     }
+    diagnostics.extend(policy_conflicts(set));
     diagnostics.sort();
     diagnostics
+}
+
+/// The first definition of each name: later ones are reported as duplicates already, and
+/// checking them again would only repeat that.
+fn first_definitions<T>(items: &[Located<T>], name: impl Fn(&T) -> String) -> Vec<&Located<T>> {
+    let mut seen = std::collections::BTreeSet::new();
+    items
+        .iter()
+        .filter(|item| seen.insert(name(&item.value)))
+        .collect()
+}
+
+/// Policies of equal priority that both select a workload of the files, reported at the
+/// one defined later with both locations, once per pair.
+fn policy_conflicts(set: &ResourceSet) -> Vec<Diagnostic> {
+    let policies = first_definitions(&set.policies, |p| p.name.clone());
+    let values: Vec<PlacementPolicy> = policies.iter().map(|p| p.value.clone()).collect();
+    let workloads: Vec<Workload> = first_definitions(&set.workloads, Workload::key)
+        .into_iter()
+        .map(|w| w.value.clone())
+        .collect();
+    let mut pairs: BTreeMap<(String, String), (i32, Vec<String>)> = BTreeMap::new();
+    for conflict in crate::engine::conflicts(&values, &workloads) {
+        pairs
+            .entry((conflict.first, conflict.second))
+            .or_insert((conflict.priority, Vec::new()))
+            .1
+            .push(conflict.workload);
+    }
+    let located = |name: &str| {
+        policies
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.value.name == name)
+    };
+    let mut diagnostics = Vec::new();
+    for ((first, second), (priority, selected)) in pairs {
+        let (Some((i, a)), Some((j, b))) = (located(&first), located(&second)) else {
+            continue;
+        };
+        let ((earlier, earlier_at), (later, later_at)) = if i < j {
+            ((a, &first), (b, &second))
+        } else {
+            ((b, &second), (a, &first))
+        };
+        let at = |p: &Located<PlacementPolicy>| {
+            let pos = p.pos_of("spec.priority");
+            format!("{}:{}:{}", p.file, pos.line, pos.column)
+        };
+        diagnostics.push(Diagnostic {
+            file: later.file.clone(),
+            pos: later.pos_of("spec.priority"),
+            path: "spec.priority".to_owned(),
+            message: format!(
+                "policy `{later_at}` and policy `{earlier_at}` (at {}) both have priority {priority} and both select {}; give one a higher priority or narrow a selector",
+                at(earlier),
+                workload_list(&selected)
+            ),
+        });
+    }
+    diagnostics
+}
+
+/// `workload `a/b``, or `workloads `a/b`, `a/c` and 3 more`.
+pub fn workload_list(keys: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let named: Vec<String> = keys.iter().take(SHOWN).map(|k| format!("`{k}`")).collect();
+    let more = keys.len().saturating_sub(SHOWN);
+    let noun = if keys.len() == 1 {
+        "workload"
+    } else {
+        "workloads"
+    };
+    if more > 0 {
+        format!("{noun} {} and {more} more", named.join(", "))
+    } else {
+        format!("{noun} {}", named.join(", "))
+    }
+}
+
+/// What is valid but probably not meant: a policy that selects no workload of the files,
+/// and a required affinity that no Cluster of the files matches (with the values the
+/// clusters do carry). `ferry validate` prints them and still succeeds. Checked only
+/// against the kinds the files define: files of policies alone select nothing yet.
+pub fn warnings(set: &ResourceSet) -> Vec<Diagnostic> {
+    let mut warnings = Vec::new();
+    for p in first_definitions(&set.policies, |p| p.name.clone()) {
+        let policy = &p.value;
+        if !set.workloads.is_empty()
+            && !set
+                .workloads
+                .iter()
+                .any(|w| policy.workload_selector.selects(&w.value))
+        {
+            warnings.push(Diagnostic {
+                file: p.file.clone(),
+                pos: p.pos_of("spec.workloadSelector"),
+                path: "spec.workloadSelector".to_owned(),
+                message: format!(
+                    "policy `{}` selects no workload in the given files",
+                    policy.name
+                ),
+            });
+        }
+        if let Some(required) = &policy.required
+            && !set.clusters.is_empty()
+            && !set
+                .clusters
+                .iter()
+                .any(|c| required.matches(&c.value.labels))
+        {
+            let mut keys: Vec<&str> = required.match_labels.keys().map(String::as_str).collect();
+            keys.extend(required.match_expressions.iter().map(|e| e.key.as_str()));
+            keys.sort_unstable();
+            keys.dedup();
+            let known: Vec<String> = keys
+                .iter()
+                .map(|key| {
+                    let values: std::collections::BTreeSet<&str> = set
+                        .clusters
+                        .iter()
+                        .filter_map(|c| c.value.labels.get(*key).map(String::as_str))
+                        .collect();
+                    if values.is_empty() {
+                        format!("no cluster has label `{key}`")
+                    } else {
+                        let values: Vec<&str> = values.into_iter().collect();
+                        format!("known values of `{key}`: {}", values.join(", "))
+                    }
+                })
+                .collect();
+            warnings.push(Diagnostic {
+                file: p.file.clone(),
+                pos: p.pos_of("spec.clusterAffinity.required"),
+                path: "spec.clusterAffinity.required".to_owned(),
+                message: format!(
+                    "matches no Cluster in the given files, so policy `{}` can place nothing; {}",
+                    policy.name,
+                    known.join("; ")
+                ),
+            });
+        }
+    }
+    warnings.sort();
+    warnings
 }
 
 #[cfg(test)]

@@ -231,9 +231,181 @@ fn references_across_documents() {
         found,
         vec![
             "b.yaml:1:1: metadata.name: duplicate cluster `openstack-dc1`, first defined at a.yaml:1:1",
-            "c.yaml:1:1: status.cluster: no Cluster named `nowhere` in the given files",
+            "c.yaml:5:19: status.cluster: no Cluster named `nowhere` in the given files (known: openstack-dc1)",
         ]
     );
+}
+
+/// A policy document with `spec` as given.
+fn policy(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: PlacementPolicy\nmetadata: {{name: {name}}}\nspec:\n{spec}"
+    )
+}
+
+/// A workload document in namespace `shop`, optionally with `status.cluster`.
+fn workload(name: &str, labels: &str, cluster: Option<&str>) -> String {
+    let status = cluster.map_or(String::new(), |c| format!("status:\n  cluster: {c}\n"));
+    format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: Workload\nmetadata: {{name: {name}, namespace: shop, labels: {{{labels}}}}}\nspec: {{replicas: 1, resources: {{cpu: 1}}}}\n{status}"
+    )
+}
+
+/// Every error of checks across documents over `files`, as printed.
+fn across(files: &[(&str, &str)]) -> Vec<String> {
+    let mut set = ResourceSet::default();
+    for (file, text) in files {
+        assert_eq!(set.add_source(file, text), vec![], "{file}");
+    }
+    check_references(&set)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+fn warnings_of(files: &[(&str, &str)]) -> Vec<String> {
+    let mut set = ResourceSet::default();
+    for (file, text) in files {
+        assert_eq!(set.add_source(file, text), vec![], "{file}");
+    }
+    super::warnings(&set)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn an_unknown_status_cluster_points_at_the_field_and_suggests_the_nearest() {
+    let other = CLUSTER.replace("name: openstack-dc1", "name: gke-europe-west1");
+    for (cluster, expected) in [
+        (
+            "openstack-dc2",
+            "w.yaml:6:12: status.cluster: no Cluster named `openstack-dc2` in the given files; did you mean `openstack-dc1`? (known: gke-europe-west1, openstack-dc1)",
+        ),
+        (
+            "aws-east",
+            "w.yaml:6:12: status.cluster: no Cluster named `aws-east` in the given files (known: gke-europe-west1, openstack-dc1)",
+        ),
+    ] {
+        let w = workload("web", "", Some(cluster));
+        assert_eq!(
+            across(&[("a.yaml", CLUSTER), ("b.yaml", &other), ("w.yaml", &w)]),
+            vec![expected]
+        );
+    }
+}
+
+#[test]
+fn a_quoted_number_says_it_is_quoted() {
+    let cases = [
+        (
+            "  priority: \"420\"\n",
+            "f.yaml:5:13: spec.priority: expected an integer, found the string \"420\"; remove the quotes",
+        ),
+        (
+            "  priority: high\n",
+            "f.yaml:5:13: spec.priority: expected an integer, found `high`",
+        ),
+        (
+            "  budget: { maxMonthlyCost: \"1200.5\" }\n",
+            "f.yaml:5:29: spec.budget.maxMonthlyCost: expected a number, found the string \"1200.5\"; remove the quotes",
+        ),
+    ];
+    for (spec, expected) in cases {
+        assert_eq!(diagnostics(&policy("p", spec)), vec![expected], "{spec}");
+    }
+}
+
+#[test]
+fn equal_priority_overlap_names_both_policies_where_they_are() {
+    let web = policy(
+        "web",
+        "  priority: 5\n  workloadSelector: { namespaces: [shop], matchLabels: { tier: web } }\n",
+    );
+    let shop = policy(
+        "shop",
+        "  priority: 5\n  workloadSelector: { namespaces: [shop] }\n",
+    );
+    let workloads = [
+        workload("frontend", "tier: web", None),
+        workload("cart", "tier: web", None),
+        workload("db", "tier: data", None),
+    ]
+    .join("---\n");
+    assert_eq!(
+        across(&[
+            ("p1.yaml", &web),
+            ("p2.yaml", &shop),
+            ("w.yaml", &workloads)
+        ]),
+        vec![
+            "p2.yaml:5:13: spec.priority: policy `shop` and policy `web` (at p1.yaml:5:13) both have priority 5 and both select workloads `shop/cart`, `shop/frontend`; give one a higher priority or narrow a selector"
+        ]
+    );
+    // A higher priority on either resolves it; so does a selector that no longer overlaps.
+    let higher = web.replace("priority: 5", "priority: 6");
+    assert_eq!(
+        across(&[
+            ("p1.yaml", &higher),
+            ("p2.yaml", &shop),
+            ("w.yaml", &workloads)
+        ]),
+        Vec::<String>::new()
+    );
+    // A policy defined twice is reported as a duplicate, not also as a conflict.
+    assert_eq!(
+        across(&[
+            ("p1.yaml", &shop),
+            ("p2.yaml", &shop),
+            ("w.yaml", &workloads)
+        ]),
+        vec!["p2.yaml:1:1: metadata.name: duplicate policy `shop`, first defined at p1.yaml:1:1"]
+    );
+}
+
+#[test]
+fn warnings_for_a_policy_that_selects_nothing_or_affinity_that_matches_no_cluster() {
+    let other = CLUSTER
+        .replace("name: openstack-dc1", "name: gke-us")
+        .replace("residency: eu", "residency: us");
+    let w = workload("web", "tier: web", Some("openstack-dc1"));
+    let typo = policy(
+        "typo",
+        "  workloadSelector:\n    namespaces: [shpo]\n  clusterAffinity:\n    required:\n      matchLabels: { residency: europe }\n",
+    );
+    assert_eq!(
+        warnings_of(&[
+            ("a.yaml", CLUSTER),
+            ("b.yaml", &other),
+            ("w.yaml", &w),
+            ("p.yaml", &typo)
+        ]),
+        vec![
+            "p.yaml:6:5: spec.workloadSelector: policy `typo` selects no workload in the given files",
+            "p.yaml:9:7: spec.clusterAffinity.required: matches no Cluster in the given files, so policy `typo` can place nothing; known values of `residency`: eu, us",
+        ]
+    );
+    let tier = policy(
+        "tier",
+        "  clusterAffinity:\n    required:\n      matchExpressions: [{ key: tier, operator: Exists }]\n",
+    );
+    assert_eq!(
+        warnings_of(&[("a.yaml", CLUSTER), ("w.yaml", &w), ("p.yaml", &tier)]),
+        vec![
+            "p.yaml:7:7: spec.clusterAffinity.required: matches no Cluster in the given files, so policy `tier` can place nothing; no cluster has label `tier`"
+        ]
+    );
+    // Valid and meant: no warning. Policies alone (no workloads, no clusters in the
+    // files, as a broker's policy folder) are not warned about either.
+    let fine = policy(
+        "fine",
+        "  workloadSelector: { namespaces: [shop] }\n  clusterAffinity: { required: { matchLabels: { residency: eu } } }\n",
+    );
+    assert_eq!(
+        warnings_of(&[("a.yaml", CLUSTER), ("w.yaml", &w), ("p.yaml", &fine)]),
+        Vec::<String>::new()
+    );
+    assert_eq!(warnings_of(&[("p.yaml", &typo)]), Vec::<String>::new());
 }
 
 #[test]

@@ -495,6 +495,7 @@ fn generate_workloads(rng: &mut Rng, shape: &Shape, clusters: &[Cluster]) -> Vec
                 } else {
                     None
                 },
+                current_clusters: Vec::new(),
             }
         })
         .collect()

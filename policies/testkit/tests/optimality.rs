@@ -489,6 +489,7 @@ fn workload(namespace: &str, name: &str, replicas: u32, cores: u64) -> Workload 
         data_gib: 0.0,
         tolerations: Vec::new(),
         current_cluster: None,
+        current_clusters: Vec::new(),
     }
 }
 

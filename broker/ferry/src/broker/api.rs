@@ -341,8 +341,9 @@ async fn placements(
             .and_then(|w| w.split_once('/'))
             .is_some_and(|(ns, _)| principal.sees_namespace(ns))
     };
-    for list in ["placements", "unplaced", "moves"] {
-        if let Some(items) = value[list].as_array_mut() {
+    // `held` is there only when some are: `get_mut`, since indexing would add a null.
+    for list in ["placements", "unplaced", "held", "moves"] {
+        if let Some(items) = value.get_mut(list).and_then(Value::as_array_mut) {
             items.retain(|e| visible(e));
         }
     }
@@ -445,7 +446,7 @@ async fn put_policy(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let principal = authorize(&state, &headers, Role::Admin)?;
-    let saved = policies::put(&state, &name, &body)?;
+    let saved = policies::put(&state, &name, &body).await?;
     let _ = audit::record(
         &state.store,
         &principal.subject,

@@ -1,6 +1,7 @@
 //! `ferry demo`: the broker on three simulated clusters (the on-prem OpenStack cluster and
 //! two GKE regions of `examples/`, with their prices and capacity) running the example
-//! workloads where their files say they run, under the example policies.
+//! workloads where their files say they run (and the new ones, which run nowhere yet,
+//! where the files' plan puts them), under the example policies.
 //!
 //! The simulated clusters keep their state in the data folder, written before a call
 //! returns, so that they outlive a broker that is killed — as real clusters would. That is
@@ -171,11 +172,12 @@ async fn federation(data: &Path, rollout_time: Duration, synthetic: u32) -> anyh
     let set = examples()?;
     let sim_dir = data.join("sim");
     std::fs::create_dir_all(&sim_dir).with_context(|| format!("create {}", sim_dir.display()))?;
-    let mut members = Vec::new();
+    let mut built = Vec::new();
     for cluster in set.clusters.iter().map(|c| &c.value) {
         let sim = sims::from_definition(cluster, rollout_time, Duration::from_millis(5));
         let file = sim_dir.join(format!("{}.json", cluster.name));
-        if file.is_file() {
+        let seeded = !file.is_file();
+        if !seeded {
             let text = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
             let saved: Vec<SavedWorkload> = serde_json::from_slice(&text)
                 .with_context(|| format!("{} is not a saved simulated cluster", file.display()))?;
@@ -208,6 +210,22 @@ async fn federation(data: &Path, rollout_time: Duration, synthetic: u32) -> anyh
             }
             sims::seed(&sim, &cluster.name, set.workloads.iter().map(|w| &w.value))?;
         }
+        built.push((cluster, sim, file, seeded));
+    }
+    // A first start: what the files define but run nowhere (the shop's web tier, a new
+    // release) is deployed where the files' plan puts it, so that every example runs and
+    // the broker's first plan is the one `ferry plan -f examples/` shows.
+    if built.iter().all(|(_, _, _, seeded)| *seeded) {
+        let sims: Vec<(&str, &SimCluster)> = built
+            .iter()
+            .map(|(cluster, sim, _, _)| (cluster.name.as_str(), sim))
+            .collect();
+        for line in sims::place_new(&set, &sims)? {
+            tracing::info!("deployed the new workload {line}, as the files' plan places it");
+        }
+    }
+    let mut members = Vec::new();
+    for (cluster, sim, file, _) in built {
         let port = Arc::new(Persisted {
             sim,
             file,

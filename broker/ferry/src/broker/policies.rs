@@ -3,7 +3,11 @@
 //! version back: an operator's API change is the later, deliberate act, and the file
 //! stays the baseline that a deletion returns to (see docs/operations.md).
 
-use ferry_policies::resources::ResourceSet;
+use std::collections::BTreeMap;
+
+use ferry_policies::engine;
+use ferry_policies::model::{PlacementPolicy, Workload};
+use ferry_policies::resources::{ResourceSet, workload_list};
 use ferry_store::Versioned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -84,25 +88,25 @@ pub fn list(state: &AppState) -> Result<Vec<Value>, ApiError> {
         .collect())
 }
 
-pub fn put(state: &AppState, name: &str, body: &[u8]) -> Result<Value, ApiError> {
+pub async fn put(state: &AppState, name: &str, body: &[u8]) -> Result<Value, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::BadRequest("bad_body", "the body must be UTF-8".to_owned()))?;
     let policy = parse(name, text)?;
-    // Check it against the others before it takes effect: a priority tie with an
-    // overlapping policy is an error, and nothing changes.
+    // Check it against the others before it takes effect, over every workload there is:
+    // those the clusters run (which files may not define) and those of the files. A
+    // priority tie with a policy over the same workloads is refused, and nothing changes.
+    let census = state.world.census().await;
+    let mut workloads = state.world.plan_workloads(&census);
+    for definition in state.world.definitions() {
+        if !workloads.iter().any(|w| w.key() == definition.key()) {
+            workloads.push(definition);
+        }
+    }
     let mut candidate = state.world.policies();
     candidate.retain(|p| p.name != name);
     candidate.push(policy.clone());
-    let census_free = ferry_policies::engine::plan(
-        &ferry_policies::engine::Snapshot {
-            clusters: &[],
-            workloads: &state.world.definitions(),
-            policies: &candidate,
-        },
-        ferry_policies::engine::Mode::Fresh,
-    );
-    if let Err(error @ ferry_policies::engine::PlanError::PolicyConflict { .. }) = census_free {
-        return Err(ApiError::BadRequest("policy_conflict", error.to_string()));
+    if let Some(message) = conflicts_with(name, &candidate, &workloads) {
+        return Err(ApiError::Conflict(message));
     }
     state.store.put(
         &format!("{PREFIX}{name}"),
@@ -118,6 +122,42 @@ pub fn put(state: &AppState, name: &str, body: &[u8]) -> Result<Value, ApiError>
         json!({"name": name, "source": "api"}),
     );
     Ok(json!({"name": name, "priority": policy.priority, "source": "api"}))
+}
+
+/// The conflicts policy `name` would take part in among `policies`, as one message naming
+/// each other policy and the workloads both select. Conflicts between other policies are
+/// not this policy's to answer for: the plan holds their workloads and says why.
+fn conflicts_with(
+    name: &str,
+    policies: &[PlacementPolicy],
+    workloads: &[Workload],
+) -> Option<String> {
+    let mut by_other: BTreeMap<&str, (i32, Vec<String>)> = BTreeMap::new();
+    let conflicts = engine::conflicts(policies, workloads);
+    for conflict in &conflicts {
+        let other = if conflict.first == name {
+            &conflict.second
+        } else if conflict.second == name {
+            &conflict.first
+        } else {
+            continue;
+        };
+        by_other
+            .entry(other.as_str())
+            .or_insert((conflict.priority, Vec::new()))
+            .1
+            .push(conflict.workload.clone());
+    }
+    let lines: Vec<String> = by_other
+        .into_iter()
+        .map(|(other, (priority, selected))| {
+            format!(
+                "policy `{name}` and policy `{other}` both have priority {priority} and both select {}; give one a higher priority or narrow a selector",
+                workload_list(&selected)
+            )
+        })
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("\n"))
 }
 
 pub fn delete(state: &AppState, name: &str) -> Result<(), ApiError> {

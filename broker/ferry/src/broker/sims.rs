@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ferry_adapter_sim::{SimCluster, SimClusterSpec};
+use ferry_policies::engine::{self, Mode, Snapshot};
 use ferry_policies::model::{Cluster, Workload};
+use ferry_policies::resources::ResourceSet;
 use ferry_ports::{Claim, Resources, WorkloadKey};
 
 /// Node size: a simulated member's capacity is cut into nodes of this size.
@@ -72,4 +74,51 @@ pub fn seed<'a>(
         }
     }
     Ok(())
+}
+
+/// Deploys the workloads of `set` that run nowhere (no `status.cluster`: a new release)
+/// where the files' own plan puts them, each share on its cluster: the plan
+/// `ferry plan -f` makes over the same files, so that the broker starts from it. Returns
+/// what it deployed, as `workload -> cluster xN`.
+pub fn place_new(set: &ResourceSet, sims: &[(&str, &SimCluster)]) -> anyhow::Result<Vec<String>> {
+    let clusters: Vec<Cluster> = set.clusters.iter().map(|c| c.value.clone()).collect();
+    let workloads: Vec<Workload> = set.workloads.iter().map(|w| w.value.clone()).collect();
+    let policies: Vec<_> = set.policies.iter().map(|p| p.value.clone()).collect();
+    let snapshot = Snapshot {
+        clusters: &clusters,
+        workloads: &workloads,
+        policies: &policies,
+    };
+    let plan = engine::plan(&snapshot, Mode::default_for(&workloads))
+        .context("planning the new workloads of the files")?;
+    let mut deployed = Vec::new();
+    for placement in &plan.placements {
+        let Some(workload) = workloads
+            .iter()
+            .find(|w| w.key() == placement.workload && w.current_cluster.is_none())
+        else {
+            continue;
+        };
+        let Some((_, sim)) = sims.iter().find(|(name, _)| *name == placement.cluster) else {
+            continue;
+        };
+        let key = WorkloadKey::new(&workload.namespace, &workload.name);
+        let requests = Resources {
+            cpu_millis: workload.resources.cpu_millis,
+            memory_bytes: workload.resources.memory_bytes,
+        };
+        sim.run_with_claims(
+            key.clone(),
+            workload.labels.clone(),
+            placement.replicas,
+            requests,
+            data_claims(workload),
+        )
+        .with_context(|| format!("deploy {key} on {}", placement.cluster))?;
+        deployed.push(format!(
+            "{} -> {} x{}",
+            placement.workload, placement.cluster, placement.replicas
+        ));
+    }
+    Ok(deployed)
 }

@@ -288,6 +288,7 @@ impl World {
     /// definition's extra fields when a file defines it.
     pub fn plan_workloads(&self, census: &Census) -> Vec<Workload> {
         let definitions = self.definitions();
+        let policies = self.policies();
         census
             .workloads()
             .into_iter()
@@ -308,6 +309,7 @@ impl World {
                     data_gib: 0.0,
                     tolerations: Vec::new(),
                     current_cluster: None,
+                    current_clusters: Vec::new(),
                 });
                 // The claims the cluster reports are the data a move carries: priced
                 // at their real size rather than a file's estimate (or nothing).
@@ -319,6 +321,29 @@ impl World {
                 workload.resources =
                     PlanResources::new(running.requests.cpu_millis, running.requests.memory_bytes);
                 workload.current_cluster = (running.replicas > 0).then(|| (*cluster).to_owned());
+                workload.current_clusters = Vec::new();
+                // Serving on several clusters: shares of a spread workload when its policy
+                // spreads it that wide (the larger shares first, as plans divide them);
+                // otherwise a move under way, planned from its first copy as before.
+                let mut serving: Vec<(&str, &RunningWorkload)> = copies
+                    .iter()
+                    .filter(|(_, w)| w.replicas > 0)
+                    .copied()
+                    .collect();
+                let spread_wide = engine::governing_policy(&policies, &workload)
+                    .ok()
+                    .flatten()
+                    .and_then(|p| policies[p].spread)
+                    .is_some_and(|s| {
+                        usize::try_from(s.max_clusters).unwrap_or(usize::MAX) >= serving.len()
+                    });
+                if serving.len() > 1 && spread_wide {
+                    serving.sort_by(|a, b| b.1.replicas.cmp(&a.1.replicas).then(a.0.cmp(b.0)));
+                    workload.replicas = serving.iter().map(|(_, w)| w.replicas).sum();
+                    workload.current_cluster = Some(serving[0].0.to_owned());
+                    workload.current_clusters =
+                        serving.iter().map(|(c, _)| (*c).to_owned()).collect();
+                }
                 Some(workload)
             })
             .collect()

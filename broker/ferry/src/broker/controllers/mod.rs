@@ -138,6 +138,9 @@ pub struct Report {
     pub growth: Vec<Value>,
     /// Why the pass could not plan, if it could not.
     pub error: Option<String>,
+    /// Workloads the pass did not decide for (policies in conflict over them), and why;
+    /// it decided for every other.
+    pub held: Vec<engine::Held>,
     /// How long the pass took.
     pub took: Duration,
 }
@@ -479,6 +482,7 @@ impl Controllers {
             started,
             growth,
             error: None,
+            held: plan.held.clone(),
             took: began.elapsed(),
         });
     }
@@ -850,6 +854,11 @@ impl Controllers {
             },
             "lastPass": (report.at > 0).then(|| clock::rfc3339(report.at)),
             "error": report.error,
+            "held": report.held.iter()
+                .filter(|h| h.workload.split_once('/').is_some_and(|(ns, _)| visible(ns)))
+                .map(|h| json!({"workload": h.workload, "reason": h.reason,
+                                "policies": [h.conflict.first, h.conflict.second]}))
+                .collect::<Vec<_>>(),
             "clusters": clusters,
             "decisions": report.decisions.iter()
                 .filter(|d| d.proposal.workload.split_once('/').is_some_and(|(ns, _)| visible(ns)))

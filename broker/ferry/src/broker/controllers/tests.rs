@@ -671,3 +671,55 @@ async fn an_evacuation_without_room_grows_a_cluster_first() {
     assert_eq!(fed.serving().await["shop/big"], "small");
     assert_eq!(fed.sims["small"].inventory().await.expect("up").nodes, 3);
 }
+
+/// A conflict that arises after the policies were accepted (here set directly, as a
+/// workload that appears later would make it) holds only the workloads it concerns:
+/// the other workloads of the down member are still evacuated, and the pass says which
+/// one it held and why.
+#[tokio::test(start_paused = true)]
+async fn a_late_policy_conflict_holds_only_its_workloads_and_failover_goes_on() {
+    let fed = federation(&failover_federation("1m"), auto(600), monday_noon(), None);
+    assert!(fed.pass().await.is_empty());
+    let mut policies = fed.state.world.policies();
+    let mut twin = policies[0].clone();
+    twin.name = "shop-twin".to_owned();
+    policies.push(twin);
+    fed.state.world.set_policies(policies);
+    fed.sims["onprem"].set_fault(Fault::Unreachable);
+    for _ in 0..3 {
+        assert!(fed.pass().await.is_empty(), "debounce");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    let decided = fed.pass().await;
+    let verdicts: Vec<(&str, &str, Verdict)> = decided
+        .iter()
+        .map(|d| (d.0.as_str(), d.1.as_str(), d.2))
+        .collect();
+    assert_eq!(verdicts, [("batch/job", "gke", Verdict::Start)]);
+    let report = fed.state.controllers.report();
+    let held: Vec<(&str, &str)> = report
+        .held
+        .iter()
+        .map(|h| (h.workload.as_str(), h.reason.as_str()))
+        .collect();
+    assert_eq!(
+        held,
+        [(
+            "shop/web",
+            "policies `shop-home` and `shop-twin` both select workload `shop/web` with priority 100; give one a higher priority or narrow a selector"
+        )]
+    );
+    let status = fed.state.controllers.status(&fed.state, |_| true);
+    assert_eq!(status["held"][0]["workload"], "shop/web", "{status}");
+    assert_eq!(
+        status["held"][0]["policies"],
+        serde_json::json!(["shop-home", "shop-twin"])
+    );
+    fed.settle().await;
+    let serving = fed.serving().await;
+    assert_eq!(serving["batch/job"], "gke");
+    // Nothing was decided for the held workload: it waits on the down member.
+    let moved: Vec<String> = fed.migrations().into_iter().map(|m| m.0).collect();
+    assert_eq!(moved, ["batch/job"]);
+    assert!(!serving.contains_key("shop/web"), "{serving:?}");
+}
