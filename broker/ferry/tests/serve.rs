@@ -92,6 +92,8 @@ fn admin_token(data: &Path) -> String {
 }
 
 fn get(served: &Served, token: &str, path: &str) -> Value {
+    // reqwest has rustls (the default `https` feature): it needs a provider.
+    ferry_testenv::install_crypto_provider();
     reqwest::blocking::Client::new()
         .get(format!("{}{path}", served.url))
         .bearer_auth(token)
@@ -146,6 +148,8 @@ fn changed_files_take_effect_and_bad_ones_are_rejected_keeping_the_last_good_set
     let (sender, events) = std::sync::mpsc::channel::<String>();
     let (url, t) = (served.url.clone(), token.clone());
     std::thread::spawn(move || {
+        // reqwest has rustls (the default `https` feature): it needs a provider.
+        ferry_testenv::install_crypto_provider();
         let response = reqwest::blocking::Client::builder()
             .timeout(None)
             .build()
@@ -286,6 +290,8 @@ fn an_identity_providers_rs256_key_replaces_the_brokers_own() {
         .expect("sign")
     };
     let status = |token: &str| {
+        // reqwest has rustls (the default `https` feature): it needs a provider.
+        ferry_testenv::install_crypto_provider();
         reqwest::blocking::Client::new()
             .get(format!("{}/api/v1/clusters", served.url))
             .bearer_auth(token)
