@@ -36,6 +36,23 @@ pub use manifest::manifest_documents;
 pub use openstack::{CLOUD, Credentials, OpenStack, REGION, password_auth};
 pub use process::{Supervised, tail};
 
+/// Makes ring the process-level rustls crypto provider unless one is installed. Call it
+/// before building a reqwest client in a test: in a build where any crate enables
+/// reqwest's rustls (the `ferry` binary does by default), reqwest panics on a client built
+/// with no provider installed. Harmless when reqwest has no TLS.
+pub fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // An error means another thread installed one in between, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+/// A reqwest client with default settings, after [`install_crypto_provider`].
+pub fn http_client() -> reqwest::Client {
+    install_crypto_provider();
+    reqwest::Client::new()
+}
+
 /// What can go wrong while starting or using the test environment.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

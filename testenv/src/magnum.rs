@@ -507,7 +507,7 @@ impl MockMagnum {
             .unwrap_or(7);
         let shared = Arc::new(Shared {
             keystone: keystone.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
+            http: crate::http_client(),
             inner: Mutex::new(Inner {
                 seed,
                 ..Inner::default()

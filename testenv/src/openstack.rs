@@ -281,6 +281,7 @@ impl OpenStack {
             processes: Vec::new(),
         };
         openstack.start_keystone(keystone_port)?;
+        crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

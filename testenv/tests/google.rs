@@ -122,7 +122,7 @@ fn pool_url(fake: &FakeGoogle, cluster: &str, pool: &str) -> String {
 async fn signed_in() -> Result<(FakeGoogle, reqwest::Client, String)> {
     let fake = FakeGoogle::start().await?;
     let account = fake.add_service_account(EMAIL, PROJECT)?;
-    let http = reqwest::Client::new();
+    let http = ferry_testenv::http_client();
     let token = access_token(&http, &account).await?;
     Ok((fake, http, token))
 }
@@ -143,7 +143,7 @@ async fn a_signed_assertion_becomes_a_token_that_opens_gke() -> Result<()> {
             .is_some_and(|k| k.starts_with("-----BEGIN PRIVATE KEY-----"))
     );
 
-    let http = reqwest::Client::new();
+    let http = ferry_testenv::http_client();
     let (status, body) = exchange(
         &http,
         &account.token_uri,
@@ -175,7 +175,7 @@ async fn a_signed_assertion_becomes_a_token_that_opens_gke() -> Result<()> {
 async fn bad_assertions_are_invalid_grants() -> Result<()> {
     let fake = FakeGoogle::start().await?;
     let account = fake.add_service_account(EMAIL, PROJECT)?;
-    let http = reqwest::Client::new();
+    let http = ferry_testenv::http_client();
     let refused = |(status, body): (u16, Value), error: &str| {
         assert_eq!(status, 400, "{body}");
         assert_eq!(body["error"], error, "{body}");
@@ -579,7 +579,7 @@ async fn an_issued_token_reaches_a_harness_cluster_until_it_expires() -> Result<
         .await?;
 
     let account = fake.add_service_account(EMAIL, PROJECT)?;
-    let http = reqwest::Client::new();
+    let http = ferry_testenv::http_client();
     let token = access_token(&http, &account).await?;
     let issued = Instant::now();
     let (status, cluster) = get(

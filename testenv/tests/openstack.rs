@@ -73,7 +73,7 @@ async fn keystone_catalog_lists_heat_and_heat_runs_a_stack() -> Result<()> {
 }
 
 async fn exercise(openstack: &OpenStack) -> Result<()> {
-    let http = reqwest::Client::new();
+    let http = ferry_testenv::http_client();
     let credentials = openstack.credentials();
 
     let response = http

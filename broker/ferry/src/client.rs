@@ -27,18 +27,27 @@ impl ClientError {
 pub struct BrokerClient {
     base: String,
     token: String,
+    timeout: Duration,
     http: reqwest::Client,
 }
 
+/// How much of a non-Ferry answer an error shows: enough to recognise the server.
+const SNIPPET_CHARS: usize = 120;
+
 impl BrokerClient {
-    pub fn new(server: &str, token: &str) -> Result<BrokerClient, ClientError> {
+    /// A client of the broker at `server` (`http://` or `https://`, as `--server` takes
+    /// it); every call gives up after `timeout`.
+    pub fn new(server: &str, token: &str, timeout: Duration) -> Result<BrokerClient, ClientError> {
+        let base = server.trim_end_matches('/');
+        check_server_url(base)?;
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+            .timeout(timeout)
             .build()
-            .map_err(|e| ClientError::operation(format!("HTTP client: {e}")))?;
+            .map_err(|e| ClientError::operation(format!("HTTP client: {}", chain(&e))))?;
         Ok(BrokerClient {
-            base: server.trim_end_matches('/').to_owned(),
+            base: base.to_owned(),
             token: token.to_owned(),
+            timeout,
             http,
         })
     }
@@ -69,26 +78,61 @@ impl BrokerClient {
         self.answer(request, &url).await
     }
 
+    /// Why a request got no answer, in words a person can act on: the timeout and the
+    /// flag that sets it, or the cause reqwest keeps in its source chain ("connection
+    /// refused", a DNS or TLS failure), which its own text leaves out.
+    fn unanswered(&self, error: &reqwest::Error, url: &str) -> ClientError {
+        let message = if error.is_timeout() {
+            format!(
+                "the broker at {} did not answer {url} within {} (set --timeout or FERRY_TIMEOUT to wait longer)",
+                self.base,
+                seconds(self.timeout)
+            )
+        } else {
+            format!("cannot reach the broker at {}: {}", self.base, chain(error))
+        };
+        ClientError::operation(message)
+    }
+
     async fn answer(
         &self,
         request: reqwest::RequestBuilder,
         url: &str,
     ) -> Result<Value, ClientError> {
-        let response = request.send().await.map_err(|e| {
-            ClientError::operation(format!("cannot reach the broker at {}: {e}", self.base))
-        })?;
+        let response = request.send().await.map_err(|e| self.unanswered(&e, url))?;
         let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| ClientError::operation(format!("reading the answer of {url}: {e}")))?;
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if status.is_success() {
-            return Ok(value);
-        }
-        let message = value["error"]["message"]
-            .as_str()
-            .map_or_else(|| value.to_string(), str::to_owned);
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("no content type")
+            .to_owned();
+        let text = response.text().await.map_err(|e| {
+            if e.is_timeout() {
+                self.unanswered(&e, url)
+            } else {
+                ClientError::operation(format!("reading the answer of {url}: {}", chain(&e)))
+            }
+        })?;
+        let parsed: Option<Value> = if text.trim().is_empty() {
+            Some(Value::Null)
+        } else {
+            serde_json::from_str(&text).ok()
+        };
+        // Every answer of a Ferry broker is JSON, and every error is {"error": {"message"}}:
+        // anything else is another server at that address (or a proxy in front of it).
+        let message = match &parsed {
+            Some(value) if status.is_success() => return Ok(value.clone()),
+            Some(value) => value["error"]["message"].as_str().map(str::to_owned),
+            None => None,
+        };
+        let Some(message) = message else {
+            return Err(ClientError::operation(format!(
+                "{} does not answer like a Ferry broker (is --server right?): {url} answered {status} ({content_type}): {}",
+                self.base,
+                snippet(&text)
+            )));
+        };
         Err(ClientError {
             // What the user asked for is wrong (bad input, unknown names): exit 2.
             input: matches!(status.as_u16(), 400 | 404),
@@ -755,4 +799,72 @@ fn print_json(value: &Value) {
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
+}
+
+/// `--server` must be an absolute http(s) URL: reqwest's own word for anything else is
+/// "builder error", and `localhost:8080` even parses, as a URL of scheme `localhost`.
+fn check_server_url(server: &str) -> Result<(), ClientError> {
+    let input = |message: String| ClientError {
+        input: true,
+        message,
+        status: None,
+    };
+    let hint = if server.contains("://") {
+        String::new()
+    } else {
+        format!(" (did you mean http://{server}?)")
+    };
+    match reqwest::Url::parse(server) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {
+            Err(input(format!("--server {server}: the URL names no host")))
+        }
+        Ok(url) if server.contains("://") => Err(input(format!(
+            "--server {server}: the scheme must be http or https, not {}",
+            url.scheme()
+        ))),
+        Ok(_) => Err(input(format!(
+            "--server {server}: not a URL with http:// or https://{hint}"
+        ))),
+        Err(error) => Err(input(format!(
+            "--server {server}: not a URL with http:// or https:// ({error}){hint}"
+        ))),
+    }
+}
+
+/// An error and its causes on one line (reqwest's own text stops at "error sending
+/// request"; the cause a person can act on is further down).
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The start of an answer, on one line.
+fn snippet(text: &str) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.is_empty() {
+        return "an empty body".to_owned();
+    }
+    match flat.char_indices().nth(SNIPPET_CHARS) {
+        Some((cut, _)) => format!("{:?}…", &flat[..cut]),
+        None => format!("{flat:?}"),
+    }
+}
+
+fn seconds(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis.is_multiple_of(1000) {
+        format!("{} s", millis / 1000)
+    } else {
+        format!("{:.1} s", duration.as_secs_f64())
+    }
 }

@@ -5,6 +5,7 @@
 //! Exit status: 0 success, 1 a failed operation, 2 a usage or input error.
 
 mod broker;
+mod build_info;
 mod client;
 mod plan_output;
 
@@ -19,7 +20,7 @@ use ferry_policies::engine::{self, Mode, Snapshot};
 #[derive(Parser)]
 #[command(
     name = "ferry",
-    version,
+    version = build_info::long_version(),
     about = "Hybrid-cloud workload mobility broker: plan, place and move workloads by cost and policy."
 )]
 struct Cli {
@@ -171,6 +172,9 @@ struct BrokerArgs {
     /// A token (see `ferry token create`).
     #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
     token: String,
+    /// How long one call to the broker may take (e.g. 10s, 2m).
+    #[arg(long, env = "FERRY_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
+    timeout: std::time::Duration,
 }
 
 #[derive(Subcommand)]
@@ -264,6 +268,22 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     ferry_policies::quantity::parse_duration(text).map(std::time::Duration::from_secs)
 }
 
+/// A duration as [`parse_duration`] reads it, or milliseconds (`500ms`) for the tests'
+/// unanswering servers; never zero, which reqwest would take as "give up at once".
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let duration = match text.strip_suffix("ms") {
+        Some(millis) => millis
+            .parse::<u64>()
+            .map(std::time::Duration::from_millis)
+            .map_err(|_| format!("`{text}` is not a duration like 500ms, 10s or 2m"))?,
+        None => parse_duration(text)?,
+    };
+    if duration.is_zero() {
+        return Err("the timeout must be more than zero".to_owned());
+    }
+    Ok(duration)
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum ModeArg {
     Fresh,
@@ -352,7 +372,7 @@ fn main() -> ExitCode {
             broker,
             output,
         } => in_runtime_client(async move {
-            client::BrokerClient::new(&broker.server, &broker.token)?
+            client::BrokerClient::new(&broker.server, &broker.token, broker.timeout)?
                 .get(&what, matches!(output, Output::Json))
                 .await
         }),
@@ -361,7 +381,7 @@ fn main() -> ExitCode {
             broker,
             output,
         } => in_runtime_client(async move {
-            let client = client::BrokerClient::new(&broker.server, &broker.token)?;
+            let client = client::BrokerClient::new(&broker.server, &broker.token, broker.timeout)?;
             let json_output = matches!(output, Output::Json);
             match command {
                 ClusterCommand::Create { path, wait } => {
@@ -403,7 +423,7 @@ fn main() -> ExitCode {
             broker,
             output,
         } => in_runtime_client(async move {
-            let client = client::BrokerClient::new(&broker.server, &broker.token)?;
+            let client = client::BrokerClient::new(&broker.server, &broker.token, broker.timeout)?;
             let json_output = matches!(output, Output::Json);
             match command {
                 ControllerCommand::Status => client.controller_status(json_output).await,
@@ -428,7 +448,7 @@ fn main() -> ExitCode {
                 accept_empty_volumes,
                 force,
             };
-            client::BrokerClient::new(&broker.server, &broker.token)?
+            client::BrokerClient::new(&broker.server, &broker.token, broker.timeout)?
                 .migrate(&workload, &to, &request, matches!(output, Output::Json))
                 .await
         }),

@@ -127,6 +127,8 @@ impl Broker {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
+        // reqwest has rustls (the default `https` feature): it needs a provider.
+        ferry_testenv::install_crypto_provider();
         let client = reqwest::blocking::Client::new();
         let mut request = client.request(
             method.parse().expect("method"),
@@ -337,6 +339,8 @@ fn api_end_to_end() {
     let (events_sender, events) = mpsc::channel::<String>();
     let (url, admin) = (broker.url.clone(), broker.admin.clone());
     std::thread::spawn(move || {
+        // reqwest has rustls (the default `https` feature): it needs a provider.
+        ferry_testenv::install_crypto_provider();
         let response = reqwest::blocking::Client::builder()
             .timeout(None)
             .build()
@@ -450,7 +454,7 @@ fn api_end_to_end() {
         metrics.contains("ferry_cluster_monthly_cost{cluster=")
             && metrics.contains("ferry_api_request_duration_seconds_count")
             && metrics.contains("ferry_migration_step_seconds_count{step=\"start\"}")
-            && metrics.contains("ferry_migrations{state=\"Done\"} 1"),
+            && metrics.contains("ferry_migrations{state=\"done\"} 1"),
         "{metrics}"
     );
 }
@@ -1232,6 +1236,8 @@ fn cost_history_answers_viewers_and_gains_a_point_after_a_migration() {
 fn the_dashboard_and_its_assets_are_served_from_the_binary() {
     let data = temp_dir("dashboard");
     let broker = Broker::start(&data, None);
+    // reqwest has rustls (the default `https` feature): it needs a provider.
+    ferry_testenv::install_crypto_provider();
     let client = reqwest::blocking::Client::new();
     let page = client.get(&broker.url).send().expect("the page");
     assert_eq!(page.status().as_u16(), 200);

@@ -1,6 +1,10 @@
-//! Offline commands of the `ferry` binary that need no broker: `ferry pricing`.
+//! The `ferry` binary on its own: offline commands (`ferry pricing`), `--version`, and
+//! what the broker commands say when what answers at `--server` is no working broker.
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use ferry_adapter_openstack::RateTable;
 
@@ -139,4 +143,130 @@ fn validate_prints_warnings_and_locates_policy_overlaps() {
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn version_names_the_commit_and_the_features() {
+    let (code, stdout, stderr) = ferry(&["--version"]);
+    assert_eq!(code, 0, "{stderr}");
+    let line = stdout.trim();
+    let rest = line
+        .strip_prefix(&format!("ferry {} (commit ", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|| panic!("{line}"));
+    let (commit, features) = rest.split_once(", features: ").expect("features");
+    assert!(!commit.is_empty() && !commit.contains(' '), "{line}");
+    // HTTPS is the default build: real clouds and HTTPS brokers need it.
+    assert_eq!(features, "https)", "{line}");
+}
+
+/// `ferry get clusters` against `server`, with a short timeout.
+fn get_clusters(server: &str) -> (i32, String, String) {
+    ferry(&[
+        "get",
+        "clusters",
+        "--server",
+        server,
+        "--token",
+        "t",
+        "--timeout",
+        "500ms",
+    ])
+}
+
+/// A loopback port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
+#[test]
+fn an_unreachable_broker_is_named_with_the_cause_for_http_and_https() {
+    let port = closed_port();
+    for scheme in ["http", "https"] {
+        let server = format!("{scheme}://127.0.0.1:{port}");
+        let (code, stdout, stderr) = get_clusters(&server);
+        assert_eq!(code, 1, "{stdout}{stderr}");
+        assert!(
+            stderr.contains(&format!("cannot reach the broker at {server}: "))
+                && stderr.to_lowercase().contains("connection refused"),
+            "{stderr}"
+        );
+        // The default build speaks TLS: an https URL is tried, not refused up front.
+        assert!(!stderr.contains("scheme"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_broker_that_never_answers_is_a_timeout_that_says_so() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    // Accepts and reads, never answers; the sockets stay open until the test ends.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().map_while(Result::ok) {
+            held.push(stream);
+        }
+    });
+    let started = Instant::now();
+    let (code, stdout, stderr) = get_clusters(&format!("http://127.0.0.1:{port}"));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("did not answer")
+            && stderr.contains("within 0.5 s")
+            && stderr.contains("--timeout"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_server_that_is_not_a_ferry_broker_is_named_with_its_status_and_answer() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let body = "<html><body><h1>Not Found</h1><p>nginx</p></body></html>";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let (code, stdout, stderr) = get_clusters(&format!("http://127.0.0.1:{port}"));
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("does not answer like a Ferry broker")
+            && stderr.contains("404 Not Found")
+            && stderr.contains("text/html")
+            && stderr.contains("<h1>Not Found</h1>"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_server_url_without_http_or_https_is_an_input_error_that_says_so() {
+    for (server, words) in [
+        ("127.0.0.1:8080", "did you mean http://127.0.0.1:8080?"),
+        ("localhost:8080", "did you mean http://localhost:8080?"),
+        (
+            "ftp://broker.example",
+            "the scheme must be http or https, not ftp",
+        ),
+        ("broker.example", "not a URL with http:// or https://"),
+    ] {
+        let (code, stdout, stderr) = get_clusters(server);
+        assert_eq!(code, 2, "{server}: {stdout}{stderr}");
+        assert!(
+            stderr.contains(&format!("--server {server}: ")) && stderr.contains(words),
+            "{server}: {stderr}"
+        );
+        assert!(!stderr.contains("builder error"), "{stderr}");
+    }
 }

@@ -275,6 +275,8 @@ async fn kube_migrate_realistic_app() -> Result<()> {
     broker.until_sees("shop/web", "kube-a").await?;
 
     // Everything the event stream says during the migration, kept to look for the secret.
+    // reqwest has rustls (the default `https` feature): it needs a provider.
+    ferry_testenv::install_crypto_provider();
     let mut stream = reqwest::Client::new()
         .get(format!("{}/api/v1/events", broker.url))
         .bearer_auth(&broker.token)

@@ -92,6 +92,8 @@ fn admin_token(data: &Path) -> String {
 }
 
 fn get(served: &Served, token: &str, path: &str) -> Value {
+    // reqwest has rustls (the default `https` feature): it needs a provider.
+    ferry_testenv::install_crypto_provider();
     reqwest::blocking::Client::new()
         .get(format!("{}{path}", served.url))
         .bearer_auth(token)
@@ -99,6 +101,21 @@ fn get(served: &Served, token: &str, path: &str) -> Value {
         .expect("answer")
         .json()
         .expect("json")
+}
+
+/// Status and body of an unauthenticated GET (/readyz, /metrics).
+fn text(served: &Served, path: &str) -> (u16, String) {
+    ferry_testenv::install_crypto_provider();
+    let response = reqwest::blocking::get(format!("{}{path}", served.url)).expect("answer");
+    let status = response.status().as_u16();
+    (status, response.text().expect("text"))
+}
+
+/// The value of an unlabelled sample in /metrics.
+fn sample(metrics: &str, name: &str) -> Option<String> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
 }
 
 fn eventually(what: &str, mut check: impl FnMut() -> bool) {
@@ -142,10 +159,24 @@ fn changed_files_take_effect_and_bad_ones_are_rejected_keeping_the_last_good_set
         "{workloads}"
     );
 
+    let (status, body) = text(&served, "/readyz");
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let metrics = text(&served, "/metrics").1;
+    assert_eq!(
+        sample(&metrics, "ferry_config_reload_failures_total").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        sample(&metrics, "ferry_config_last_reload_success").as_deref(),
+        Some("1")
+    );
+
     // Events: listen for the reloads and rejections.
     let (sender, events) = std::sync::mpsc::channel::<String>();
     let (url, t) = (served.url.clone(), token.clone());
     std::thread::spawn(move || {
+        // reqwest has rustls (the default `https` feature): it needs a provider.
+        ferry_testenv::install_crypto_provider();
         let response = reqwest::blocking::Client::builder()
             .timeout(None)
             .build()
@@ -207,6 +238,22 @@ fn changed_files_take_effect_and_bad_ones_are_rejected_keeping_the_last_good_set
         names(&get(&served, &token, "/api/v1/clusters")),
         ["one", "three", "two"]
     );
+    // The rejection shows where a deployment looks: /readyz and the metrics.
+    let (status, body) = text(&served, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("rejected") && body.contains("policies.yaml"),
+        "{body}"
+    );
+    let metrics = text(&served, "/metrics").1;
+    assert_eq!(
+        sample(&metrics, "ferry_config_reload_failures_total").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        sample(&metrics, "ferry_config_last_reload_success").as_deref(),
+        Some("0")
+    );
 
     // Removing a file removes what it defined.
     std::fs::write(resources.join("policies.yaml"), policy(40)).expect("write");
@@ -219,6 +266,36 @@ fn changed_files_take_effect_and_bad_ones_are_rejected_keeping_the_last_good_set
         names(&get(&served, &token, "/api/v1/clusters")) == ["one", "two"]
             && get(&served, &token, "/api/v1/policies")["items"][0]["priority"] == 40
     });
+    assert_eq!(text(&served, "/readyz"), (200, "ok".to_owned()));
+    let metrics = text(&served, "/metrics").1;
+    assert_eq!(
+        sample(&metrics, "ferry_config_reload_failures_total").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        sample(&metrics, "ferry_config_last_reload_success").as_deref(),
+        Some("1")
+    );
+
+    // SIGTERM (what a service manager sends) stops it cleanly, as Ctrl-C does.
+    let mut served = served;
+    let status = Command::new("kill")
+        .args(["-TERM", &served.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = served.child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ferry serve still runs 20 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
 }
 
 #[test]
@@ -286,6 +363,8 @@ fn an_identity_providers_rs256_key_replaces_the_brokers_own() {
         .expect("sign")
     };
     let status = |token: &str| {
+        // reqwest has rustls (the default `https` feature): it needs a provider.
+        ferry_testenv::install_crypto_provider();
         reqwest::blocking::Client::new()
             .get(format!("{}/api/v1/clusters", served.url))
             .bearer_auth(token)

@@ -187,7 +187,7 @@ pub fn router(state: Shared) -> Router {
         // Streams stay open for as long as the client watches: no request timeout.
         .route("/api/v1/events", get(events))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+        .route("/readyz", get(super::metrics::readyz))
         .route("/metrics", get(metrics))
         .route("/", get(super::dashboard::index))
         .route("/assets/{file}", get(super::dashboard::asset))
@@ -913,14 +913,22 @@ async fn set_controller_mode(
 /// The highest hourly rate the API accepts for a core, a GiB or a GiB of egress.
 const MAX_HOURLY_RATE: f64 = 1_000_000.0;
 
+/// The body of `PUT …/pricing`. The fields take the spelling of Cluster files and of this
+/// answer (`memoryGiBHour`) and that of `GET /clusters` (`memoryGibHour`), so that a
+/// cluster's `pricing` as read can be sent back; its read-only `source` is accepted and
+/// ignored, and `currency`, when given, must be the cluster's.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PricingRequest {
     cpu_core_hour: f64,
-    #[serde(rename = "memoryGiBHour")]
+    #[serde(rename = "memoryGiBHour", alias = "memoryGibHour")]
     memory_gib_hour: f64,
-    #[serde(default, rename = "egressGiB")]
+    #[serde(default, rename = "egressGiB", alias = "egressGib")]
     egress_gib: Option<f64>,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default, rename = "source")]
+    _source: Option<Value>,
 }
 
 /// `PUT /api/v1/clusters/{name}/pricing` (admin): new hourly rates for a member, as a
@@ -960,6 +968,17 @@ async fn set_pricing(
         ApiError::NotFound(format!("cluster {name} is not a member of this federation"))
     })?;
     let mut pricing = member.definition.pricing.clone();
+    if let Some(currency) = &request.currency
+        && *currency != pricing.currency
+    {
+        return Err(ApiError::BadRequest(
+            "bad_pricing",
+            format!(
+                "cluster {name} is priced in {}; the API changes rates, not the currency (that is the Cluster file's)",
+                pricing.currency
+            ),
+        ));
+    }
     pricing.cpu_core_hour = request.cpu_core_hour;
     pricing.memory_gib_hour = request.memory_gib_hour;
     if let Some(egress) = request.egress_gib {

@@ -332,14 +332,16 @@ pub async fn run(
     println!("  try:          export FERRY_SERVER={url} FERRY_TOKEN={token}");
     println!("                ferry get clusters; ferry get workloads");
     println!("                ferry migrate batch/reports --to gke-europe-west1 --wait");
-    println!("Ctrl-C stops it.");
+    println!("Ctrl-C (or SIGTERM) stops it.");
+    let mut server = server;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        result = server => {
+        signal = run::stop_signal() => {
+            run::stop("ferry demo", signal, &running.state, stop_sender, server).await;
+        }
+        result = &mut server => {
             result.context("the server task")?.context("the server")?;
         }
     }
-    let _ = stop_sender.send(());
     eprintln!("ferry demo: stopped");
     if temporary {
         let _ = std::fs::remove_dir_all(&data);

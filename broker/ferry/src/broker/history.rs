@@ -48,6 +48,10 @@ pub struct CostPoint {
     pub total: f64,
     /// The migration whose end this point follows; `None` for a periodic sample.
     pub migration: Option<String>,
+    /// The cluster whose prices changed just before this point (`PUT …/pricing`, a price
+    /// feed): the chart marks it, so that a step it makes is not taken for a move's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<String>,
 }
 
 impl Versioned for CostPoint {
@@ -60,6 +64,9 @@ pub fn dto(point: &CostPoint) -> Value {
     let mut value = json!({"at": point.at, "clusters": point.clusters, "total": point.total});
     if let Some(migration) = &point.migration {
         value["migration"] = json!(migration);
+    }
+    if let Some(cluster) = &point.pricing {
+        value["pricing"] = json!(cluster);
     }
     value
 }
@@ -103,18 +110,21 @@ async fn sample(state: Arc<AppState>, config: HistoryConfig) {
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let migration = tokio::select! {
-            _ = ticker.tick() => None,
+        let (migration, pricing) = tokio::select! {
+            _ = ticker.tick() => (None, None),
             event = events.recv() => match event {
+                Ok(event) if event.kind == "cluster.pricing" => {
+                    (None, event.data["cluster"].as_str().map(str::to_owned))
+                }
                 Ok(event) => match ended_migration(&state, &event.kind, &event.data) {
-                    Some(id) => Some(id),
+                    Some(id) => (Some(id), None),
                     None => continue,
                 },
                 Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return,
             },
         };
-        if let Err(error) = sampler.record(&state, migration).await {
+        if let Err(error) = sampler.record(&state, migration, pricing).await {
             tracing::warn!(%error, "cost history point not recorded");
         }
     }
@@ -143,6 +153,7 @@ impl Sampler {
         &mut self,
         state: &AppState,
         migration: Option<String>,
+        pricing: Option<String>,
     ) -> Result<(), StoreError> {
         let census = state.world.census().await;
         let mut clusters = BTreeMap::new();
@@ -166,6 +177,7 @@ impl Sampler {
             total: cents(clusters.values().sum()),
             clusters,
             migration,
+            pricing,
         };
         let key = state.store.append(PREFIX, &point)?;
         self.keys.push_back(key);
@@ -212,6 +224,7 @@ mod tests {
             clusters: [("a".to_owned(), 1.5)].into_iter().collect(),
             total: 1.5,
             migration: None,
+            pricing: None,
         };
         assert_eq!(
             dto(&point).to_string(),
@@ -222,5 +235,24 @@ mod tests {
             ..point
         };
         assert_eq!(dto(&after)["migration"], "mig-1");
+        assert!(dto(&after).get("pricing").is_none());
+    }
+
+    #[test]
+    fn a_point_after_a_price_change_names_the_cluster_and_old_points_still_read() {
+        let point = CostPoint {
+            at: "2026-11-26T01:00:00Z".to_owned(),
+            clusters: [("a".to_owned(), 1.5)].into_iter().collect(),
+            total: 1.5,
+            migration: None,
+            pricing: Some("a".to_owned()),
+        };
+        assert_eq!(dto(&point)["pricing"], "a");
+        // Points stored before the field existed.
+        let old: CostPoint = serde_json::from_str(
+            r#"{"at":"2026-11-26T01:00:00Z","clusters":{},"total":0,"migration":null}"#,
+        )
+        .expect("an old point reads");
+        assert_eq!(old.pricing, None);
     }
 }

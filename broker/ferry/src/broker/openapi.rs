@@ -23,7 +23,7 @@ pub const ROUTES: &[RouteDoc] = &[
         method: "get",
         path: "/readyz",
         role: None,
-        summary: "Readiness",
+        summary: "Readiness: 503 with the reason after a change of the resource files was rejected",
     },
     RouteDoc {
         method: "get",
@@ -59,7 +59,7 @@ pub const ROUTES: &[RouteDoc] = &[
         method: "put",
         path: "/api/v1/clusters/{name}/pricing",
         role: Some("admin"),
-        summary: "Sets a member's hourly prices: {\"cpuCoreHour\": N, \"memoryGiBHour\": N[, \"egressGiB\": N]}",
+        summary: "Sets a member's hourly prices: {\"cpuCoreHour\": N, \"memoryGiBHour\": N[, \"egressGiB\": N]} (or GET /clusters' spelling memoryGibHour, egressGib)",
     },
     RouteDoc {
         method: "get",

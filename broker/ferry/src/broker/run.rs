@@ -134,3 +134,68 @@ pub fn admin_token(minter: &Minter, ttl: std::time::Duration) -> anyhow::Result<
         .mint("demo-admin", &[Role::Admin], None, ttl)
         .context("mint the admin token")
 }
+
+/// Resolves when the process is asked to stop: Ctrl-C (SIGINT) or SIGTERM (what service
+/// managers and `kill` send), which are handled the same way. Says which it was.
+pub async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            },
+            Err(error) => {
+                // Without the handler SIGTERM keeps its default action (exit 143): say so.
+                tracing::warn!(%error, "cannot watch for SIGTERM; only Ctrl-C stops cleanly");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+/// Longest wait for open connections (an event stream, a slow client) once the listener
+/// has stopped accepting: a stop must not hang on a dashboard left open.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The clean stop of `serve` and `demo`: no new connections, the open ones get
+/// [`DRAIN_LIMIT`] to finish, and migrations under way are left as their journal has
+/// them, for the next start to resume (each step is idempotent, so one cut short is run
+/// again).
+pub async fn stop(
+    who: &str,
+    signal: &str,
+    state: &AppState,
+    stop_server: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    eprintln!("{who}: stopping ({signal})");
+    tracing::info!(signal, "stopping");
+    let _ = stop_server.send(());
+    match tokio::time::timeout(DRAIN_LIMIT, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => tracing::warn!(%error, "the server ended with an error"),
+        Ok(Err(error)) => tracing::warn!(%error, "the server task failed"),
+        Err(_) => tracing::info!(
+            limit = ?DRAIN_LIMIT,
+            "connections still open after the drain limit are closed"
+        ),
+    }
+    let unfinished = state
+        .engine
+        .list()
+        .map(|all| all.iter().filter(|m| !m.state.is_final()).count())
+        .unwrap_or(0);
+    if unfinished > 0 {
+        eprintln!(
+            "{who}: {unfinished} migration(s) under way are kept; the next start resumes them"
+        );
+    }
+}

@@ -558,12 +558,16 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     let mut last = fingerprint(&paths);
     let mut ticker = tokio::time::interval(watch);
     let mut server = server;
-    loop {
+    // Pinned once: a signal that arrives between two ticks is not lost.
+    let stop = run::stop_signal();
+    tokio::pin!(stop);
+    let signal = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            signal = &mut stop => break signal,
             result = &mut server => {
                 result.context("the server task")?.context("the server")?;
-                break;
+                eprintln!("ferry serve: stopped");
+                return Ok(());
             }
             _ = ticker.tick() => {
                 let now = fingerprint(&paths);
@@ -573,8 +577,8 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
                 }
             }
         }
-    }
-    let _ = stop_sender.send(());
+    };
+    run::stop("ferry serve", signal, &state, stop_sender, server).await;
     eprintln!("ferry serve: stopped");
     Ok(())
 }
@@ -597,6 +601,12 @@ async fn reload(
             for problem in &problems {
                 tracing::warn!("{problem}");
             }
+            state.metrics.reload_rejected(format!(
+                "a change of the resource files was rejected at {} with {} error(s), the first: {}",
+                super::clock::now(),
+                problems.len(),
+                problems.first().map_or("", String::as_str)
+            ));
             state
                 .events
                 .publish("resources.rejected", None, json!({"errors": problems}));
@@ -606,6 +616,11 @@ async fn reload(
     let (members, new_ports) = match members(&set, &ports, base, gke).await {
         Ok(built) => built,
         Err(error) => {
+            tracing::warn!("resource files rejected; the last good set stays in force: {error:#}");
+            state.metrics.reload_rejected(format!(
+                "a change of the resource files was rejected at {}: {error:#}",
+                super::clock::now()
+            ));
             state.events.publish(
                 "resources.rejected",
                 None,
@@ -619,6 +634,7 @@ async fn reload(
         set.workloads.iter().map(|w| w.value.clone()).collect(),
         set.policies.iter().map(|p| p.value.clone()).collect(),
     );
+    state.metrics.reload_applied();
     if let Err(error) = super::policies::refresh(state) {
         tracing::warn!(?error, "policies kept in the store no longer fit the files");
     }

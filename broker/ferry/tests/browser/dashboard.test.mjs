@@ -2,9 +2,11 @@
 // workloads and policies) and Debian's Chromium, driven by playwright-core.
 //
 // An operator sees the three clusters and where workloads run, starts a recommended move
-// from the page and watches its steps arrive until it is done, without reloading; a
-// viewer is offered no migrate button; no page has a console error. Screenshots go to
-// FERRY_BROWSER_ARTIFACTS (default target/browser-artifacts).
+// from the page and watches its steps arrive until it is done, without reloading, and the
+// savings the page states agree with the migration's own figure, and a price change is
+// marked on the cost chart as one; a viewer is offered no migrate button; no page has a
+// console error. Screenshots go to FERRY_BROWSER_ARTIFACTS (default
+// target/browser-artifacts).
 //
 // Environment: FERRY_BIN (the ferry binary; default target/debug/ferry), CHROMIUM
 // (default /usr/bin/chromium).
@@ -151,6 +153,49 @@ test("an operator sees placement and carries a recommended move through to done"
     .first()
     .waitFor({ timeout: WAIT });
   await screenshot(page, "operator-after-migration");
+
+  // The savings the page states agree: the plan's summary, the chart's summary and its
+  // marks all give the done migrations' own monthlySavings, as the API has them.
+  const migrations = await fetch(new URL("/api/v1/migrations", dashboardUrl), {
+    headers: { Authorization: `Bearer ${token}` },
+  }).then((r) => r.json());
+  const done = migrations.items.filter((m) => m.state === "done" && !m.dryRun);
+  assert.ok(done.length >= 1, JSON.stringify(migrations.items.map((m) => m.state)));
+  const realised = done.reduce((sum, m) => sum + (m.monthlySavings ?? 0), 0);
+  const amount = (text) => Number(text.replace(/[^0-9.]/g, ""));
+  const phrase = /(saves?|costs?) ([^ ]*\d[^ ]*)( more)? a month/;
+  const cents = (x) => Math.round(x * 100);
+  await page.locator("#cost-summary").filter({ hasText: "marked ▼" }).waitFor({ timeout: WAIT });
+  const planText = await page.locator("#plan-summary").textContent();
+  const costText = await page.locator("#cost-summary").textContent();
+  const planSaving = planText.slice(planText.indexOf("Moves done:")).match(phrase);
+  const costSaving = costText.slice(costText.indexOf("marked ▼")).match(phrase);
+  assert.ok(planSaving && costSaving, `${planText} | ${costText}`);
+  assert.equal(planSaving[2], costSaving[2], `${planText} | ${costText}`);
+  const signed = (m) => (m[1].startsWith("cost") ? -1 : 1) * amount(m[2]);
+  assert.equal(cents(signed(planSaving)), cents(realised), planText);
+  assert.equal(cents(signed(costSaving)), cents(realised), costText);
+  // A move that costs more is said so, never as a negative saving.
+  assert.doesNotMatch(`${planText} ${costText}`, /saves? [-−]/);
+  const marks = page.locator('[data-testid="cost-mark"][data-kind="migration"]');
+  assert.equal(await marks.count(), done.length);
+
+  // A price change is marked on the chart as one, not taken for a move.
+  const cluster = api.items[0].placements[0].cluster;
+  const members = await fetch(new URL("/api/v1/clusters", dashboardUrl), {
+    headers: { Authorization: `Bearer ${token}` },
+  }).then((r) => r.json());
+  const pricing = members.items.find((c) => c.name === cluster).pricing;
+  const put = await fetch(new URL(`/api/v1/clusters/${cluster}/pricing`, dashboardUrl), {
+    method: "PUT",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ ...pricing, cpuCoreHour: pricing.cpuCoreHour * 2 }),
+  });
+  assert.equal(put.status, 200, await put.text());
+  await page.locator('[data-testid="cost-mark"][data-kind="pricing"]').first().waitFor({ state: "attached", timeout: WAIT });
+  await page.locator("#cost-summary").filter({ hasText: "price change" }).waitFor({ timeout: WAIT });
+  assert.equal(await marks.count(), done.length, "the price change was marked as a move");
+  await screenshot(page, "operator-after-price-change");
   await context.close();
   assert.deepEqual(problems, []);
 });

@@ -190,6 +190,8 @@ impl Broker {
         body: Option<Value>,
     ) -> Result<(u16, Value)> {
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        // reqwest has rustls (the default `https` feature): it needs a provider.
+        ferry_testenv::install_crypto_provider();
         let mut request = reqwest::Client::new()
             .request(method, format!("{}{path}", self.url))
             .bearer_auth(&self.token);
@@ -217,6 +219,8 @@ impl Broker {
         path: &str,
         text: &str,
     ) -> Result<(u16, Value)> {
+        // reqwest has rustls (the default `https` feature): it needs a provider.
+        ferry_testenv::install_crypto_provider();
         let response = reqwest::Client::new()
             .request(method, format!("{}{path}", self.url))
             .bearer_auth(&self.token)

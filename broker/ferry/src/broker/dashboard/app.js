@@ -166,7 +166,8 @@ const RENDERERS = {
   clusters: [renderClusters, renderFilters, renderPlacement, renderPlanSummary, renderCost],
   workloads: [renderFilters, renderPlacement],
   placements: [renderRecommendations, renderPlanSummary],
-  migrations: [renderMigrations, renderRecommendations, renderPlanSummary],
+  // The chart's marks carry the migrations' own savings.
+  migrations: [renderMigrations, renderRecommendations, renderPlanSummary, renderCost],
   history: [renderCost],
   controllers: [renderPlanSummary],
 };
@@ -279,7 +280,8 @@ function onEvent({ kind, data: d }) {
 }
 
 function addPoint(point) {
-  const same = (p) => p.at === point.at && p.total === point.total && p.migration === point.migration;
+  const same = (p) => p.at === point.at && p.total === point.total && p.migration === point.migration
+    && p.pricing === point.pricing;
   if (data.history.slice(-5).some(same)) return;
   data.history.push(point);
   if (data.history.length > MAX_POINTS) data.history.splice(0, data.history.length - MAX_POINTS);
@@ -530,7 +532,8 @@ function updateRecommendation(node, move) {
   setData(node, "workload", move.workload);
   setData(node, "from", move.from);
   setData(node, "to", move.to);
-  setText(r.saving, `Saves ${money(move.monthlySavings)} a month`);
+  const phrase = chart.savingPhrase(move.monthlySavings, money);
+  setText(r.saving, phrase ? `${phrase[0].toUpperCase()}${phrase.slice(1)}` : "");
   setText(r.cost, move.migrationCost ? `(moving costs ${money(move.migrationCost)} once)` : "");
   setText(r.decision, decisionText(move.decision));
   setData(node, "verdict", move.decision?.verdict ?? "");
@@ -619,9 +622,9 @@ function renderPlanSummary() {
   const done = data.migrations.filter((m) => m.state === "done" && !m.dryRun);
   const byReason = new Map();
   for (const m of done) byReason.set(m.trigger ?? "manual", (byReason.get(m.trigger ?? "manual") ?? 0) + 1);
-  const realised = done.reduce((sum, m) => sum + (m.monthlySavings ?? 0), 0);
+  const realised = chart.realisedSavings(data.migrations);
   const history = done.length === 0 ? ""
-    : ` Moves done: ${[...byReason].map(([r, n]) => `${n} ${r}`).join(", ")}; they save ${money(realised)} a month.`;
+    : ` Moves done: ${[...byReason].map(([r, n]) => `${n} ${r}`).join(", ")}; ${done.length === 1 ? "it" : "they"} ${chart.savingPhrase(realised.monthly, money, { plural: done.length !== 1 })}.`;
   const mode = data.controllers?.mode;
   const controllers = mode === "auto" ? " Controllers: auto (they start what the policies allow)."
     : mode === "recommend" ? " Controllers: recommend (they start nothing)." : "";
@@ -706,7 +709,7 @@ function updateMigration(node, m) {
   const ended = seconds(m.endedAt);
   const parts = [m.id, `by ${m.createdBy}`];
   if (created !== null) parts.push(`started ${clock(new Date(created))}`);
-  if (typeof m.monthlySavings === "number") parts.push(`saves ${money(m.monthlySavings)} a month`);
+  if (typeof m.monthlySavings === "number") parts.push(chart.savingPhrase(m.monthlySavings, money));
   const took = created === null ? "" : duration((ended ?? Date.now()) - created);
   setText(r.meta, `${parts.join(" · ")} · ${ended === null ? "running for" : "took"} `);
   setText(r.took, took);
@@ -780,7 +783,7 @@ function renderCost() {
     ? (d) => d.toLocaleString(undefined, { weekday: "short", hour: "2-digit", minute: "2-digit" })
     : (d) => clock(d, spanMinutes < 10 ? "2-digit" : undefined);
   const last = points[points.length - 1];
-  const series = last ? chart.draw($("cost-chart"), points, { money, shortMoney, time }) : [];
+  const series = last ? chart.draw($("cost-chart"), points, { money, shortMoney, time, migrations: data.migrations }) : [];
   if (!last) $("cost-chart").replaceChildren();
   reconcile($("cost-legend"), series, (s) => s.name, (s) => {
     const value = h("span", { class: "value" });
@@ -793,8 +796,6 @@ function renderCost() {
     return;
   }
   const first = points[0];
-  const saved = points.reduce((sum, p, i) => (p.migration && i > 0 ? sum + points[i - 1].total - p.total : sum), 0);
-  const moves = points.filter((p) => p.migration).length;
   let text = `${money(last.total)} a month now`;
   if (points.length > 1) {
     const change = last.total - first.total;
@@ -805,10 +806,7 @@ function renderCost() {
   } else {
     text += ".";
   }
-  if (moves > 0) {
-    const verb = saved >= 0 ? "saved" : "added";
-    text += ` The ${moves} migration${moves === 1 ? "" : "s"} marked ▼ ${verb} ${money(Math.abs(saved))} a month.`;
-  }
+  text += chart.marksSummary(chart.marksOf(points, data.migrations), money);
   setText($("cost-summary"), text);
 }
 

@@ -1,6 +1,11 @@
 // The cost chart: monthly run-rate per cluster and in total over time, as an inline SVG
 // line chart (no library). Lines differ by dash pattern as well as colour, and the
-// legend names each one; migrations that ended are marked, with what they saved.
+// legend names each one; moves that were done are marked (▼) with what they save by
+// their own figures, and price changes (◆) with the step they made in the total.
+//
+// What a move saves is the migration's `monthlySavings`, never the drop of the total
+// across its point: the sample before it may have been taken while both copies ran, and
+// a price change or another move between two samples lands in the same drop.
 
 const SVG = "http://www.w3.org/2000/svg";
 const WIDTH = 720;
@@ -39,6 +44,75 @@ export function seriesOf(points) {
   ];
 }
 
+/**
+ * "saves $X a month", or "costs $X more a month" for a move that costs more (never
+ * "saves -$X"); `plural` for "they save" / "they cost". Empty without a figure.
+ */
+export function savingPhrase(amount, money, { plural = false } = {}) {
+  if (typeof amount !== "number" || !Number.isFinite(amount)) return "";
+  const [save, cost] = plural ? ["save", "cost"] : ["saves", "costs"];
+  // Less than half a cent either way is no saving and no cost.
+  return amount > -0.005
+    ? `${save} ${money(Math.max(amount, 0))} a month`
+    : `${cost} ${money(-amount)} more a month`;
+}
+
+/** The moves done (not dry runs) and what they save a month, by their own figures. */
+export function realisedSavings(migrations) {
+  const done = migrations.filter((m) => m.state === "done" && !m.dryRun);
+  return { count: done.length, monthly: done.reduce((sum, m) => sum + (m.monthlySavings ?? 0), 0) };
+}
+
+/**
+ * What the chart marks, oldest first: each move that was done, with its `monthlySavings`
+ * (null when the migration is not among `migrations`), and each price change, with the
+ * step of the total across it. A migration that rolled back or was cancelled moved
+ * nothing and is not marked.
+ */
+export function marksOf(points, migrations) {
+  const byId = new Map(migrations.map((m) => [m.id, m]));
+  const marks = [];
+  points.forEach((p, i) => {
+    if (p.migration) {
+      const m = byId.get(p.migration);
+      if (!m || (m.state === "done" && !m.dryRun)) {
+        const monthlySavings = typeof m?.monthlySavings === "number" ? m.monthlySavings : null;
+        marks.push({ kind: "migration", at: p.at, index: i, id: p.migration, monthlySavings });
+      }
+    }
+    if (p.pricing) {
+      const before = i > 0 ? points[i - 1].total : p.total;
+      marks.push({ kind: "pricing", at: p.at, index: i, cluster: p.pricing, change: p.total - before });
+    }
+  });
+  return marks;
+}
+
+/** The chart's sentence about its marks: moves by their own figures, then price changes. */
+export function marksSummary(marks, money) {
+  const moves = marks.filter((m) => m.kind === "migration");
+  const prices = marks.filter((m) => m.kind === "pricing");
+  let text = "";
+  if (moves.length > 0) {
+    const known = moves.filter((m) => m.monthlySavings !== null);
+    const monthly = known.reduce((sum, m) => sum + m.monthlySavings, 0);
+    const n = moves.length;
+    const marked = `The ${n} move${n === 1 ? "" : "s"} marked ▼`;
+    if (known.length === 0) {
+      text += ` ${marked}: ${n === 1 ? "its figures are" : "their figures are"} not loaded.`;
+    } else {
+      text += ` ${marked} ${savingPhrase(monthly, money, { plural: n !== 1 })}`;
+      text += known.length < n ? ` (${n - known.length} of them with no figure here).` : ".";
+    }
+  }
+  if (prices.length > 0) {
+    const change = prices.reduce((sum, m) => sum + m.change, 0);
+    const n = prices.length;
+    text += ` ${n} price change${n === 1 ? "" : "s"} marked ◆ moved the total by ${change < 0 ? "−" : "+"}${money(Math.abs(change))} a month.`;
+  }
+  return text;
+}
+
 /** A small sample of a series' line, for the legend. */
 export function swatch(index) {
   const svg = el("svg", { width: 28, height: 10, viewBox: "0 0 28 10", "aria-hidden": "true" });
@@ -51,10 +125,11 @@ export function swatch(index) {
 }
 
 /**
- * Draws `points` ({at, clusters, total, migration?}, oldest first) into `svg`.
- * `money` formats an amount, `time` a Date for the x axis.
+ * Draws `points` ({at, clusters, total, migration?, pricing?}, oldest first) into `svg`.
+ * `money` formats an amount, `time` a Date for the x axis; `migrations` (as the API
+ * lists them) give the moves' own savings.
  */
-export function draw(svg, points, { money, shortMoney, time }) {
+export function draw(svg, points, { money, shortMoney, time, migrations = [] }) {
   svg.replaceChildren();
   const plot = {
     x0: MARGIN.left,
@@ -88,20 +163,25 @@ export function draw(svg, points, { money, shortMoney, time }) {
   }
   svg.append(grid);
 
-  // Each migration's end: a marker, with what the total did across it.
+  // Each move done and each price change: a marker, with what it did.
   const marks = el("g", { class: "marks" });
-  timed.forEach((p, i) => {
-    if (!p.migration) return;
-    const mx = x(p.t);
-    const before = i > 0 ? timed[i - 1].total : p.total;
-    const saved = before - p.total;
-    const mark = el("g", { class: "mark" });
+  for (const m of marksOf(timed, migrations)) {
+    const mx = x(timed[m.index].t);
+    const when = time(new Date(timed[m.index].t));
+    const mark = el("g", { class: `mark ${m.kind}`, "data-testid": "cost-mark", "data-kind": m.kind });
     mark.append(el("line", { x1: mx, x2: mx, y1: plot.y1 - 10, y2: plot.y0 }));
-    mark.append(el("path", { d: `M${mx - 5},${plot.y1 - 16} h10 l-5,7 z` }));
-    const verb = saved >= 0 ? "saved" : "added";
-    mark.append(el("title", {}, `${p.migration} ended at ${time(new Date(p.t))}: ${verb} ${money(Math.abs(saved))} a month`));
+    if (m.kind === "migration") {
+      mark.append(el("path", { d: `M${mx - 5},${plot.y1 - 16} h10 l-5,7 z` }));
+      const what = m.monthlySavings === null ? "its figures are not loaded" : savingPhrase(m.monthlySavings, money);
+      mark.append(el("title", {}, `${m.id} done at ${when}: ${what}`));
+    } else {
+      mark.append(el("path", { d: `M${mx},${plot.y1 - 18} l5,5 l-5,5 l-5,-5 z` }));
+      const step = Math.abs(m.change) < 0.005 ? "the total did not change"
+        : `the total went ${m.change < 0 ? "down" : "up"} ${money(Math.abs(m.change))} a month`;
+      mark.append(el("title", {}, `Prices of ${m.cluster} changed at ${when}: ${step}`));
+    }
     marks.append(mark);
-  });
+  }
   svg.append(marks);
 
   const lines = el("g", { class: "lines" });
