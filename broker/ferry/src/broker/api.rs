@@ -712,7 +712,18 @@ async fn what_if(
     Caller(_principal): Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let text = std::str::from_utf8(&body).map_err(|_| {
+    let max_size = state.planner.max_size;
+    // Parsing a large body is CPU work too: it runs on the blocking pool with the plan.
+    let text = state
+        .planner
+        .for_request(move || what_if_plan(&body, max_size))
+        .await??;
+    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+}
+
+/// Reads the what-if resources and plans them: the plan as JSON text.
+fn what_if_plan(body: &[u8], max_size: usize) -> Result<String, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|_| {
         ApiError::BadRequest(
             "bad_body",
             "the body must be UTF-8 YAML resources".to_owned(),
@@ -728,14 +739,13 @@ async fn what_if(
     let workloads: Vec<_> = set.workloads.iter().map(|w| w.value.clone()).collect();
     let policies: Vec<_> = set.policies.iter().map(|p| p.value.clone()).collect();
     let size = workloads.len().saturating_mul(clusters.len());
-    if size > state.planner.max_size {
+    if size > max_size {
         return Err(ApiError::TooLarge(
             "plan_too_large",
             format!(
-                "the what-if has {} workloads on {} clusters ({size} pairs); this broker plans at most {} (workloads × clusters)",
+                "the what-if has {} workloads on {} clusters ({size} pairs); this broker plans at most {max_size} (workloads × clusters)",
                 workloads.len(),
                 clusters.len(),
-                state.planner.max_size
             ),
         ));
     }
@@ -744,22 +754,16 @@ async fn what_if(
     } else {
         ferry_policies::engine::Mode::Fresh
     };
-    let plan = state
-        .planner
-        .for_request(move || {
-            ferry_policies::engine::plan(
-                &ferry_policies::engine::Snapshot {
-                    clusters: &clusters,
-                    workloads: &workloads,
-                    policies: &policies,
-                },
-                mode,
-            )
-        })
-        .await?
-        .map_err(|e| ApiError::BadRequest("unplannable", e.to_string()))?;
-    let text = crate::plan_output::json(&plan).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+    let plan = ferry_policies::engine::plan(
+        &ferry_policies::engine::Snapshot {
+            clusters: &clusters,
+            workloads: &workloads,
+            policies: &policies,
+        },
+        mode,
+    )
+    .map_err(|e| ApiError::BadRequest("unplannable", e.to_string()))?;
+    crate::plan_output::json(&plan).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 async fn list_policies(
@@ -1324,4 +1328,63 @@ async fn set_pricing(
     Ok(Json(json!({"cluster": name, "pricing": {
         "currency": pricing.currency, "cpuCoreHour": pricing.cpu_core_hour,
         "memoryGiBHour": pricing.memory_gib_hour, "egressGiB": pricing.egress_gib}})))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test reports failure by panicking")]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn plans_beyond_the_limit_wait_briefly_then_get_429_with_retry_after() {
+        let planner = Planner::new(2, 100);
+        // Two plans running (their permits held), as a slow instance would.
+        let first = Arc::clone(&planner.permits).acquire_owned().await.unwrap();
+        let _second = Arc::clone(&planner.permits).acquire_owned().await.unwrap();
+        let began = std::time::Instant::now();
+        let refused = planner.for_request(|| 42).await.unwrap_err();
+        assert!(began.elapsed() >= PLAN_QUEUE_WAIT, "{:?}", began.elapsed());
+        let response = refused.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let refusal = response.extensions().get::<Refusal>().unwrap();
+        assert_eq!(refusal.code, "busy");
+        assert!(refusal.message.contains("2 plans"), "{}", refusal.message);
+        // A slot that frees up within the wait is taken.
+        let waiting = tokio::spawn(async move { planner.for_request(|| 42).await.unwrap() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(first);
+        assert_eq!(waiting.await.unwrap(), 42);
+    }
+
+    #[test]
+    fn routes_need_the_role_of_what_they_do() {
+        assert_eq!(
+            required_role(&Method::GET, "/api/v1/clusters"),
+            Role::Viewer
+        );
+        assert_eq!(required_role(&Method::POST, "/api/v1/plan"), Role::Viewer);
+        assert_eq!(required_role(&Method::GET, "/api/v1/audit"), Role::Admin);
+        assert_eq!(
+            required_role(&Method::POST, "/api/v1/migrations"),
+            Role::Operator
+        );
+        assert_eq!(
+            required_role(&Method::POST, "/api/v1/migrations/{id}/cancel"),
+            Role::Operator
+        );
+        for (method, route) in [
+            (Method::PUT, "/api/v1/policies/{name}"),
+            (Method::DELETE, "/api/v1/policies/{name}"),
+            (Method::PUT, "/api/v1/controllers/mode"),
+            (Method::POST, "/api/v1/clusters"),
+            (Method::POST, "/api/v1/some-new-route"),
+        ] {
+            assert_eq!(
+                required_role(&method, route),
+                Role::Admin,
+                "{method} {route}"
+            );
+        }
+    }
 }
