@@ -60,6 +60,19 @@ pub enum AuthError {
         /// the header has none.
         kid: Option<String>,
     },
+    /// The token is valid for longer than the broker allows (`exp - iat`, or `exp - now`
+    /// for a token without `iat`): a token that never expires cannot be contained once it
+    /// leaks.
+    #[error(
+        "the token is valid for {lifetime_secs} s, longer than the {max_secs} s this broker \
+         accepts; mint one with a shorter lifetime"
+    )]
+    LifetimeTooLong {
+        /// The lifetime the token claims, in seconds.
+        lifetime_secs: u64,
+        /// The broker's maximum, in seconds.
+        max_secs: u64,
+    },
 }
 
 fn unknown_key_message(kid: Option<&str>) -> String {
@@ -87,6 +100,7 @@ impl AuthError {
             AuthError::MissingClaim(_) => "claim_missing",
             AuthError::NoKnownRole => "no_known_role",
             AuthError::UnknownKey { .. } => "unknown_key",
+            AuthError::LifetimeTooLong { .. } => "token_lifetime_too_long",
         }
     }
 
@@ -176,6 +190,17 @@ pub enum KeyError {
     /// A token was to be minted without any role; the verifier would reject it.
     #[error("a token needs at least one role")]
     NoRoles,
+    /// The token would live longer than the maximum lifetime the verifier accepts.
+    #[error(
+        "a token may live at most {max_secs} s (the broker's maximum token lifetime); \
+         {ttl_secs} s were asked"
+    )]
+    LifetimeTooLong {
+        /// The lifetime asked for, in seconds.
+        ttl_secs: u64,
+        /// The maximum, in seconds.
+        max_secs: u64,
+    },
     /// jsonwebtoken could not sign the token.
     #[error("cannot sign the token: {0}")]
     Signing(String),

@@ -27,6 +27,10 @@
 //!   claims with every group a user is in; a token with no known role at all is rejected at
 //!   the door, since it could do nothing and is almost surely a misconfiguration that a 401
 //!   explains better than a 403 on every call.
+//! - **Lifetimes are bounded**: a token valid for longer than the verifier's maximum
+//!   ([`DEFAULT_MAX_LIFETIME_SECS`] unless set with [`Verifier::with_max_lifetime`]),
+//!   counted as `exp - iat` or, without `iat`, `exp - now`, is refused; [`Minter`] refuses
+//!   to mint one.
 //! - **Namespaces**: without a `namespaces` claim the token sees every namespace; with one
 //!   it sees (and moves) only the workloads in the listed namespaces, and an empty list
 //!   means none. `namespaces: null` is rejected rather than read as "absent", because absent
@@ -51,6 +55,11 @@ pub use verify::{VerificationKey, Verifier};
 
 /// Clock leeway, in seconds, on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECS: u64 = 60;
+
+/// The longest token lifetime accepted unless configured otherwise: 90 days. Long enough
+/// for a service account's token to be rotated by hand each quarter; a token that lives
+/// for years (or, with `exp = 2^64-1`, forever) cannot be contained once it leaks.
+pub const DEFAULT_MAX_LIFETIME_SECS: u64 = 90 * 24 * 3600;
 
 /// The shortest HS256 key accepted: the hash output size, per RFC 7518 §3.2.
 pub const MIN_HS256_KEY_LEN: usize = 32;

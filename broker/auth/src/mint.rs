@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jsonwebtoken::{EncodingKey, Header};
 
-use crate::{KeyError, MIN_HS256_KEY_LEN, Role, now_unix};
+use crate::{DEFAULT_MAX_LIFETIME_SECS, KeyError, MIN_HS256_KEY_LEN, Role, now_unix};
 
 /// The claims of a Ferry token, as minted. (Verification reads tokens more leniently,
 /// e.g. an `aud` list from an OIDC provider; see [`crate::Verifier`].)
@@ -38,6 +38,8 @@ pub struct Minter {
     key_len: usize,
     issuer: String,
     audience: String,
+    /// The longest lifetime it mints, in seconds: that of the verifier that will check them.
+    max_lifetime_secs: u64,
 }
 
 impl fmt::Debug for Minter {
@@ -58,7 +60,16 @@ impl Minter {
             key_len: hs256_key.len(),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
+            max_lifetime_secs: DEFAULT_MAX_LIFETIME_SECS,
         }
+    }
+
+    /// The same minter, refusing lifetimes above `max_lifetime_secs` (default
+    /// [`DEFAULT_MAX_LIFETIME_SECS`]); set it to the verifier's maximum.
+    #[must_use]
+    pub fn with_max_lifetime(mut self, max_lifetime_secs: u64) -> Minter {
+        self.max_lifetime_secs = max_lifetime_secs;
+        self
     }
 
     /// A token for `subject` with `roles`, limited to `namespaces` if given, valid for `ttl`
@@ -99,6 +110,12 @@ impl Minter {
         }
         if roles.is_empty() {
             return Err(KeyError::NoRoles);
+        }
+        if ttl.as_secs() > self.max_lifetime_secs {
+            return Err(KeyError::LifetimeTooLong {
+                ttl_secs: ttl.as_secs(),
+                max_secs: self.max_lifetime_secs,
+            });
         }
         let mut role_names: Vec<String> = roles.iter().map(|r| r.as_str().to_owned()).collect();
         role_names.sort();

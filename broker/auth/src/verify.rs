@@ -10,7 +10,10 @@ use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use crate::error::printable;
-use crate::{AuthError, KeyError, LEEWAY_SECS, MIN_HS256_KEY_LEN, Principal, Role, now_unix};
+use crate::{
+    AuthError, DEFAULT_MAX_LIFETIME_SECS, KeyError, LEEWAY_SECS, MIN_HS256_KEY_LEN, Principal,
+    Role, now_unix,
+};
 
 /// Below this an RSA key is factorable with public effort; NIST has disallowed it since 2013.
 const MIN_RSA_BITS: usize = 2048;
@@ -91,6 +94,8 @@ pub struct Verifier {
     keys: Keys,
     issuer: String,
     audience: String,
+    /// The longest lifetime a token may claim, in seconds.
+    max_lifetime_secs: u64,
 }
 
 impl fmt::Debug for Verifier {
@@ -103,6 +108,7 @@ impl fmt::Debug for Verifier {
             .field("algorithms", &algorithms)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
+            .field("max_lifetime_secs", &self.max_lifetime_secs)
             .finish_non_exhaustive()
     }
 }
@@ -136,7 +142,21 @@ impl Verifier {
             keys,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
+            max_lifetime_secs: DEFAULT_MAX_LIFETIME_SECS,
         })
+    }
+
+    /// The same verifier, refusing tokens valid for longer than `max_lifetime_secs`
+    /// (default [`DEFAULT_MAX_LIFETIME_SECS`]).
+    #[must_use]
+    pub fn with_max_lifetime(mut self, max_lifetime_secs: u64) -> Verifier {
+        self.max_lifetime_secs = max_lifetime_secs;
+        self
+    }
+
+    /// The longest lifetime a token may claim, in seconds.
+    pub fn max_lifetime_secs(&self) -> u64 {
+        self.max_lifetime_secs
     }
 
     /// Checks the raw `Authorization` header value (if the request had one) at the current
@@ -175,7 +195,7 @@ impl Verifier {
             .map_err(|error| from_jwt_error(error.into_kind(), pinned.alg, &header.alg))?
             .claims;
 
-        check_time(&claims, now_unix)?;
+        check_time(&claims, now_unix, self.max_lifetime_secs)?;
         principal(&claims)
     }
 
@@ -332,7 +352,12 @@ fn seconds(claims: &Map<String, Value>, claim: &'static str) -> Result<Option<u6
 
 /// The leeway absorbs clock drift between the token's issuer and the broker, in both
 /// directions.
-fn check_time(claims: &Map<String, Value>, now: u64) -> Result<(), AuthError> {
+///
+/// The lifetime is `exp - iat` when the token says when it was issued, `exp - now`
+/// otherwise; both are checked when `iat` is present, so that a backdated `iat` does not
+/// stretch a token beyond the maximum from now. The leeway is granted once on top of the
+/// maximum, for the same drift.
+fn check_time(claims: &Map<String, Value>, now: u64, max_lifetime: u64) -> Result<(), AuthError> {
     let exp = seconds(claims, "exp")?.ok_or(AuthError::MissingClaim("exp"))?;
     if exp.saturating_add(LEEWAY_SECS) < now {
         return Err(AuthError::Expired);
@@ -343,6 +368,16 @@ fn check_time(claims: &Map<String, Value>, now: u64) -> Result<(), AuthError> {
         {
             return Err(AuthError::NotYetValid);
         }
+    }
+    let allowed = max_lifetime.saturating_add(LEEWAY_SECS);
+    let from_issue = seconds(claims, "iat")?.map(|iat| exp.saturating_sub(iat));
+    let from_now = exp.saturating_sub(now);
+    let lifetime = from_issue.map_or(from_now, |from_issue| from_issue.max(from_now));
+    if lifetime > allowed {
+        return Err(AuthError::LifetimeTooLong {
+            lifetime_secs: lifetime,
+            max_secs: max_lifetime,
+        });
     }
     Ok(())
 }

@@ -1165,6 +1165,10 @@ fn error_codes_are_distinct_and_challenges_follow_rfc_6750() {
         AuthError::MissingClaim("exp"),
         AuthError::NoKnownRole,
         AuthError::UnknownKey { kid: None },
+        AuthError::LifetimeTooLong {
+            lifetime_secs: 2,
+            max_secs: 1,
+        },
     ];
     let codes: BTreeSet<&str> = errors.iter().map(AuthError::code).collect();
     assert_eq!(codes.len(), errors.len());
@@ -1186,4 +1190,101 @@ fn verifier_and_minter_can_be_shared_across_request_tasks() {
     fn shareable<T: Send + Sync + Clone + 'static>() {}
     shareable::<Verifier>();
     shareable::<Minter>();
+}
+
+#[test]
+fn token_lifetimes_beyond_the_maximum_are_refused_when_verified() {
+    let day = 24 * 3600;
+    let verifier = verifier(Key::Hs256).with_max_lifetime(30 * day);
+    let at = |token: &str| verifier.verify_at(bearer(token).as_deref(), NOW);
+    // At the maximum (and within the leeway above it): accepted.
+    assert!(at(&hs256(&claims(json!({"exp": NOW + 30 * day + 60})))).is_ok());
+    // exp - iat beyond it.
+    assert_eq!(
+        at(&hs256(&claims(json!({"exp": NOW + 30 * day + 61})))).unwrap_err(),
+        AuthError::LifetimeTooLong {
+            lifetime_secs: 30 * day + 61,
+            max_secs: 30 * day
+        }
+    );
+    // The case: exp = 2^64-1, with and without iat.
+    let forever = claims(json!({"exp": u64::MAX}));
+    assert!(matches!(
+        at(&hs256(&forever)).unwrap_err(),
+        AuthError::LifetimeTooLong { max_secs, .. } if max_secs == 30 * day
+    ));
+    let no_iat = claims(json!({"exp": u64::MAX, "iat": null}));
+    assert!(matches!(
+        at(&hs256(&no_iat)).unwrap_err(),
+        AuthError::LifetimeTooLong { .. }
+    ));
+    // Without iat, exp - now counts.
+    assert!(at(&hs256(&claims(json!({"iat": null, "exp": NOW + day})))).is_ok());
+    // A backdated iat does not stretch a token beyond the maximum from now.
+    let backdated = claims(json!({"iat": NOW - 30 * day, "exp": NOW + 31 * day}));
+    assert!(matches!(
+        at(&hs256(&backdated)).unwrap_err(),
+        AuthError::LifetimeTooLong { .. }
+    ));
+    // The message says what the limit is.
+    let message = at(&hs256(&forever)).unwrap_err().to_string();
+    assert!(message.contains("2592000 s"), "{message}");
+    // The default maximum is 90 days.
+    let default = verifier_default_max();
+    assert!(
+        default
+            .verify_at(
+                bearer(&hs256(&claims(json!({"exp": NOW + 90 * day})))).as_deref(),
+                NOW
+            )
+            .is_ok()
+    );
+    assert!(
+        default
+            .verify_at(
+                bearer(&hs256(&claims(json!({"exp": NOW + 91 * day})))).as_deref(),
+                NOW
+            )
+            .is_err()
+    );
+}
+
+fn verifier_default_max() -> Verifier {
+    verifier(Key::Hs256)
+}
+
+#[test]
+fn minting_refuses_lifetimes_beyond_the_maximum() {
+    let day = 24 * 3600;
+    let minter = Minter::new(HS_KEY.to_vec(), ISS, AUD);
+    // `ferry token create --ttl 100000d`.
+    let error = minter
+        .mint(
+            "alice",
+            &[Role::Admin],
+            None,
+            Duration::from_secs(100_000 * day),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(error, KeyError::LifetimeTooLong { ttl_secs, max_secs }
+            if ttl_secs == 100_000 * day && max_secs == ferry_auth::DEFAULT_MAX_LIFETIME_SECS),
+        "{error}"
+    );
+    assert!(
+        minter
+            .mint("alice", &[Role::Admin], None, Duration::from_secs(90 * day))
+            .is_ok()
+    );
+    let strict = Minter::new(HS_KEY.to_vec(), ISS, AUD).with_max_lifetime(3600);
+    assert!(
+        strict
+            .mint("alice", &[Role::Admin], None, Duration::from_secs(3601))
+            .is_err()
+    );
+    assert!(
+        strict
+            .mint("alice", &[Role::Admin], None, Duration::from_secs(3600))
+            .is_ok()
+    );
 }

@@ -253,6 +253,10 @@ enum TokenCommand {
         /// The token's subject (who it stands for).
         #[arg(long, default_value = "cli")]
         subject: String,
+        /// The longest lifetime allowed: the broker's `[tokens] max-lifetime` (90d unless
+        /// its config raises it); the broker refuses longer-lived tokens.
+        #[arg(long, default_value = "90d", value_parser = parse_duration)]
+        max_ttl: std::time::Duration,
     },
 }
 
@@ -365,8 +369,9 @@ fn main() -> ExitCode {
                     namespaces,
                     ttl,
                     subject,
+                    max_ttl,
                 },
-        } => token_create(&data, &role, &namespaces, ttl, &subject),
+        } => token_create(&data, &role, &namespaces, (ttl, max_ttl), &subject),
         Command::Get {
             what,
             broker,
@@ -499,9 +504,16 @@ fn token_create(
     data: &std::path::Path,
     role: &str,
     namespaces: &[String],
-    ttl: std::time::Duration,
+    (ttl, max_ttl): (std::time::Duration, std::time::Duration),
     subject: &str,
 ) -> Result<(), Failure> {
+    if ttl > max_ttl {
+        return Err(Failure::Input(vec![format!(
+            "error: --ttl {} s is longer than the maximum token lifetime of {} s (the broker refuses such tokens); ask for less, or pass --max-ttl if the broker's [tokens] max-lifetime is longer",
+            ttl.as_secs(),
+            max_ttl.as_secs()
+        )]));
+    }
     let role: ferry_auth::Role = role.parse().map_err(|_| {
         Failure::Input(vec![format!(
             "error: unknown role `{role}`: viewer, operator or admin"
@@ -513,7 +525,9 @@ fn token_create(
             data.display()
         )]));
     }
-    let minter = broker::run::minter(data).map_err(Failure::Operation)?;
+    let minter = broker::run::minter(data)
+        .map_err(Failure::Operation)?
+        .with_max_lifetime(max_ttl.as_secs());
     let namespaces = (!namespaces.is_empty()).then_some(namespaces);
     let token = minter
         .mint(subject, &[role], namespaces, ttl)

@@ -149,6 +149,25 @@ impl Broker {
         )
     }
 
+    /// Like `call`, with a text body (YAML) sent as it is.
+    fn call_text(&self, method: &str, path: &str, token: &str, text: &str) -> (u16, Value) {
+        let response = reqwest::blocking::Client::new()
+            .request(
+                method.parse().expect("method"),
+                format!("{}{path}", self.url),
+            )
+            .header("Authorization", format!("Bearer {token}"))
+            .body(text.to_owned())
+            .send()
+            .expect("the broker answers");
+        let status = response.status().as_u16();
+        let text = response.text().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
     fn get(&self, path: &str) -> Value {
         let (status, body) = self.call("GET", path, Some(&self.admin), None);
         assert_eq!(status, 200, "{path}: {body}");
@@ -1681,5 +1700,393 @@ fn the_demo_starts_from_the_plan_of_the_examples() {
             ("openstack-dc1".to_owned(), 2)
         ]
         .into()
+    );
+}
+
+/// A what-if body: `clusters` simulated clusters and `workloads` workloads.
+fn what_if_body(workloads: usize, clusters: usize) -> String {
+    let mut text = String::new();
+    for c in 0..clusters {
+        text.push_str(&format!(
+            "apiVersion: ferry.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: c{c}\n  labels: {{ region: r{} }}\nspec:\n  provider: sim\n  pricing: {{ currency: USD, cpuCoreHour: 0.0{}, memoryGiBHour: 0.004, egressGiB: 0.01 }}\n  capacity: {{ cpu: \"100000\", memory: 400000Gi }}\nstatus:\n  health: Ready\n---\n",
+            c % 3,
+            c % 9 + 1
+        ));
+    }
+    for w in 0..workloads {
+        text.push_str(&format!(
+            "apiVersion: ferry.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: w{w}\n  namespace: ns{}\n  labels: {{ app: w{w} }}\nspec:\n  replicas: {}\n  resources: {{ cpu: \"{}\", memory: 1Gi }}\n---\n",
+            w % 7,
+            w % 3 + 1,
+            w % 4 + 1
+        ));
+    }
+    text
+}
+
+/// A raw HTTP/1.1 exchange: sends `request`, reads until the server closes or `within`
+/// passes; the answer so far.
+fn raw(url: &str, request: &[u8], within: Duration) -> String {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(within)).expect("timeout");
+    stream.write_all(request).expect("send");
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buffer) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buffer[..n]);
+        if String::from_utf8_lossy(&answer).contains("\r\n\r\n{") && answer.ends_with(b"}") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn scoped_tokens_cannot_act_federation_wide_and_refusals_are_audited() {
+    let data = temp_dir("scoped");
+    let broker = Broker::start(&data, None);
+    let shop_admin = broker.token("admin", &["shop"]);
+    let policy = |name: &str, namespaces: &str| {
+        format!(
+            "apiVersion: ferry.dev/v1alpha1\nkind: PlacementPolicy\nmetadata:\n  name: {name}\nspec:\n  priority: 977\n  workloadSelector:\n    namespaces: {namespaces}\n"
+        )
+    };
+    let before = |broker: &Broker| {
+        (
+            broker.get("/api/v1/controllers")["mode"].clone(),
+            broker.get("/api/v1/clusters")["items"].clone(),
+            broker.get("/api/v1/policies")["items"].clone(),
+            broker.get("/api/v1/provisioning")["items"].clone(),
+        )
+    };
+    let unchanged = before(&broker);
+    let pricing = json!({"cpuCoreHour": 9.0, "memoryGiBHour": 9.0});
+    let cluster_file = "apiVersion: ferry.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: x\nspec:\n  provider: openstack\n".to_owned();
+    // (what, method, path, body)
+    let refused: Vec<(&str, &str, &str, String)> = vec![
+        (
+            "controllers to auto",
+            "PUT",
+            "/api/v1/controllers/mode",
+            json!({"mode": "auto"}).to_string(),
+        ),
+        (
+            "cluster pricing",
+            "PUT",
+            "/api/v1/clusters/gke-europe-west1/pricing",
+            pricing.to_string(),
+        ),
+        ("cluster create", "POST", "/api/v1/clusters", cluster_file),
+        (
+            "cluster resize",
+            "POST",
+            "/api/v1/clusters/openstack-dc1/resize",
+            json!({"workers": 9}).to_string(),
+        ),
+        (
+            "cluster delete",
+            "DELETE",
+            "/api/v1/clusters/openstack-dc1",
+            String::new(),
+        ),
+        ("the audit log", "GET", "/api/v1/audit", String::new()),
+        (
+            "a policy selecting batch",
+            "PUT",
+            "/api/v1/policies/grab-batch",
+            policy("grab-batch", "[batch]"),
+        ),
+        (
+            "a policy selecting shop and batch",
+            "PUT",
+            "/api/v1/policies/grab-more",
+            policy("grab-more", "[shop, batch]"),
+        ),
+        (
+            "a policy selecting every namespace",
+            "PUT",
+            "/api/v1/policies/grab-all",
+            policy("grab-all", "[]"),
+        ),
+        (
+            "replacing a policy over payments",
+            "PUT",
+            "/api/v1/policies/payments-eu",
+            policy("payments-eu", "[shop]"),
+        ),
+        (
+            "deleting a policy over payments",
+            "DELETE",
+            "/api/v1/policies/payments-eu",
+            String::new(),
+        ),
+    ];
+    for (what, method, path, body) in &refused {
+        let (status, answer) = broker.call_text(method, path, &shop_admin, body);
+        assert_eq!(status, 403, "{what}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("namespace limit") && message.contains("shop"),
+            "{what}: {message}"
+        );
+        assert_eq!(before(&broker), unchanged, "{what} changed something");
+    }
+    // Within its namespace it may act.
+    let (status, answer) = broker.call_text(
+        "PUT",
+        "/api/v1/policies/shop-only",
+        &shop_admin,
+        &policy("shop-only", "[shop]"),
+    );
+    assert_eq!(status, 200, "{answer}");
+    // Reads show no other namespace's workloads.
+    let foreign = |value: &Value| -> Vec<String> {
+        let text = value.to_string();
+        ["payments/", "batch/", "analytics/"]
+            .iter()
+            .filter(|ns| text.contains(*ns))
+            .map(|ns| (*ns).to_owned())
+            .collect()
+    };
+    for path in [
+        "/api/v1/workloads",
+        "/api/v1/placements",
+        "/api/v1/controllers",
+        "/api/v1/cost-history",
+        "/api/v1/migrations",
+        "/api/v1/provisioning",
+    ] {
+        let (status, answer) = broker.call("GET", path, Some(&shop_admin), None);
+        assert_eq!(status, 200, "{path}: {answer}");
+        assert!(
+            foreign(&answer).is_empty(),
+            "{path} shows {:?}",
+            foreign(&answer)
+        );
+    }
+    // Every refusal is in the audit log, with who, what, from where and why; the
+    // unauthenticated ones too.
+    for _ in 0..50 {
+        let (status, _) = broker.call("GET", "/api/v1/clusters", None, None);
+        assert_eq!(status, 401);
+    }
+    let audit = broker.get("/api/v1/audit?limit=1000");
+    let denied: Vec<&Value> = audit["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|r| {
+            r["outcome"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("denied"))
+        })
+        .collect();
+    for (what, method, path, _) in &refused {
+        assert!(
+            denied.iter().any(|r| r["who"] == "test-admin"
+                && r["target"] == format!("{method} {path}")
+                && r["from"]
+                    .as_str()
+                    .is_some_and(|f| f.starts_with("127.0.0.1:"))
+                && r["outcome"]
+                    .as_str()
+                    .is_some_and(|o| o.contains("namespace limit"))),
+            "no denied record for {what}: {denied:?}"
+        );
+    }
+    // 50 unauthenticated refusals within seconds: one record, not 50.
+    let unauthenticated = denied
+        .iter()
+        .filter(|r| r["who"] == "(unauthenticated)")
+        .count();
+    assert_eq!(unauthenticated, 1, "{denied:?}");
+}
+
+#[test]
+fn bodies_are_not_read_before_the_token_and_limits_answer_in_the_api_shape() {
+    let data = temp_dir("limits");
+    let broker = Broker::start(&data, None);
+    // A 1 MiB body announced and never sent: refused at once for the missing token.
+    let began = Instant::now();
+    let answer = raw(
+        &broker.url,
+        b"POST /api/v1/plan HTTP/1.1\r\nhost: x\r\ncontent-length: 1048576\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("token_missing"), "{answer}");
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        began.elapsed()
+    );
+    // The same for a viewer on an admin route: the role is checked first.
+    let viewer = broker.viewer_token();
+    let request = format!(
+        "PUT /api/v1/policies/x HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {viewer}\r\ncontent-length: 1048576\r\n\r\n"
+    );
+    let answer = raw(&broker.url, request.as_bytes(), Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+
+    let client = reqwest::blocking::Client::new();
+    let admin = format!("Bearer {}", broker.admin);
+    let check = |response: reqwest::blocking::Response, status: u16, code: &str| {
+        assert_eq!(response.status().as_u16(), status);
+        let body: Value = response.json().expect("a JSON error");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(body["error"]["message"].is_string(), "{body}");
+    };
+    // 413: a body over 1 MiB.
+    let response = client
+        .post(format!("{}/api/v1/plan", broker.url))
+        .header("Authorization", &admin)
+        .body(vec![b'#'; 1024 * 1024 + 10])
+        .send()
+        .expect("answer");
+    check(response, 413, "body_too_large");
+    // 414: a request target over 8 KiB.
+    let response = client
+        .get(format!(
+            "{}/api/v1/clusters?x={}",
+            broker.url,
+            "a".repeat(9000)
+        ))
+        .header("Authorization", &admin)
+        .send()
+        .expect("answer");
+    check(response, 414, "uri_too_long");
+    // 431: headers over 32 KiB.
+    let response = client
+        .get(format!("{}/api/v1/clusters", broker.url))
+        .header("Authorization", &admin)
+        .header("x-padding", "p".repeat(40 * 1024))
+        .send()
+        .expect("answer");
+    check(response, 431, "headers_too_large");
+    // A what-if beyond the size cap names the limit.
+    let response = client
+        .post(format!("{}/api/v1/plan", broker.url))
+        .header("Authorization", &admin)
+        .body(what_if_body(2001, 11))
+        .send()
+        .expect("answer");
+    assert_eq!(response.status().as_u16(), 413);
+    let body: Value = response.json().expect("json");
+    assert_eq!(body["error"]["code"], "plan_too_large", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("20000") && message.contains("22011"),
+        "{message}"
+    );
+}
+
+#[test]
+fn concurrent_plans_are_answered_or_refused_with_429_and_healthz_answers_meanwhile() {
+    let data = temp_dir("plans");
+    let broker = Broker::start(&data, None);
+    let viewer = broker.viewer_token();
+    let body = what_if_body(1800, 11);
+    let url = broker.url.clone();
+    let started = Instant::now();
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, viewer, body) = (url.clone(), viewer.clone(), body.clone());
+            std::thread::spawn(move || {
+                let response = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(60))
+                    .build()
+                    .expect("client")
+                    .post(format!("{url}/api/v1/plan"))
+                    .header("Authorization", format!("Bearer {viewer}"))
+                    .body(body)
+                    .send()
+                    .expect("answer");
+                let status = response.status().as_u16();
+                let retry = response
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap_or_default().to_owned());
+                let body: Value = response.json().unwrap_or(Value::Null);
+                (status, retry, body, Instant::now())
+            })
+        })
+        .collect();
+    // /healthz while they run (figures printed, not asserted: timing-based).
+    let mut worst = Duration::ZERO;
+    while handles.iter().any(|h| !h.is_finished()) && started.elapsed() < Duration::from_secs(60) {
+        let asked = Instant::now();
+        let (status, _) = broker.call("GET", "/healthz", None, None);
+        assert_eq!(status, 200);
+        worst = worst.max(asked.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let answers: Vec<_> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
+    let last = answers.iter().map(|a| a.3).max().unwrap_or(started);
+    eprintln!(
+        "8 concurrent what-ifs of 1800x11: statuses {:?}, done in {:?}; /healthz worst {worst:?}",
+        answers.iter().map(|a| a.0).collect::<Vec<_>>(),
+        last - started
+    );
+    // Whether any is refused depends on how long each takes (the limiter itself is tested
+    // deterministically in api.rs): every answer is a plan or a 429 in the API's shape.
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    let ok = answers.iter().filter(|a| a.0 == 200).count();
+    let busy: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    assert_eq!(ok + busy.len(), answers.len(), "{statuses:?}");
+    assert!(ok >= 1, "{statuses:?}");
+    for (status, _, body, _) in &answers {
+        if *status == 200 {
+            assert_eq!(body["placements"].as_array().map(Vec::len), Some(1800));
+        }
+    }
+    for (_, retry, body, _) in &busy {
+        assert_eq!(retry.as_deref(), Some("2"));
+        assert_eq!(body["error"]["code"], "busy", "{body}");
+    }
+}
+
+#[test]
+fn token_lifetimes_beyond_the_maximum_are_not_minted_nor_accepted() {
+    let data = temp_dir("token-ttl");
+    let broker = Broker::start(&data, None);
+    let output = Command::new(FERRY)
+        .args([
+            "token", "create", "--role", "admin", "--ttl", "100000d", "--data",
+        ])
+        .arg(&data)
+        .output()
+        .expect("ferry token create");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("maximum token lifetime of 7776000 s"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+    // A token with exp = 2^64-1, signed with the broker's key: refused, saying why.
+    let key = std::fs::read(data.join("jwt-hs256.key")).expect("key");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    use base64_engine::encode;
+    let header = encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = json!({"sub": "x", "roles": ["admin"], "iss": "ferry", "aud": "ferry-api", "iat": now, "exp": u64::MAX});
+    let payload = encode(claims.to_string().as_bytes());
+    let input = format!("{header}.{payload}");
+    let token = format!("{input}.{}", encode(&hmac_sha256(&key, input.as_bytes())));
+    let (status, answer) = broker.call("GET", "/api/v1/clusters", Some(&token), None);
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(
+        answer["error"]["code"], "token_lifetime_too_long",
+        "{answer}"
     );
 }

@@ -1,14 +1,24 @@
 //! The REST API of `spec/interfaces.md`, on axum. One place maps errors to HTTP
-//! ([`ApiError`]); every handler authorizes first; bodies are parsed by us, so that a bad
-//! body is a 400 in the spec's error shape, never a framework default or a 500.
+//! ([`ApiError`]); bodies are parsed by us, so that a bad body is a 400 in the spec's error
+//! shape, never a framework default or a 500.
+//!
+//! Every API route is authorized by [`authenticate`] from the request's headers alone,
+//! before any handler runs: an unauthenticated or under-privileged request is refused
+//! without its body being read (300 unauthenticated 1 MiB bodies once cost 292 MB), and
+//! handlers take the caller from [`Caller`]. A namespace-scoped token acts only within its
+//! namespaces: what concerns the whole federation needs an unscoped one
+//! ([`federation_wide`]). Refusals are audited (`audit.rs`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequestParts, MatchedPath, Path, RawQuery, Request, State,
+};
+use axum::http::{HeaderValue, Method, StatusCode, header, request::Parts};
+use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -21,6 +31,7 @@ use ferry_store::{Store, StoreError};
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 
 use super::events::Events;
 use super::migration::{CancelError, Engine, Migration, MoveOptions, SubmitError};
@@ -29,9 +40,15 @@ use super::{audit, history, policies};
 
 /// Largest request body: policies and what-if resources are text, a few hundred KiB at
 /// most in practice.
-const BODY_LIMIT: usize = 1024 * 1024;
+pub const BODY_LIMIT: usize = 1024 * 1024;
 /// Longest time a (non-streaming) request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest request target (path and query) answered; longer is a 414. hyper refuses
+/// targets of 64 KiB and more itself, with an empty 414.
+const MAX_URI_LEN: usize = 8 * 1024;
+/// Largest request head (the headers' names and values) answered; larger is a 431. hyper
+/// refuses heads beyond its buffer (about 400 KiB) itself, with an empty 431.
+const MAX_HEADERS_LEN: usize = 32 * 1024;
 
 pub struct AppState {
     pub world: Arc<World>,
@@ -42,6 +59,10 @@ pub struct AppState {
     pub metrics: super::metrics::Metrics,
     pub provisioning: super::provisioning::Provisioning,
     pub controllers: super::controllers::Controllers,
+    /// Where plans run, and how many at once.
+    pub planner: Planner,
+    /// Unauthenticated refusals, recorded coalesced.
+    pub unauthenticated: audit::Unauthenticated,
 }
 
 type Shared = Arc<AppState>;
@@ -57,6 +78,14 @@ pub enum ApiError {
     /// The request is valid, and the state of things refuses it (409 with its own code:
     /// a move onto empty volumes, a move that breaks a policy).
     Refused(&'static str, String),
+    /// The request is larger than a limit of the broker (the message names the limit).
+    TooLarge(&'static str, String),
+    /// The broker is busy with as much of this kind of work as it takes at once: try
+    /// again after the given number of seconds.
+    Busy {
+        message: String,
+        retry_after: u64,
+    },
     /// A cloud the broker works with refused or did not answer (its message says which
     /// and why); never for anything wrong in the request itself.
     Upstream(String),
@@ -69,7 +98,9 @@ impl ApiError {
     pub fn message(&self) -> String {
         match self {
             ApiError::Unauthorized(error) => error.to_string(),
-            ApiError::BadRequest(_, message)
+            ApiError::Busy { message, .. }
+            | ApiError::TooLarge(_, message)
+            | ApiError::BadRequest(_, message)
             | ApiError::Forbidden(message)
             | ApiError::NotFound(message)
             | ApiError::Conflict(message)
@@ -80,8 +111,28 @@ impl ApiError {
     }
 }
 
+/// The code and message of an error answer, kept on the response so that the
+/// authorization layer can audit a refusal without parsing the body.
+#[derive(Clone, Debug)]
+struct Refusal {
+    code: &'static str,
+    message: String,
+}
+
+/// An error answer in the API's shape.
+fn error_response(status: StatusCode, code: &'static str, message: String) -> Response {
+    let mut response = (
+        status,
+        Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response();
+    response.extensions_mut().insert(Refusal { code, message });
+    response
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let mut retry_after = None;
         let (status, code, message) = match self {
             ApiError::BadRequest(code, message) => (StatusCode::BAD_REQUEST, code, message),
             ApiError::Unauthorized(error) => {
@@ -91,22 +142,31 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message),
             ApiError::Refused(code, message) => (StatusCode::CONFLICT, code, message),
+            ApiError::TooLarge(code, message) => (StatusCode::PAYLOAD_TOO_LARGE, code, message),
+            ApiError::Busy {
+                message,
+                retry_after: seconds,
+            } => {
+                retry_after = Some(seconds);
+                (StatusCode::TOO_MANY_REQUESTS, "busy", message)
+            }
             ApiError::Upstream(message) => (StatusCode::BAD_GATEWAY, "upstream", message),
             ApiError::Internal(message) => {
                 tracing::error!(%message, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
             }
         };
-        let mut response = (
-            status,
-            Json(json!({"error": {"code": code, "message": message}})),
-        )
-            .into_response();
+        let mut response = error_response(status, code, message);
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
             );
+        }
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -118,21 +178,205 @@ impl From<StoreError> for ApiError {
     }
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap, role: Role) -> Result<Principal, ApiError> {
-    let header = headers
+// ---------------------------------------------------------------------------------------
+// Planning: on the blocking pool, a few at a time, instances of a bounded size.
+// ---------------------------------------------------------------------------------------
+
+/// The defaults of `[http] max-concurrent-plans` and `max-plan-size`.
+pub const DEFAULT_MAX_CONCURRENT_PLANS: usize = 2;
+pub const DEFAULT_MAX_PLAN_SIZE: usize = 20_000;
+/// How long a plan request waits for a free planner before it is answered 429.
+const PLAN_QUEUE_WAIT: Duration = Duration::from_millis(500);
+/// What a 429 tells the client to wait.
+const PLAN_RETRY_AFTER_SECS: u64 = 2;
+
+/// Runs the planner, which is CPU-bound for seconds on a large instance: on the async
+/// workers two concurrent plans once froze `/healthz` for 3.6 s. Plans run on the blocking
+/// pool, at most `max_concurrent` at once (the controllers' passes included); a request
+/// beyond that waits [`PLAN_QUEUE_WAIT`], then gets a 429 with `Retry-After`.
+pub struct Planner {
+    permits: Arc<Semaphore>,
+    max_concurrent: usize,
+    /// The largest what-if instance, in workloads × clusters.
+    pub max_size: usize,
+}
+
+impl Default for Planner {
+    fn default() -> Self {
+        Planner::new(DEFAULT_MAX_CONCURRENT_PLANS, DEFAULT_MAX_PLAN_SIZE)
+    }
+}
+
+impl Planner {
+    pub fn new(max_concurrent: usize, max_size: usize) -> Planner {
+        Planner {
+            permits: Arc::new(Semaphore::new(max_concurrent)),
+            max_concurrent,
+            max_size,
+        }
+    }
+
+    /// Runs `work` for a request: 429 if the planners stay busy for [`PLAN_QUEUE_WAIT`].
+    pub async fn for_request<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit = match tokio::time::timeout(
+            PLAN_QUEUE_WAIT,
+            Arc::clone(&self.permits).acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            // Timed out; or closed, which this code never does.
+            _ => {
+                return Err(ApiError::Busy {
+                    message: format!(
+                        "the broker is already computing {} plans, as many as it runs at once; try again in {PLAN_RETRY_AFTER_SECS} s",
+                        self.max_concurrent
+                    ),
+                    retry_after: PLAN_RETRY_AFTER_SECS,
+                });
+            }
+        };
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|error| ApiError::Internal(format!("the planner stopped: {error}")))
+    }
+
+    /// Runs `work` for the controllers: they wait for their turn, however long.
+    pub async fn in_turn<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        let permit = Arc::clone(&self.permits).acquire_owned().await;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Authorization, from the headers, before any body is read.
+// ---------------------------------------------------------------------------------------
+
+/// The role a route needs. Reads are for viewers (the audit log for admins), a what-if
+/// plan too; migrations for operators; everything else changes the federation's
+/// configuration and is for admins, including any route added without a line here.
+fn required_role(method: &Method, route: &str) -> Role {
+    match (method.as_str(), route) {
+        ("GET", "/api/v1/audit") => Role::Admin,
+        ("GET", _) | ("POST", "/api/v1/plan") => Role::Viewer,
+        ("POST", "/api/v1/migrations" | "/api/v1/migrations/{id}/cancel") => Role::Operator,
+        _ => Role::Admin,
+    }
+}
+
+/// The caller, as [`authenticate`] verified it.
+pub struct Caller(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // Absent only on a route outside the authorization layer, a programming error that
+        // must fail closed.
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Caller)
+            .ok_or_else(|| ApiError::Internal("this route has no authorization".to_owned()))
+    }
+}
+
+fn client_of(request: &Request) -> Option<String> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(client)| client.to_string())
+}
+
+/// Verifies the bearer token and the route's role from the headers, then runs the handler;
+/// audits what it refuses (and what the handler refuses: a 403, a rejected body).
+async fn authenticate(State(state): State<Shared>, mut request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || request.uri().path().to_owned(),
+        |p| p.as_str().to_owned(),
+    );
+    let what = format!("{} {}", request.method(), request.uri().path());
+    let client = client_of(&request);
+    let header = request
+        .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("\u{fffd}"));
-    let principal = state
-        .verifier
-        .verify(header)
-        .map_err(ApiError::Unauthorized)?;
+    let principal = match state.verifier.verify(header) {
+        Ok(principal) => principal,
+        Err(error) => {
+            state
+                .unauthenticated
+                .deny(&state.store, &what, client.as_deref(), error.code());
+            return ApiError::Unauthorized(error).into_response();
+        }
+    };
+    let role = required_role(request.method(), &route);
     if !principal.has(role) {
-        return Err(ApiError::Forbidden(format!(
+        let refusal = ApiError::Forbidden(format!(
             "this needs the {role} role; the token has {}",
             principal.role
-        )));
+        ));
+        audit_denied(
+            &state,
+            &principal.subject,
+            &what,
+            client.as_deref(),
+            "forbidden",
+            &refusal.message(),
+        );
+        return refusal.into_response();
     }
-    Ok(principal)
+    let subject = principal.subject.clone();
+    let mutates = request.method() != Method::GET;
+    request.extensions_mut().insert(principal);
+    let response = next.run(request).await;
+    let status = response.status();
+    if status == StatusCode::FORBIDDEN
+        || (mutates
+            && matches!(
+                status,
+                StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE
+            ))
+    {
+        let (code, message) = response
+            .extensions()
+            .get::<Refusal>()
+            .map_or(("refused", String::new()), |r| (r.code, r.message.clone()));
+        audit_denied(&state, &subject, &what, client.as_deref(), code, &message);
+    }
+    response
+}
+
+fn audit_denied(
+    state: &AppState,
+    who: &str,
+    what: &str,
+    client: Option<&str>,
+    code: &str,
+    why: &str,
+) {
+    let _ = audit::record(
+        &state.store,
+        who,
+        audit::REQUEST,
+        what,
+        client,
+        &format!("denied: {code}: {why}"),
+    );
 }
 
 fn namespace_allowed(principal: &Principal, namespace: &str) -> Result<(), ApiError> {
@@ -142,6 +386,88 @@ fn namespace_allowed(principal: &Principal, namespace: &str) -> Result<(), ApiEr
         Err(ApiError::Forbidden(format!(
             "the token is not allowed in namespace {namespace}"
         )))
+    }
+}
+
+/// Refuses a namespace-scoped token what concerns the whole federation (`what`).
+fn federation_wide(principal: &Principal, what: &str) -> Result<(), ApiError> {
+    match &principal.namespaces {
+        None => Ok(()),
+        Some(namespaces) => Err(ApiError::Forbidden(format!(
+            "{what} concerns the whole federation and needs a token without a namespace limit; this one is limited to {}",
+            scope_list(namespaces)
+        ))),
+    }
+}
+
+fn scope_list(namespaces: &std::collections::BTreeSet<String>) -> String {
+    if namespaces.is_empty() {
+        "no namespace".to_owned()
+    } else {
+        namespaces.iter().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors the framework and hyper would answer in their own shapes.
+// ---------------------------------------------------------------------------------------
+
+/// Refuses over-long targets (414) and heads (431) in the API's shape, and puts the
+/// answers axum and tower-http give in their own shape (413 body too large, 408 timeout)
+/// into it.
+async fn api_shaped_errors(request: Request, next: Next) -> Response {
+    let target_len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if target_len > MAX_URI_LEN {
+        return error_response(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!(
+                "the request target is {target_len} bytes, longer than the limit of {MAX_URI_LEN}"
+            ),
+        );
+    }
+    let head_len: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if head_len > MAX_HEADERS_LEN {
+        return error_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "the request headers take {head_len} bytes, more than the limit of {MAX_HEADERS_LEN}"
+            ),
+        );
+    }
+    let response = next.run(request).await;
+    let status = response.status();
+    if response.extensions().get::<Refusal>().is_some() || !status.is_client_error() {
+        return response;
+    }
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => error_response(
+            status,
+            "body_too_large",
+            format!("the request body is larger than the limit of {BODY_LIMIT} bytes (1 MiB)"),
+        ),
+        StatusCode::REQUEST_TIMEOUT => error_response(
+            status,
+            "timeout",
+            format!(
+                "the request took longer than {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        ),
+        StatusCode::BAD_REQUEST => error_response(
+            status,
+            "bad_request",
+            "the request could not be read".to_owned(),
+        ),
+        _ => response,
     }
 }
 
@@ -181,11 +507,16 @@ pub fn router(state: Shared) -> Router {
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
+        ))
+        // Streams stay open for as long as the client watches: no request timeout.
+        .route("/api/v1/events", get(events))
+        // After routing (the route's role is known), before any handler reads a body.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
         ));
     Router::new()
         .merge(api)
-        // Streams stay open for as long as the client watches: no request timeout.
-        .route("/api/v1/events", get(events))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(super::metrics::readyz))
         .route("/metrics", get(metrics))
@@ -193,13 +524,18 @@ pub fn router(state: Shared) -> Router {
         .route("/assets/{file}", get(super::dashboard::asset))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .method_not_allowed_fallback(|| async {
-            (
+            error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
-                Json(json!({"error": {"code": "method_not_allowed", "message": "this route does not take that method"}})),
+                "method_not_allowed",
+                "this route does not take that method".to_owned(),
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), super::metrics::track))
+        .layer(axum::middleware::from_fn(api_shaped_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -216,9 +552,8 @@ fn cents(x: f64) -> f64 {
 
 async fn clusters(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    Caller(_principal): Caller,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Role::Viewer)?;
     let census = state.world.census().await;
     let mut items = Vec::new();
     for member in state.world.members() {
@@ -282,9 +617,8 @@ async fn clusters(
 
 async fn workloads(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = authorize(&state, &headers, Role::Viewer)?;
     let census = state.world.census().await;
     let mut items = Vec::new();
     for (key, copies) in census.workloads() {
@@ -322,13 +656,14 @@ async fn workloads(
 
 async fn placements(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = authorize(&state, &headers, Role::Viewer)?;
     let census = state.world.census().await;
+    let input = state.world.plan_input(&census);
     let plan = state
-        .world
-        .plan(&census)
+        .planner
+        .for_request(move || input.plan())
+        .await?
         .map_err(|e| ApiError::Conflict(format!("the policies cannot be planned: {e}")))?;
     let mut value: Value = serde_json::from_str(
         &crate::plan_output::json(&plan).map_err(|e| ApiError::Internal(e.to_string()))?,
@@ -380,11 +715,21 @@ async fn placements(
 
 async fn what_if(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    Caller(_principal): Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Role::Viewer)?;
-    let text = std::str::from_utf8(&body).map_err(|_| {
+    let max_size = state.planner.max_size;
+    // Parsing a large body is CPU work too: it runs on the blocking pool with the plan.
+    let text = state
+        .planner
+        .for_request(move || what_if_plan(&body, max_size))
+        .await??;
+    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+}
+
+/// Reads the what-if resources and plans them: the plan as JSON text.
+fn what_if_plan(body: &[u8], max_size: usize) -> Result<String, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|_| {
         ApiError::BadRequest(
             "bad_body",
             "the body must be UTF-8 YAML resources".to_owned(),
@@ -399,6 +744,17 @@ async fn what_if(
     let clusters: Vec<_> = set.clusters.iter().map(|c| c.value.clone()).collect();
     let workloads: Vec<_> = set.workloads.iter().map(|w| w.value.clone()).collect();
     let policies: Vec<_> = set.policies.iter().map(|p| p.value.clone()).collect();
+    let size = workloads.len().saturating_mul(clusters.len());
+    if size > max_size {
+        return Err(ApiError::TooLarge(
+            "plan_too_large",
+            format!(
+                "the what-if has {} workloads on {} clusters ({size} pairs); this broker plans at most {max_size} (workloads × clusters)",
+                workloads.len(),
+                clusters.len(),
+            ),
+        ));
+    }
     let mode = if workloads.iter().any(|w| w.current_cluster.is_some()) {
         ferry_policies::engine::Mode::Rebalance
     } else {
@@ -413,24 +769,21 @@ async fn what_if(
         mode,
     )
     .map_err(|e| ApiError::BadRequest("unplannable", e.to_string()))?;
-    let text = crate::plan_output::json(&plan).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+    crate::plan_output::json(&plan).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 async fn list_policies(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    Caller(_principal): Caller,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Role::Viewer)?;
     Ok(Json(json!({"items": policies::list(&state)?})))
 }
 
 async fn get_policy(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    Caller(_principal): Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Role::Viewer)?;
     policies::list(&state)?
         .into_iter()
         .find(|p| p["name"] == name.as_str())
@@ -441,12 +794,11 @@ async fn get_policy(
 async fn put_policy(
     State(state): State<Shared>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = authorize(&state, &headers, Role::Admin)?;
-    let saved = policies::put(&state, &name, &body).await?;
+    let saved = policies::put(&state, &name, &body, &principal).await?;
     let _ = audit::record(
         &state.store,
         &principal.subject,
@@ -461,11 +813,10 @@ async fn put_policy(
 async fn delete_policy(
     State(state): State<Shared>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let principal = authorize(&state, &headers, Role::Admin)?;
-    policies::delete(&state, &name)?;
+    policies::delete(&state, &name, &principal)?;
     let _ = audit::record(
         &state.store,
         &principal.subject,
@@ -496,10 +847,9 @@ struct MigrationRequest {
 async fn create_migration(
     State(state): State<Shared>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let principal = authorize(&state, &headers, Role::Operator)?;
     let request: MigrationRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(
             "bad_body",
@@ -564,9 +914,8 @@ fn submit_error(error: SubmitError) -> ApiError {
 
 async fn list_migrations(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = authorize(&state, &headers, Role::Viewer)?;
     let items: Vec<Migration> = state
         .engine
         .list()?
@@ -594,20 +943,18 @@ fn visible_migration(
 
 async fn get_migration(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Migration>, ApiError> {
-    let principal = authorize(&state, &headers, Role::Viewer)?;
     visible_migration(&state, &principal, &id).map(Json)
 }
 
 async fn cancel_migration(
     State(state): State<Shared>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let principal = authorize(&state, &headers, Role::Operator)?;
     visible_migration(&state, &principal, &id)?;
     let migration = state
         .engine
@@ -622,10 +969,11 @@ async fn cancel_migration(
 
 async fn audit_log(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Role::Admin)?;
+    // Records name workloads, clusters and subjects of every namespace.
+    federation_wide(&principal, "the audit log")?;
     let limit = limit_param(query.as_deref())?.unwrap_or(500).min(10_000);
     let records = state.store.list::<audit::AuditRecord>(audit::PREFIX)?;
     let items: Vec<_> = records
@@ -657,34 +1005,37 @@ fn limit_param(query: Option<&str>) -> Result<Option<usize>, ApiError> {
 /// The cost history, oldest first: `?limit=N` keeps the newest N points.
 async fn cost_history(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Role::Viewer)?;
     let limit = limit_param(query.as_deref())?;
-    let items: Vec<Value> = history::points(&state, limit)?
-        .iter()
-        .map(history::dto)
-        .collect();
+    let mut points = history::points(&state, limit)?;
+    if principal.namespaces.is_some() {
+        // The per-cluster totals are the federation's; which migration a point follows
+        // is shown only when the token may see that migration.
+        for point in &mut points {
+            if let Some(id) = &point.migration
+                && visible_migration(&state, &principal, id).is_err()
+            {
+                point.migration = None;
+            }
+        }
+    }
+    let items: Vec<Value> = points.iter().map(history::dto).collect();
     Ok(Json(json!({"items": items})))
 }
 
 async fn events(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let principal = authorize(&state, &headers, Role::Viewer)?;
     let mut receiver = state.events.subscribe();
     let stream = async_stream(move |mut yield_event| async move {
         yield_event(SseEvent::default().event("hello").data("{}")).await;
         loop {
             match receiver.recv().await {
                 Ok(event) => {
-                    if event
-                        .namespace
-                        .as_deref()
-                        .is_some_and(|ns| !principal.sees_namespace(ns))
-                    {
+                    if !event_visible(&principal, event.namespace.as_deref(), &event.kind) {
                         continue;
                     }
                     let data = serde_json::to_string(&event).unwrap_or_else(|_| "{}".to_owned());
@@ -709,6 +1060,28 @@ async fn events(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Events of federation-level kinds that name no workload: a scoped token sees them.
+/// Others without a namespace (`resources.rejected`, whose errors name any file's
+/// workloads; kinds added later) only an unscoped token sees.
+const FEDERATION_EVENTS: [&str; 9] = [
+    "cluster.health",
+    "cluster.pricing",
+    "cluster.provisioning",
+    "controller.capacity",
+    "controller.health",
+    "controller.mode",
+    "cost.sampled",
+    "policies.changed",
+    "resources.reloaded",
+];
+
+fn event_visible(principal: &Principal, namespace: Option<&str>, kind: &str) -> bool {
+    match namespace {
+        Some(namespace) => principal.sees_namespace(namespace),
+        None => principal.namespaces.is_none() || FEDERATION_EVENTS.contains(&kind),
+    }
 }
 
 /// A stream fed by a producer task through a bounded channel; the producer learns that
@@ -740,8 +1113,7 @@ async fn metrics(State(state): State<Shared>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-async fn openapi(State(state): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Role::Viewer)?;
+async fn openapi(Caller(_principal): Caller) -> Result<Json<Value>, ApiError> {
     Ok(Json(super::openapi::document()))
 }
 
@@ -765,10 +1137,10 @@ fn audit_ok(state: &AppState, subject: &str, action: &str, target: &str, client:
 async fn create_cluster(
     State(state): State<Shared>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let principal = authorize(&state, &headers, Role::Admin)?;
+    federation_wide(&principal, "creating a cluster")?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::BadRequest("bad_body", "the body is not UTF-8 text".to_owned()))?;
     let record = super::provisioning::create(&state, text)?;
@@ -787,11 +1159,11 @@ struct ResizeRequest {
 async fn resize_cluster(
     State(state): State<Shared>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let principal = authorize(&state, &headers, Role::Admin)?;
+    federation_wide(&principal, "resizing a cluster")?;
     let request: ResizeRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest("bad_body", format!("expected {{\"workers\": N}}: {e}"))
     })?;
@@ -804,11 +1176,11 @@ async fn resize_cluster(
 async fn delete_cluster(
     State(state): State<Shared>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let principal = authorize(&state, &headers, Role::Admin)?;
+    federation_wide(&principal, "deleting a cluster")?;
     let mut force = false;
     for pair in query
         .as_deref()
@@ -834,10 +1206,9 @@ async fn delete_cluster(
 
 async fn get_provisioning(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    Caller(_principal): Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Role::Viewer)?;
     match super::provisioning::get(&state, &name) {
         Ok(record) => Ok(Json(record.view())),
         Err(ApiError::NotFound(message)) => super::provisioning::member_resize(&state, &name)
@@ -849,9 +1220,8 @@ async fn get_provisioning(
 
 async fn list_provisioning(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    Caller(_principal): Caller,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Role::Viewer)?;
     Ok(Json(json!({"items": super::provisioning::list(&state)?})))
 }
 
@@ -859,9 +1229,8 @@ async fn list_provisioning(
 /// last pass's decisions.
 async fn controllers(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = authorize(&state, &headers, Role::Viewer)?;
     Ok(Json(state.controllers.status(&state, |namespace| {
         principal.sees_namespace(namespace)
     })))
@@ -878,10 +1247,10 @@ struct ModeRequest {
 async fn set_controller_mode(
     State(state): State<Shared>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = authorize(&state, &headers, Role::Admin)?;
+    federation_wide(&principal, "the controllers' mode")?;
     let request: ModeRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(
             "bad_body",
@@ -936,11 +1305,11 @@ struct PricingRequest {
 async fn set_pricing(
     State(state): State<Shared>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(principal): Caller,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = authorize(&state, &headers, Role::Admin)?;
+    federation_wide(&principal, "a cluster's pricing")?;
     let request: PricingRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(
             "bad_body",
@@ -1015,4 +1384,63 @@ async fn set_pricing(
     Ok(Json(json!({"cluster": name, "pricing": {
         "currency": pricing.currency, "cpuCoreHour": pricing.cpu_core_hour,
         "memoryGiBHour": pricing.memory_gib_hour, "egressGiB": pricing.egress_gib}})))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test reports failure by panicking")]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn plans_beyond_the_limit_wait_briefly_then_get_429_with_retry_after() {
+        let planner = Planner::new(2, 100);
+        // Two plans running (their permits held), as a slow instance would.
+        let first = Arc::clone(&planner.permits).acquire_owned().await.unwrap();
+        let _second = Arc::clone(&planner.permits).acquire_owned().await.unwrap();
+        let began = std::time::Instant::now();
+        let refused = planner.for_request(|| 42).await.unwrap_err();
+        assert!(began.elapsed() >= PLAN_QUEUE_WAIT, "{:?}", began.elapsed());
+        let response = refused.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let refusal = response.extensions().get::<Refusal>().unwrap();
+        assert_eq!(refusal.code, "busy");
+        assert!(refusal.message.contains("2 plans"), "{}", refusal.message);
+        // A slot that frees up within the wait is taken.
+        let waiting = tokio::spawn(async move { planner.for_request(|| 42).await.unwrap() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(first);
+        assert_eq!(waiting.await.unwrap(), 42);
+    }
+
+    #[test]
+    fn routes_need_the_role_of_what_they_do() {
+        assert_eq!(
+            required_role(&Method::GET, "/api/v1/clusters"),
+            Role::Viewer
+        );
+        assert_eq!(required_role(&Method::POST, "/api/v1/plan"), Role::Viewer);
+        assert_eq!(required_role(&Method::GET, "/api/v1/audit"), Role::Admin);
+        assert_eq!(
+            required_role(&Method::POST, "/api/v1/migrations"),
+            Role::Operator
+        );
+        assert_eq!(
+            required_role(&Method::POST, "/api/v1/migrations/{id}/cancel"),
+            Role::Operator
+        );
+        for (method, route) in [
+            (Method::PUT, "/api/v1/policies/{name}"),
+            (Method::DELETE, "/api/v1/policies/{name}"),
+            (Method::PUT, "/api/v1/controllers/mode"),
+            (Method::POST, "/api/v1/clusters"),
+            (Method::POST, "/api/v1/some-new-route"),
+        ] {
+            assert_eq!(
+                required_role(&method, route),
+                Role::Admin,
+                "{method} {route}"
+            );
+        }
+    }
 }

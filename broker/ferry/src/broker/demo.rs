@@ -313,6 +313,7 @@ pub async fn run(
                 price_memory,
                 ..ControllerConfig::default()
             },
+            bounds: run::Bounds::default(),
         },
         async move {
             let _ = stop_receiver.await;

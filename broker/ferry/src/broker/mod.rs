@@ -9,6 +9,7 @@ pub mod demo;
 pub mod events;
 pub mod gke;
 pub mod history;
+pub mod listener;
 pub mod metrics;
 pub mod migration;
 pub mod openapi;

@@ -203,8 +203,15 @@ pub fn document() -> Value {
                 "401": {"$ref": "#/components/responses/Error"},
                 "403": {"$ref": "#/components/responses/Error"},
                 "404": {"$ref": "#/components/responses/Error"},
+                "413": {"$ref": "#/components/responses/Error"},
+                "414": {"$ref": "#/components/responses/Error"},
+                "431": {"$ref": "#/components/responses/Error"},
             },
         });
+        // The planner's concurrency limit (`api::Planner`).
+        if matches!(route.path, "/api/v1/plan" | "/api/v1/placements") {
+            operation["responses"]["429"] = json!({"$ref": "#/components/responses/Error"});
+        }
         if let Some(role) = route.role {
             operation["security"] = json!([{"bearer": []}]);
             operation["x-ferry-role"] = json!(role);

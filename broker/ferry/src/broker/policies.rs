@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use ferry_auth::Principal;
 use ferry_policies::engine;
 use ferry_policies::model::{PlacementPolicy, Workload};
 use ferry_policies::resources::{ResourceSet, workload_list};
@@ -88,10 +89,54 @@ pub fn list(state: &AppState) -> Result<Vec<Value>, ApiError> {
         .collect())
 }
 
-pub async fn put(state: &AppState, name: &str, body: &[u8]) -> Result<Value, ApiError> {
+/// A namespace-scoped token may change only policies that govern nothing outside its
+/// namespaces: a policy selects by namespace list (empty: every namespace), so it must
+/// name namespaces, all of them the token's. The same holds for the policy it replaces or
+/// deletes, or a scoped admin could rewrite a federation-wide one.
+fn within_scope(
+    principal: &Principal,
+    policy: &PlacementPolicy,
+    what: &str,
+) -> Result<(), ApiError> {
+    let Some(scope) = &principal.namespaces else {
+        return Ok(());
+    };
+    let selected = &policy.workload_selector.namespaces;
+    let outside: Vec<&str> = selected
+        .iter()
+        .filter(|ns| !scope.contains(*ns))
+        .map(String::as_str)
+        .collect();
+    let limited_to = scope.iter().cloned().collect::<Vec<_>>().join(", ");
+    if selected.is_empty() {
+        return Err(ApiError::Forbidden(format!(
+            "{what} policy {} selects workloads in every namespace; that needs a token without a namespace limit (this one is limited to {limited_to})",
+            policy.name
+        )));
+    }
+    if !outside.is_empty() {
+        return Err(ApiError::Forbidden(format!(
+            "{what} policy {} selects namespace {} outside the token's ({limited_to}); that needs a token without a namespace limit",
+            policy.name,
+            outside.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+pub async fn put(
+    state: &AppState,
+    name: &str,
+    body: &[u8],
+    principal: &Principal,
+) -> Result<Value, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::BadRequest("bad_body", "the body must be UTF-8".to_owned()))?;
     let policy = parse(name, text)?;
+    within_scope(principal, &policy, "the")?;
+    if let Some(current) = state.world.policies().iter().find(|p| p.name == name) {
+        within_scope(principal, current, "the current")?;
+    }
     // Check it against the others before it takes effect, over every workload there is:
     // those the clusters run (which files may not define) and those of the files. A
     // priority tie with a policy over the same workloads is refused, and nothing changes.
@@ -160,7 +205,10 @@ fn conflicts_with(
     (!lines.is_empty()).then(|| lines.join("\n"))
 }
 
-pub fn delete(state: &AppState, name: &str) -> Result<(), ApiError> {
+pub fn delete(state: &AppState, name: &str, principal: &Principal) -> Result<(), ApiError> {
+    if let Some(current) = state.world.policies().iter().find(|p| p.name == name) {
+        within_scope(principal, current, "the")?;
+    }
     let key = format!("{PREFIX}{name}");
     if state.store.get::<StoredPolicy>(&key)?.is_none() {
         let from_file = state.world.file_policies().iter().any(|p| p.name == name);

@@ -9,10 +9,12 @@ use anyhow::Context;
 use ferry_auth::{Minter, Role, VerificationKey, Verifier};
 use ferry_store::Store;
 
-use super::api::{AppState, router};
+use super::api::{AppState, Planner, router};
+use super::audit;
 use super::controllers::{ControlClock, ControllerConfig, Controllers};
 use super::events::Events;
 use super::history::{self, HistoryConfig};
+use super::listener::{self, ConnectionLimits};
 use super::migration::{Engine, EngineConfig};
 use super::provisioning::{self, Provisioning, ProvisioningConfig};
 use super::world::World;
@@ -33,6 +35,35 @@ pub struct BrokerConfig {
     pub provisioning: ProvisioningConfig,
     /// The rebalance and failover loops.
     pub controllers: ControllerConfig,
+    /// What bounds the broker's resources against its clients.
+    pub bounds: Bounds,
+}
+
+/// The bounds on what clients can make the broker hold or do (`[http]`, `[audit]` and
+/// `[tokens]` of the config; `docs/operations.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    pub connections: ConnectionLimits,
+    pub max_concurrent_plans: usize,
+    /// The largest what-if plan, in workloads × clusters.
+    pub max_plan_size: usize,
+    pub audit: audit::Retention,
+    /// The longest lifetime of a token the broker accepts (and `ferry token create` mints).
+    pub max_token_lifetime: std::time::Duration,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            connections: ConnectionLimits::default(),
+            max_concurrent_plans: super::api::DEFAULT_MAX_CONCURRENT_PLANS,
+            max_plan_size: super::api::DEFAULT_MAX_PLAN_SIZE,
+            audit: audit::Retention::default(),
+            max_token_lifetime: std::time::Duration::from_secs(
+                ferry_auth::DEFAULT_MAX_LIFETIME_SECS,
+            ),
+        }
+    }
 }
 
 /// An identity provider's key (OIDC): tokens are then verified with it, not the broker's
@@ -73,7 +104,8 @@ pub async fn start(
         None => Verifier::new(VerificationKey::Hs256(key.clone()), ISSUER, AUDIENCE),
         Some(external) => Verifier::new(external.key, &external.issuer, &external.audience),
     }
-    .context("the token verifier")?;
+    .context("the token verifier")?
+    .with_max_lifetime(config.bounds.max_token_lifetime.as_secs());
     let events = Events::new();
     let world = Arc::new(world);
     let engine = Arc::new(Engine::new(
@@ -91,6 +123,11 @@ pub async fn start(
         metrics: super::metrics::Metrics::default(),
         provisioning: Provisioning::new(config.provisioning),
         controllers: Controllers::new(config.controllers, ControlClock::wall()),
+        planner: Planner::new(
+            config.bounds.max_concurrent_plans,
+            config.bounds.max_plan_size,
+        ),
+        unauthenticated: audit::Unauthenticated::default(),
     });
     super::policies::refresh(&state)
         .map_err(|e| anyhow::anyhow!("the policies kept in the store: {e:?}"))?;
@@ -108,21 +145,21 @@ pub async fn start(
         .with_context(|| format!("listen on {}", config.listen))?;
     let addr = listener.local_addr().context("the bound address")?;
     history::spawn(Arc::clone(&state), config.history);
+    audit::spawn_pruner(state.store.clone(), config.bounds.audit);
     Controllers::spawn(Arc::clone(&state));
     let app = router(Arc::clone(&state));
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-    });
+    let server = tokio::spawn(listener::serve(
+        listener,
+        app,
+        config.bounds.connections,
+        shutdown,
+    ));
     Ok((
         Running {
             addr,
             state: Arc::clone(&state),
-            minter: Minter::new(key, ISSUER, AUDIENCE),
+            minter: Minter::new(key, ISSUER, AUDIENCE)
+                .with_max_lifetime(config.bounds.max_token_lifetime.as_secs()),
         },
         server,
     ))

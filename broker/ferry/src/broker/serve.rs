@@ -67,6 +67,113 @@ pub struct Config {
     /// The rebalance and failover loops (`docs/controllers.md`).
     #[serde(default)]
     pub controllers: ControllersSettings,
+    /// Connections and plans: what a client can make the broker hold or compute.
+    #[serde(default)]
+    pub http: HttpSettings,
+    /// How much of the audit log is kept.
+    #[serde(default)]
+    pub audit: AuditSettings,
+    /// The tokens the broker accepts.
+    #[serde(default)]
+    pub tokens: TokenSettings,
+}
+
+/// `[http]`: every setting optional, with the defaults of `run::Bounds`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpSettings {
+    pub max_connections: Option<usize>,
+    pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_concurrent_plans: Option<usize>,
+    /// Workloads × clusters of a what-if plan.
+    pub max_plan_size: Option<usize>,
+}
+
+/// `[audit]`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AuditSettings {
+    pub max_records: Option<usize>,
+    pub max_age: Option<String>,
+}
+
+/// `[tokens]`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TokenSettings {
+    pub max_lifetime: Option<String>,
+}
+
+/// The bounds of `[http]`, `[audit]` and `[tokens]`, each checked.
+pub fn bounds(config: &Config) -> anyhow::Result<run::Bounds> {
+    let defaults = run::Bounds::default();
+    let http = &config.http;
+    let positive = |value: Option<usize>, default: usize, what: &str| match value {
+        Some(0) => anyhow::bail!("config {what}: must be at least 1"),
+        Some(value) => Ok(value),
+        None => Ok(default),
+    };
+    let connections = super::listener::ConnectionLimits {
+        max_connections: positive(
+            http.max_connections,
+            defaults.connections.max_connections,
+            "[http] max-connections",
+        )?,
+        header_read_timeout: duration(
+            http.header_read_timeout.as_deref(),
+            defaults.connections.header_read_timeout,
+            "[http] header-read-timeout",
+        )?,
+        idle_timeout: duration(
+            http.idle_timeout.as_deref(),
+            defaults.connections.idle_timeout,
+            "[http] idle-timeout",
+        )?,
+    };
+    if connections.header_read_timeout.is_zero() {
+        anyhow::bail!("config [http] header-read-timeout: must be above zero");
+    }
+    // A request may take 30 s without moving a byte (a large plan): it must not be cut.
+    if connections.idle_timeout < Duration::from_secs(31) {
+        anyhow::bail!(
+            "config [http] idle-timeout: must be longer than the 30 s a request may take"
+        );
+    }
+    let max_lifetime = duration(
+        config.tokens.max_lifetime.as_deref(),
+        defaults.max_token_lifetime,
+        "[tokens] max-lifetime",
+    )?;
+    if max_lifetime.is_zero() {
+        anyhow::bail!("config [tokens] max-lifetime: must be above zero");
+    }
+    Ok(run::Bounds {
+        connections,
+        max_concurrent_plans: positive(
+            http.max_concurrent_plans,
+            defaults.max_concurrent_plans,
+            "[http] max-concurrent-plans",
+        )?,
+        max_plan_size: positive(
+            http.max_plan_size,
+            defaults.max_plan_size,
+            "[http] max-plan-size",
+        )?,
+        audit: super::audit::Retention {
+            max_records: positive(
+                config.audit.max_records,
+                defaults.audit.max_records,
+                "[audit] max-records",
+            )?,
+            max_age: duration(
+                config.audit.max_age.as_deref(),
+                defaults.audit.max_age,
+                "[audit] max-age",
+            )?,
+        },
+        max_token_lifetime: max_lifetime,
+    })
 }
 
 /// `[controllers]`: every setting optional, with the defaults of `ControllerConfig`.
@@ -417,6 +524,9 @@ pub fn check(config: &Config, config_path: &Path) -> Result<(), Vec<String>> {
     if let Err(problem) = config.controllers.config() {
         problems.push(format!("error: {}: {problem}", config_path.display()));
     }
+    if let Err(problem) = bounds(config) {
+        problems.push(format!("error: {}: {problem}", config_path.display()));
+    }
     if problems.is_empty() {
         Ok(())
     } else {
@@ -511,6 +621,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     };
     let history = history_config(&config.cost_history).map_err(|e| anyhow::anyhow!(e))?;
     let controllers = config.controllers.config()?;
+    let bounds = bounds(&config)?;
     let provisioning = provisioning_config(&config.provisioning, base)?;
     let gke = config.gke.clone();
     let auth = match &config.auth {
@@ -538,6 +649,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
             history,
             provisioning,
             controllers,
+            bounds,
         },
         async move {
             let _ = stop_receiver.await;

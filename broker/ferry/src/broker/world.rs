@@ -358,11 +358,6 @@ impl World {
             policies: self.policies(),
         }
     }
-
-    /// The plan the policies want now, from where things run.
-    pub fn plan(&self, census: &Census) -> Result<Plan, engine::PlanError> {
-        self.plan_input(census).plan()
-    }
 }
 
 /// The planner's input, owned, so that a caller can plan and look further at the same

@@ -239,7 +239,28 @@ impl Controllers {
             .collect();
         // Built once: the plan, the proposals and the rules all look at the same input.
         let input = world.plan_input(&seen);
-        let plan = match input.plan() {
+        // On the blocking pool, in turn with the API's plans: the planner is CPU-bound.
+        let planned = state
+            .planner
+            .in_turn(move || {
+                let plan = input.plan();
+                (input, plan)
+            })
+            .await;
+        let (input, plan) = match planned {
+            Ok(planned) => planned,
+            Err(error) => {
+                self.publish_report(Report {
+                    at: now,
+                    clusters: phases,
+                    error: Some(format!("the planner stopped: {error}")),
+                    took: began.elapsed(),
+                    ..Report::default()
+                });
+                return;
+            }
+        };
+        let plan = match plan {
             Ok(plan) => plan,
             Err(error) => {
                 self.publish_report(Report {

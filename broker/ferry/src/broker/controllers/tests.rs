@@ -139,6 +139,8 @@ fn federation(yaml: &str, config: ControllerConfig, start: u64, small: Option<&s
         metrics: crate::broker::metrics::Metrics::default(),
         provisioning: Provisioning::new(ProvisioningConfig::new(dir.clone())),
         controllers: Controllers::new(config, ControlClock::starting_at(start)),
+        planner: crate::broker::api::Planner::default(),
+        unauthenticated: crate::broker::audit::Unauthenticated::default(),
     });
     Federation { state, sims, dir }
 }
