@@ -31,6 +31,12 @@ pub const PROPERTIES: &[(&str, Property)] = &[
     ),
     ("binary_safe_values", binary_safe_values),
     ("many_keys", many_keys),
+    ("commit_applies_every_write", commit_applies_every_write),
+    (
+        "commit_failed_condition_writes_nothing",
+        commit_failed_condition_writes_nothing,
+    ),
+    ("commit_one_winner", commit_one_winner),
 ];
 
 /// Runs every property of [`PROPERTIES`], each on a new store from `make`; panics naming the
@@ -270,6 +276,113 @@ pub fn many_keys(kv: &dyn Kv) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A condition or write of [`Kv::commit`].
+type Entry = (String, Option<Vec<u8>>);
+
+/// `(key, Some(value))` for the conditions and writes of [`Kv::commit`].
+fn some(key: &str, value: &[u8]) -> Entry {
+    (key.to_string(), Some(value.to_vec()))
+}
+
+/// `(key, None)`: absent as a condition, a delete as a write.
+fn none(key: &str) -> Entry {
+    (key.to_string(), None)
+}
+
+/// A batch whose conditions hold applies all its puts and deletes, in order.
+pub fn commit_applies_every_write(kv: &dyn Kv) -> Result<(), StoreError> {
+    kv.put("held", b"v")?;
+    kv.put("doomed", b"v")?;
+    let conditions = [none("lock"), some("held", b"v")];
+    let writes = [
+        some("lock", b"mig-1"),
+        some("record", b"first"),
+        none("doomed"),
+        none("never-there"),
+        some("record", b"second"),
+    ];
+    assert!(kv.commit(&conditions, &writes)?);
+    assert_eq!(kv.get("lock")?.as_deref(), Some(&b"mig-1"[..]));
+    assert_eq!(
+        kv.get("record")?.as_deref(),
+        Some(&b"second"[..]),
+        "the later write to a key wins"
+    );
+    assert_eq!(kv.get("doomed")?, None, "a delete in a batch");
+    assert_eq!(kv.get("held")?.as_deref(), Some(&b"v"[..]));
+    assert!(kv.commit(&[], &[])?, "an empty batch commits");
+    assert!(
+        kv.commit(&[], &[none("lock"), some("free", b"x")])?,
+        "a batch without conditions commits"
+    );
+    assert_eq!(kv.get("lock")?, None);
+    assert_eq!(kv.get("free")?.as_deref(), Some(&b"x"[..]));
+    Ok(())
+}
+
+/// One condition that does not hold, among others that do, and nothing is written.
+pub fn commit_failed_condition_writes_nothing(kv: &dyn Kv) -> Result<(), StoreError> {
+    kv.put("lock", b"mig-0")?;
+    kv.put("kept", b"v")?;
+    kv.put("empty", b"")?;
+    let writes = [some("record", b"new"), none("kept"), some("lock", b"mig-1")];
+    let failing: [&[Entry]; 5] = [
+        &[none("lock")],
+        &[some("kept", b"v"), none("lock")],
+        &[some("lock", b"mig-")], // a prefix of the value is not the value
+        &[some("missing", b"")],  // absent is not empty
+        &[none("empty")],         // empty is not absent
+    ];
+    for conditions in failing {
+        assert!(
+            !kv.commit(conditions, &writes)?,
+            "conditions {conditions:?} do not hold"
+        );
+        assert_eq!(kv.get("record")?, None, "after {conditions:?}");
+        assert_eq!(kv.get("kept")?.as_deref(), Some(&b"v"[..]));
+        assert_eq!(kv.get("lock")?.as_deref(), Some(&b"mig-0"[..]));
+    }
+    Ok(())
+}
+
+/// Threads racing to take one lock with a batch: exactly one wins, and its record is the
+/// one written with the lock.
+pub fn commit_one_winner(kv: &dyn Kv) -> Result<(), StoreError> {
+    const THREADS: usize = 4;
+    let wins = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|thread| {
+                scope.spawn(move || {
+                    let name = format!("mig-{thread}");
+                    let writes = [
+                        some("lock", name.as_bytes()),
+                        some("record", name.as_bytes()),
+                    ];
+                    kv.commit(&[none("lock")], &writes)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            })
+            .collect::<Result<Vec<bool>, StoreError>>()
+    })?;
+    assert_eq!(wins.iter().filter(|won| **won).count(), 1, "{wins:?}");
+    let winner = wins.iter().position(|won| *won).map(|t| format!("mig-{t}"));
+    let winner = winner.map(String::into_bytes);
+    assert_eq!(kv.get("lock")?, winner);
+    assert_eq!(
+        kv.get("record")?,
+        winner,
+        "the record of the batch that won"
+    );
+    Ok(())
+}
+
 /// For backends that persist: writes through one handle, drops it, and checks through a new
 /// one from `open` (same storage) that the data and the sequence survived. `open` is called
 /// twice, and the first handle is dropped before the second call (sled locks its folder).
@@ -281,6 +394,16 @@ pub fn reopen_keeps_data_and_sequence(
     kv.put("deleted", b"value")?;
     kv.delete("deleted")?;
     assert!(kv.compare_and_swap("swapped", None, Some(b"by cas"))?);
+    assert!(kv.commit(
+        &[none("batch/lock")],
+        &[
+            some("batch/lock", b"mig-1"),
+            some("batch/record", b"r"),
+            none("never-there"),
+        ],
+    )?);
+    kv.put("deleted-by-batch", b"value")?;
+    assert!(kv.commit(&[], &[none("deleted-by-batch")])?);
     let last = (0..10).map(|_| kv.next_sequence()).try_fold(0, |_, s| s)?;
     drop(kv);
 
@@ -288,6 +411,9 @@ pub fn reopen_keeps_data_and_sequence(
     assert_eq!(kv.get("kept")?.as_deref(), Some(&b"value"[..]));
     assert_eq!(kv.get("deleted")?, None);
     assert_eq!(kv.get("swapped")?.as_deref(), Some(&b"by cas"[..]));
+    assert_eq!(kv.get("batch/lock")?.as_deref(), Some(&b"mig-1"[..]));
+    assert_eq!(kv.get("batch/record")?.as_deref(), Some(&b"r"[..]));
+    assert_eq!(kv.get("deleted-by-batch")?, None, "a batch's delete lasts");
     let next = kv.next_sequence()?;
     assert!(
         next > last,

@@ -53,10 +53,37 @@
 //! # Ok::<(), StoreError>(())
 //! ```
 //!
+//! # Atomic batches
+//!
+//! [`Store::batch`] gathers conditions and writes and commits them as one: either every write
+//! happens, or (a condition failed) none does. The broker uses it where two records must not
+//! be seen apart, such as a workload's lock and its migration record, so that a crash
+//! between them cannot orphan one.
+//!
+//! ```
+//! # use ferry_store::{Store, StoreError, Versioned};
+//! # #[derive(serde::Serialize, serde::Deserialize)]
+//! # struct Migration { workload: String }
+//! # impl Versioned for Migration { const KIND: &'static str = "migration"; const SCHEMA: u32 = 1; }
+//! let store = Store::in_memory();
+//! let migration = Migration { workload: "web".into() };
+//! let batch = || {
+//!     store
+//!         .batch()
+//!         .absent("locks/shop/web")
+//!         .put("locks/shop/web", &migration)
+//!         .put("migrations/mig-1", &migration)
+//!         .delete("cancels/mig-1")
+//! };
+//! assert!(batch().commit()?);
+//! assert!(!batch().commit()?, "the lock is taken: nothing written");
+//! # Ok::<(), StoreError>(())
+//! ```
+//!
 //! # Durability
 //!
 //! A write that returned `Ok` (`put`, `delete`, a successful compare-and-swap, `append`,
-//! `insert_new` returning `true`) is on disk. [`SledKv`] makes sure of it after every such
+//! `insert_new` returning `true`, a batch committed with `true`) is on disk. [`SledKv`] makes sure of it after every such
 //! write: sled's `flush`, then an fsync of every file in its folder, because sled's flush
 //! alone (`sync_file_range`) survives a crashed process but not a power loss.
 //! `tests/durability.rs` checks the first part with real processes: it SIGKILLs a writer
@@ -86,7 +113,7 @@ mod store;
 pub use error::StoreError;
 pub use memory::MemoryKv;
 pub use sled_kv::SledKv;
-pub use store::Store;
+pub use store::{Batch, Store};
 
 /// Raw, durable key-value storage. Keys are UTF-8 strings ordered bytewise.
 pub trait Kv: Send + Sync {
@@ -107,6 +134,15 @@ pub trait Kv: Send + Sync {
     fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// A number greater than every number returned before by this store, also across restarts.
     fn next_sequence(&self) -> Result<u64, StoreError>;
+    /// Atomically: if every key of `conditions` holds exactly the value given with it (None =
+    /// absent), applies every write (Some = put, None = delete), in order, and returns
+    /// Ok(true), durable when it returns; otherwise writes nothing and returns Ok(false).
+    /// Nobody sees some of the writes without the others, also after a crash.
+    fn commit(
+        &self,
+        conditions: &[(String, Option<Vec<u8>>)],
+        writes: &[(String, Option<Vec<u8>>)],
+    ) -> Result<bool, StoreError>;
 }
 
 /// A value type the store keeps, with its schema version.

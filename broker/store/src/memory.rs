@@ -22,7 +22,7 @@ impl MemoryKv {
 
     fn entries(&self) -> MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
         // A panic while the lock was held cannot leave the map half-changed (each operation
-        // is a single map call), so a poisoned lock is still safe to use.
+        // is a single map call, and a batch checks everything before its first write), so a poisoned lock is still safe to use.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -71,5 +71,27 @@ impl Kv for MemoryKv {
     fn next_sequence(&self) -> Result<u64, StoreError> {
         // A u64 counted up one at a time does not overflow in practice.
         Ok(self.last_sequence.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    fn commit(
+        &self,
+        conditions: &[(String, Option<Vec<u8>>)],
+        writes: &[(String, Option<Vec<u8>>)],
+    ) -> Result<bool, StoreError> {
+        // One lock for the checks and the writes: nobody sees a half-applied batch.
+        let mut entries = self.entries();
+        let holds = |(key, expected): &(String, Option<Vec<u8>>)| {
+            entries.get(key.as_str()) == expected.as_ref()
+        };
+        if !conditions.iter().all(holds) {
+            return Ok(false);
+        }
+        for (key, value) in writes {
+            match value {
+                Some(value) => entries.insert(key.clone(), value.clone()),
+                None => entries.remove(key.as_str()),
+            };
+        }
+        Ok(true)
     }
 }

@@ -5,6 +5,10 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
+};
+
 use crate::{Kv, StoreError};
 
 /// A sled database in one folder. Every acknowledged write is on disk before it returns,
@@ -97,6 +101,37 @@ impl Kv for SledKv {
         // sled persists its id counter ahead of use and skips past it on recovery, so ids keep
         // increasing across restarts and crashes even if the caller writes nothing.
         self.db.generate_id().map_err(|e| self.fail(e))
+    }
+
+    fn commit(
+        &self,
+        conditions: &[(String, Option<Vec<u8>>)],
+        writes: &[(String, Option<Vec<u8>>)],
+    ) -> Result<bool, StoreError> {
+        // A sled transaction holds its global write lock while it checks and stages, and
+        // its writes reach the log as one batch that recovery applies whole or not at all.
+        // sled may run the closure again on a conflict, which is why it only reads and stages.
+        let outcome = self
+            .db
+            .transaction(|tx| -> ConflictableTransactionResult<(), ()> {
+                for (key, expected) in conditions {
+                    if tx.get(key.as_str())?.as_deref() != expected.as_deref() {
+                        return Err(ConflictableTransactionError::Abort(()));
+                    }
+                }
+                for (key, value) in writes {
+                    match value {
+                        Some(value) => tx.insert(key.as_str(), value.as_slice())?,
+                        None => tx.remove(key.as_str())?,
+                    };
+                }
+                Ok(())
+            });
+        match outcome {
+            Ok(()) => self.sync().map(|()| true),
+            Err(TransactionError::Abort(())) => Ok(false),
+            Err(TransactionError::Storage(e)) => Err(self.fail(e)),
+        }
     }
 }
 

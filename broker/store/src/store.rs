@@ -92,6 +92,76 @@ impl Store {
         self.put(&key, value)?;
         Ok(key)
     }
+
+    /// An empty atomic batch: add conditions and writes, then [`Batch::commit`] them as one.
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            store: self,
+            conditions: Vec::new(),
+            writes: Vec::new(),
+            encode_error: None,
+        }
+    }
+}
+
+/// Conditions and writes committed as one (see [`Store::batch`]): if every condition holds,
+/// every write happens; otherwise none does. Writes apply in the order they were added, so
+/// a later write to the same key wins.
+#[must_use = "a batch does nothing until it is committed"]
+pub struct Batch<'a> {
+    store: &'a Store,
+    conditions: Vec<(String, Option<Vec<u8>>)>,
+    writes: Vec<(String, Option<Vec<u8>>)>,
+    /// The first value that could not be encoded; [`Batch::commit`] returns it and writes
+    /// nothing. Kept until then so that the builder chains without a `?` at every step.
+    encode_error: Option<StoreError>,
+}
+
+impl Batch<'_> {
+    /// Condition: `key` is absent.
+    pub fn absent(mut self, key: &str) -> Self {
+        self.conditions.push((key.to_string(), None));
+        self
+    }
+
+    /// Condition: `key` holds `value` as this broker would store it now. A value stored in an
+    /// older schema, or by another encoding, does not match even if it reads back equal.
+    pub fn holds<T: Versioned>(mut self, key: &str, value: &T) -> Self {
+        match encode(key, value) {
+            Ok(bytes) => self.conditions.push((key.to_string(), Some(bytes))),
+            Err(e) => self.defer(e),
+        }
+        self
+    }
+
+    /// Write: stores `value` under `key` in the current schema.
+    pub fn put<T: Versioned>(mut self, key: &str, value: &T) -> Self {
+        match encode(key, value) {
+            Ok(bytes) => self.writes.push((key.to_string(), Some(bytes))),
+            Err(e) => self.defer(e),
+        }
+        self
+    }
+
+    /// Write: deletes `key` (deleting a missing key is not an error).
+    pub fn delete(mut self, key: &str) -> Self {
+        self.writes.push((key.to_string(), None));
+        self
+    }
+
+    /// Ok(true) if every condition held and every write is now on disk; Ok(false) if one did
+    /// not hold, and nothing was written. A value that could not be encoded is an error here,
+    /// and nothing is written either.
+    pub fn commit(self) -> Result<bool, StoreError> {
+        if let Some(e) = self.encode_error {
+            return Err(e);
+        }
+        self.store.kv.commit(&self.conditions, &self.writes)
+    }
+
+    fn defer(&mut self, error: StoreError) {
+        self.encode_error.get_or_insert(error);
+    }
 }
 
 impl fmt::Debug for Store {

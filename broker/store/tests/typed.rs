@@ -430,3 +430,77 @@ fn store_errors_name_the_path() {
         "{error}"
     );
 }
+
+#[test]
+fn a_batch_takes_a_lock_and_writes_its_record_as_one() {
+    let store = Store::in_memory();
+    store.put("cancels/mig-0", &migration("old")).unwrap();
+    let start = |id: &str| {
+        store
+            .batch()
+            .absent("locks/web")
+            .put("locks/web", &migration("web"))
+            .put(&format!("migrations/{id}"), &migration("web"))
+            .delete("cancels/mig-0")
+    };
+    assert!(start("mig-1").commit().unwrap());
+    assert!(!start("mig-2").commit().unwrap(), "the lock is taken");
+    assert_eq!(store.get::<Migration>("migrations/mig-2").unwrap(), None);
+    assert_eq!(
+        store.get::<Migration>("migrations/mig-1").unwrap(),
+        Some(migration("web"))
+    );
+    assert_eq!(store.get::<Migration>("cancels/mig-0").unwrap(), None);
+
+    // Finishing: the lock goes only if it is still the one this migration took.
+    let other = Migration {
+        target: "cloud-z".into(),
+        ..migration("web")
+    };
+    let finish = |lock: &Migration| {
+        store
+            .batch()
+            .holds("locks/web", lock)
+            .put("migrations/mig-1", &other)
+            .delete("locks/web")
+    };
+    assert!(!finish(&other).commit().unwrap(), "not the lock it holds");
+    assert!(store.get::<Migration>("locks/web").unwrap().is_some());
+    assert!(finish(&migration("web")).commit().unwrap());
+    assert_eq!(store.get::<Migration>("locks/web").unwrap(), None);
+    assert_eq!(
+        store.get::<Migration>("migrations/mig-1").unwrap(),
+        Some(other)
+    );
+}
+
+/// serde_json refuses maps whose keys are not strings.
+#[derive(Serialize, Deserialize, Debug)]
+struct Unencodable {
+    by_pair: std::collections::BTreeMap<(u8, u8), u8>,
+}
+
+impl Versioned for Unencodable {
+    const KIND: &'static str = "unencodable";
+    const SCHEMA: u32 = 1;
+}
+
+#[test]
+fn a_batch_with_a_value_it_cannot_encode_writes_nothing() {
+    let store = Store::in_memory();
+    let unencodable = Unencodable {
+        by_pair: [((1, 2), 3)].into(),
+    };
+    let error = store
+        .batch()
+        .put("first", &migration("web"))
+        .put("bad", &unencodable)
+        .delete("other")
+        .commit()
+        .unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Serialize { key, .. } if key == "bad"),
+        "{error:?}"
+    );
+    assert_eq!(store.get::<Migration>("first").unwrap(), None);
+}
