@@ -4,11 +4,12 @@ use std::error::Error as StdError;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backend itself failed (disk, lock, network); `location` is its path or endpoint.
-    #[error("store backend at {location}: {source}")]
+    /// The cause is part of the message and deliberately not a `source()`: printed as an
+    /// error chain (anyhow's `{:#}`), it would otherwise appear twice.
+    #[error("store backend at {location}: {cause}")]
     Backend {
         location: String,
-        #[source]
-        source: Box<dyn StdError + Send + Sync>,
+        cause: Box<dyn StdError + Send + Sync>,
     },
     /// The backend's files are damaged: it cannot read what it wrote. `detail` says where.
     #[error(
@@ -106,7 +107,7 @@ impl StoreError {
     ) -> StoreError {
         StoreError::Backend {
             location: location.into(),
-            source: source.into(),
+            cause: source.into(),
         }
     }
 }
