@@ -2090,3 +2090,173 @@ fn token_lifetimes_beyond_the_maximum_are_not_minted_nor_accepted() {
         "{answer}"
     );
 }
+
+/// Runs `ferry demo` on `data`, expecting it to refuse to start; returns its exit status and
+/// the lines it printed on stderr. Fails the test if the broker starts instead.
+fn demo_refuses(data: &Path) -> (Option<i32>, Vec<String>) {
+    let mut child = Command::new(FERRY)
+        .args(["demo", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ferry demo");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for ferry demo") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "ferry demo on {} started instead of refusing",
+                data.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    let lines = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    (status.code(), lines)
+}
+
+/// Each simulated cluster's file and when it was last written.
+fn sim_files(data: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
+    let mut files: Vec<_> = std::fs::read_dir(data.join("sim"))
+        .expect("sim folder")
+        .map(|entry| {
+            let path = entry.expect("sim entry").path();
+            let written = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .expect("mtime");
+            (path, written)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_second_broker_on_one_folder_touches_nothing_and_names_the_holder() {
+    let data = temp_dir("two-brokers");
+    let first = Broker::start(&data, None);
+    let before = sim_files(&data);
+    assert!(before.len() >= 2, "{before:?}");
+    let (status, lines) = demo_refuses(&data);
+    assert_eq!(status, Some(1), "{lines:?}");
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    for expected in [
+        &format!("the data folder {} is in use", data.display()),
+        &format!("process {}", first.child.id()),
+    ] {
+        assert!(
+            lines[0].contains(expected),
+            "{lines:?} should say {expected}"
+        );
+    }
+    assert_eq!(
+        sim_files(&data),
+        before,
+        "the second broker wrote a sim file"
+    );
+    // The first one still answers.
+    first.get("/api/v1/clusters");
+    drop(first);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn a_missing_sim_file_is_not_seeded_again() {
+    let data = temp_dir("missing-sim");
+    drop(Broker::start(&data, None));
+    let (missing, _) = sim_files(&data).remove(0);
+    std::fs::remove_file(&missing).expect("remove a sim file");
+    let (status, lines) = demo_refuses(&data);
+    assert_eq!(status, Some(1), "{lines:?}");
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    assert!(
+        lines[0].contains(&format!("{} is missing", missing.display()))
+            && lines[0].contains("existing data folder"),
+        "{lines:?}"
+    );
+    assert!(!missing.exists(), "seeded again");
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn a_damaged_store_is_reported_once_and_readably() {
+    let data = temp_dir("damaged-store");
+    // Two runs: the second open of the store writes a snapshot, which then refers to the
+    // log file the test deletes.
+    drop(Broker::start(&data, None));
+    drop(Broker::start(&data, None));
+    let db = data.join("store").join("db");
+    std::fs::remove_file(&db).expect("remove store/db");
+    let (status, lines) = demo_refuses(&data);
+    assert_eq!(status, Some(1), "{lines:?}");
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    for expected in [
+        "is damaged",
+        &db.display().to_string(),
+        "Restore the folder from a backup",
+        "docs/operations.md",
+    ] {
+        assert!(
+            lines[0].contains(expected),
+            "{lines:?} should say {expected}"
+        );
+    }
+    assert!(!lines[0].contains("Inline("), "{lines:?}");
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// The corruption: bytes 8–15 of `store/db` flipped. sled then opened what it could
+/// read without a word; the broker must refuse, because acknowledged writes are gone.
+#[test]
+fn a_store_that_lost_acknowledged_writes_refuses_to_start() {
+    use std::io::{Seek, SeekFrom, Write};
+    let data = temp_dir("rolled-back-store");
+    {
+        // A migration: acknowledged writes (its record, its lock) for the flip to lose.
+        let broker = Broker::start(&data, None);
+        let workload = "shop/recommendations";
+        let (_, to) = other_cluster(&broker, workload);
+        let (status, created) = broker.call(
+            "POST",
+            "/api/v1/migrations",
+            Some(&broker.admin),
+            Some(json!({"workload": workload, "to": to})),
+        );
+        assert_eq!(status, 202, "{created}");
+        broker.wait_for_final(created["id"].as_str().expect("id"));
+    }
+    let mut db = std::fs::OpenOptions::new()
+        .write(true)
+        .open(data.join("store").join("db"))
+        .expect("open store/db");
+    db.seek(SeekFrom::Start(8)).expect("seek");
+    db.write_all(&[0xff; 8]).expect("flip bytes 8-15");
+    drop(db);
+    let (status, lines) = demo_refuses(&data);
+    assert_eq!(status, Some(1), "{lines:?}");
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    for expected in [
+        "missing acknowledged writes",
+        "store.mark",
+        "docs/operations.md",
+    ] {
+        assert!(
+            lines[0].contains(expected),
+            "{lines:?} should say {expected}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -4,12 +4,45 @@ use std::error::Error as StdError;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backend itself failed (disk, lock, network); `location` is its path or endpoint.
-    #[error("store backend at {location}: {source}")]
+    /// The cause is part of the message and deliberately not a `source()`: printed as an
+    /// error chain (anyhow's `{:#}`), it would otherwise appear twice.
+    #[error("store backend at {location}: {cause}")]
     Backend {
         location: String,
-        #[source]
-        source: Box<dyn StdError + Send + Sync>,
+        cause: Box<dyn StdError + Send + Sync>,
     },
+    /// The backend's files are damaged: it cannot read what it wrote. `detail` says where.
+    #[error(
+        "the store at {store} is damaged and cannot be opened ({detail}). Restore the folder \
+         from a backup, or move it away together with {store}.mark to start with an empty \
+         store (see \"The store refuses to open\" in docs/operations.md)"
+    )]
+    Damaged { store: String, detail: String },
+    /// The store holds fewer writes than its high-water mark recorded as acknowledged: it
+    /// lost writes it had promised to keep (damaged, rolled back, or an older copy).
+    #[error(
+        "the store at {store} is missing acknowledged writes: it holds {found} writes but its \
+         mark {mark} records {marked} as acknowledged, so at least {missing} it promised to \
+         keep are gone (the store was damaged, rolled back or replaced by an older copy). \
+         The broker refuses to run on it: it would forget migrations and locks it acted on. \
+         Restore the folder from a backup taken after the last write, or, to accept the loss \
+         and run on what is left, delete {mark} (see \"The store refuses to open\" in \
+         docs/operations.md)",
+        missing = .marked - .found
+    )]
+    MissingWrites {
+        store: String,
+        mark: String,
+        marked: u64,
+        found: u64,
+    },
+    /// The high-water mark beside the store cannot be read.
+    #[error(
+        "the store's mark {mark} is unreadable ({reason}); without it, lost writes cannot be \
+         told from none. Restore it from a backup, or delete it to trust the store as it is \
+         (see \"The store refuses to open\" in docs/operations.md)"
+    )]
+    UnreadableMark { mark: String, reason: String },
     /// The bytes under `key` are not an envelope (or the key itself is not UTF-8).
     #[error("corrupt value at key {key:?}: {reason}")]
     CorruptEnvelope { key: String, reason: String },
@@ -74,7 +107,7 @@ impl StoreError {
     ) -> StoreError {
         StoreError::Backend {
             location: location.into(),
-            source: source.into(),
+            cause: source.into(),
         }
     }
 }

@@ -83,12 +83,32 @@
 //! # Durability
 //!
 //! A write that returned `Ok` (`put`, `delete`, a successful compare-and-swap, `append`,
-//! `insert_new` returning `true`, a batch committed with `true`) is on disk. [`SledKv`] makes sure of it after every such
-//! write: sled's `flush`, then an fsync of every file in its folder, because sled's flush
-//! alone (`sync_file_range`) survives a crashed process but not a power loss.
+//! `insert_new` returning `true`, a batch committed with `true`) is on disk. [`SledKv`] makes
+//! sure of it after every such write: sled's `flush`, then an fsync of every file in its
+//! folder, because sled's flush alone (`sync_file_range`) survives a crashed process but not
+//! a power loss. Concurrent writers share syncs (group commit): a writer whose write is
+//! covered by a sync that started after it waits for that sync instead of running its own.
 //! `tests/durability.rs` checks the first part with real processes: it SIGKILLs a writer
 //! (`ferry-store-writer`) at several points and reopens its folder, where every record it
 //! acknowledged must be intact. Power loss cannot be tested here; the fsync covers it.
+//!
+//! # The high-water mark
+//!
+//! sled can lose writes without an error: a damaged segment header makes its recovery stop
+//! there and open the store as it was before. So [`SledKv`] counts every write it makes (a
+//! counter in its own sled tree, `ferry-meta`, written in the same transaction as the write)
+//! and, once a write is synced and before it returns, records the count in a mark file
+//! beside the folder: `<folder>.mark` (for the broker, `DATA/store.mark`). The mark is two
+//! fixed-width text slots of a count and its checksum, updated in place alternately with one
+//! data sync, so a torn update leaves the older slot.
+//!
+//! Opening compares the two. A counter below the mark means acknowledged writes are gone (the
+//! store was damaged, rolled back, deleted or replaced by an older copy) and the open fails
+//! with [`StoreError::MissingWrites`], naming both counts and what to do; a counter at or above
+//! it is normal (a crash between a sync and its mark loses nothing acknowledged). Deleting the
+//! mark file accepts the store as it is: the next open counts from there. Files sled cannot
+//! read at all are [`StoreError::Damaged`]. `docs/operations.md` tells the operator what to
+//! do about either.
 //!
 //! # Adding a backend
 //!
@@ -106,6 +126,7 @@
 
 pub mod conformance;
 mod error;
+mod mark;
 mod memory;
 mod sled_kv;
 mod store;

@@ -29,7 +29,7 @@ fn sled_backend_conforms() {
 fn sled_keeps_data_and_sequence_across_reopen() {
     let dir = TempDir::new("reopen");
     conformance::reopen_keeps_data_and_sequence(&|| {
-        Ok(Arc::new(SledKv::open(dir.path())?) as Arc<dyn Kv>)
+        Ok(Arc::new(SledKv::open(&dir.store())?) as Arc<dyn Kv>)
     })
     .expect("backend error");
 }

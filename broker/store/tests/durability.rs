@@ -97,8 +97,8 @@ fn acknowledged_writes_survive_sigkill() {
     let mut checked = 0;
     for (round, acks) in [1, 17, 200, 2, 75, 400].into_iter().enumerate() {
         let round = u32::try_from(round).expect("few rounds");
-        rounds.push((round, write_until_killed(dir.path(), round, acks)));
-        checked = check_acknowledged(dir.path(), &rounds);
+        rounds.push((round, write_until_killed(&dir.store(), round, acks)));
+        checked = check_acknowledged(&dir.store(), &rounds);
     }
     let acked: usize = rounds.iter().map(|(_, keys)| keys.len()).sum();
     assert_eq!(checked, acked);

@@ -315,7 +315,7 @@ fn insert_new_is_a_lock() {
 #[test]
 fn insert_new_has_one_winner_among_racing_threads() {
     let dir = TempDir::new("lock-race");
-    let store = Store::open_sled(dir.path()).unwrap();
+    let store = Store::open_sled(&dir.store()).unwrap();
     let winners: Vec<u32> = std::thread::scope(|scope| {
         let racers: Vec<_> = (0..8u32)
             .map(|attempts| {
@@ -376,7 +376,7 @@ fn append_order_survives_reopening_sled() {
     let dir = TempDir::new("append-reopen");
     let mut appended = Vec::new();
     for session in 0..3 {
-        let store = Store::open_sled(dir.path()).unwrap();
+        let store = Store::open_sled(&dir.store()).unwrap();
         for i in 0..4 {
             let holder = format!("{session}.{i}");
             appended.push((
@@ -393,7 +393,7 @@ fn append_order_survives_reopening_sled() {
         }
         // Dropped here: the next session opens the folder anew, as after a restart.
     }
-    let store = Store::open_sled(dir.path()).unwrap();
+    let store = Store::open_sled(&dir.store()).unwrap();
     let listed: Vec<(String, String)> = store
         .list::<Lease>("log/")
         .unwrap()
@@ -409,10 +409,10 @@ fn append_order_survives_reopening_sled() {
 #[test]
 fn a_sled_folder_is_open_once() {
     let dir = TempDir::new("open-once");
-    let _first = Store::open_sled(dir.path()).unwrap();
-    let error = Store::open_sled(dir.path()).unwrap_err();
+    let _first = Store::open_sled(&dir.store()).unwrap();
+    let error = Store::open_sled(&dir.store()).unwrap_err();
     assert!(matches!(error, StoreError::Backend { .. }), "{error:?}");
-    let path = dir.path().display().to_string();
+    let path = dir.store().display().to_string();
     assert!(
         error.to_string().contains(&path),
         "{error} should name {path}"

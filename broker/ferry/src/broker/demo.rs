@@ -168,7 +168,14 @@ fn examples() -> anyhow::Result<ResourceSet> {
 
 /// Builds the three simulated clusters: from the data folder if a previous run left
 /// them, from the example files otherwise.
-async fn federation(data: &Path, rollout_time: Duration, synthetic: u32) -> anyhow::Result<World> {
+/// The simulated clusters, seeded from the examples in a `new_folder`, else restored from
+/// their files in `sim/`.
+async fn federation(
+    data: &Path,
+    new_folder: bool,
+    rollout_time: Duration,
+    synthetic: u32,
+) -> anyhow::Result<World> {
     let set = examples()?;
     let sim_dir = data.join("sim");
     std::fs::create_dir_all(&sim_dir).with_context(|| format!("create {}", sim_dir.display()))?;
@@ -190,6 +197,18 @@ async fn federation(data: &Path, rollout_time: Duration, synthetic: u32) -> anyh
                         .with_context(|| format!("restore {} on {}", w.key, cluster.name))?;
                 }
             }
+        } else if !new_folder {
+            // Seeding it afresh would put workloads where the store's migrations and the
+            // other clusters' files do not expect them: some on two clusters, some nowhere.
+            anyhow::bail!(
+                "{} is missing, but {} is an existing data folder: the simulated cluster \
+                 {:?} would be seeded again from the examples and disagree with the store \
+                 and the other clusters. Restore the file, or start the demo on a new, empty \
+                 data folder",
+                file.display(),
+                data.display(),
+                cluster.name
+            );
         } else {
             // Small generated workloads, dealt round-robin over the clusters.
             let index = set
@@ -282,8 +301,15 @@ pub async fn run(
             (dir, true)
         }
     };
-    std::fs::create_dir_all(&data).with_context(|| format!("create {}", data.display()))?;
-    let world = federation(&data, rollout_time, synthetic_workloads).await?;
+    // Before anything in the folder is read or written; held until the demo stops.
+    let data_lock = run::lock_data_folder(&data)?;
+    let world = federation(
+        &data,
+        data_lock.new_folder,
+        rollout_time,
+        synthetic_workloads,
+    )
+    .await?;
     let (stop_sender, stop_receiver) = tokio::sync::oneshot::channel::<()>();
     let (running, server) = run::start(
         world,
@@ -345,6 +371,7 @@ pub async fn run(
     }
     eprintln!("ferry demo: stopped");
     if temporary {
+        drop(data_lock);
         let _ = std::fs::remove_dir_all(&data);
     }
     Ok(())

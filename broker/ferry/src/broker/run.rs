@@ -87,6 +87,70 @@ pub fn minter(data: &Path) -> anyhow::Result<Minter> {
     Ok(Minter::new(key, ISSUER, AUDIENCE))
 }
 
+/// The lock file in a data folder, held by the broker using it.
+pub const LOCK_FILE: &str = "ferry.lock";
+
+/// A broker's exclusive hold on its data folder; released when dropped or when the process
+/// ends, however it ends (the OS drops the lock with the file handle).
+#[derive(Debug)]
+pub struct DataLock {
+    _file: std::fs::File,
+    /// The folder held nothing else when it was locked: a new data folder.
+    pub new_folder: bool,
+}
+
+/// Creates the data folder if need be and locks it (`ferry.lock`, an exclusive advisory
+/// lock), before anything else in it is read or written: a second broker on the same folder
+/// would otherwise rewrite the first's files before failing on the store. Fails at once,
+/// naming the folder and the holder's process id, if another process holds it.
+pub fn lock_data_folder(data: &Path) -> anyhow::Result<DataLock> {
+    use std::io::{Read, Seek, Write};
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("create the data folder {}", data.display()))?;
+    let path = data.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    match fs2::FileExt::try_lock_exclusive(&file) {
+        Ok(()) => {}
+        Err(e) if e.kind() == fs2::lock_contended_error().kind() => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => String::new(),
+                pid => format!(" (process {pid})"),
+            };
+            anyhow::bail!(
+                "the data folder {} is in use by another Ferry broker{holder}: it holds {}. \
+                 Stop that broker first, or give this one another data folder",
+                data.display(),
+                path.display()
+            );
+        }
+        Err(e) => return Err(e).with_context(|| format!("lock {}", path.display())),
+    }
+    let new_folder = std::fs::read_dir(data)
+        .with_context(|| format!("read the data folder {}", data.display()))?
+        .map(|entry| entry.map(|e| e.file_name() == LOCK_FILE))
+        .collect::<std::io::Result<Vec<bool>>>()
+        .with_context(|| format!("read the data folder {}", data.display()))?
+        .into_iter()
+        .all(|is_lock| is_lock);
+    // Who holds it, for the message of the next broker that tries.
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(DataLock {
+        _file: file,
+        new_folder,
+    })
+}
+
 /// Opens the store, resumes unfinished migrations and binds the listener; the returned
 /// future serves until `shutdown` resolves.
 pub async fn start(

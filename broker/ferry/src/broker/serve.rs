@@ -598,6 +598,8 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     };
     let paths = resource_paths(&config, config_path);
     let data = resolve(&config.data);
+    // Held until the broker stops: no second broker on this folder meanwhile.
+    let _data_lock = run::lock_data_folder(&data)?;
     let watch = duration(
         config.watch_interval.as_deref(),
         Duration::from_secs(2),

@@ -21,8 +21,15 @@ impl TempDir {
         TempDir(path)
     }
 
+    #[allow(dead_code, reason = "some test binaries use only `store`")]
     pub fn path(&self) -> &Path {
         &self.0
+    }
+
+    /// A store folder inside, so that its mark (`store.mark`, beside it) is inside too.
+    #[allow(dead_code, reason = "not every test binary opens a store here")]
+    pub fn store(&self) -> PathBuf {
+        self.0.join("store")
     }
 }
 
