@@ -155,7 +155,7 @@ fn sigterm_stops_the_demo_cleanly_with_exit_0() {
 #[test]
 fn metrics_pass_a_strict_exposition_parser_with_capacity_build_and_api_spellings() {
     let demo = Demo::start("metrics");
-    demo.migrate("batch/render", "openstack-dc1");
+    demo.migrate("batch/reports", "gke-europe-west1");
     let text = demo.metrics();
     let families = match strict::parse(&text) {
         Ok(families) => families,

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod blocking_kv;
 pub mod clock;
 pub mod controllers;
 pub mod dashboard;

@@ -160,8 +160,9 @@ pub async fn start(
 ) -> anyhow::Result<(Running, tokio::task::JoinHandle<std::io::Result<()>>)> {
     std::fs::create_dir_all(&config.data)
         .with_context(|| format!("create the data folder {}", config.data.display()))?;
-    let store = Store::open_sled(&config.data.join("store"))
+    let sled = ferry_store::SledKv::open(&config.data.join("store"))
         .with_context(|| format!("open the store in {}", config.data.display()))?;
+    let store = Store::new(Arc::new(super::blocking_kv::OffTheRuntime::new(sled)));
     let key = ferry_auth::load_or_create_hs256_key(&config.data)
         .with_context(|| format!("the signing key in {}", config.data.display()))?;
     let verifier = match config.auth {
