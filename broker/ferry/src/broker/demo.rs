@@ -359,7 +359,9 @@ pub async fn run(
     println!("  try:          export FERRY_SERVER={url} FERRY_TOKEN={token}");
     println!("                ferry get clusters; ferry get workloads");
     println!("                ferry migrate batch/render --to openstack-dc1 --dry-run");
-    println!("                ferry migrate batch/render --to openstack-dc1 --accept-empty-volumes --wait");
+    println!(
+        "                ferry migrate batch/render --to openstack-dc1 --accept-empty-volumes --wait"
+    );
     println!("Ctrl-C (or SIGTERM) stops it.");
     let mut server = server;
     tokio::select! {

@@ -2,11 +2,13 @@
 //! figures depend on the disk): run it by hand and compare before and after a change,
 //!
 //! ```text
-//! cargo test -p ferry-store --test throughput -- --ignored --nocapture
+//! cargo bench -p ferry-store --bench throughput
 //! ```
 //!
 //! docs/benchmarks.md keeps the figures.
 
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code, reason = "the helpers the tests share; this uses some")]
 mod common;
 
 use std::time::Instant;
@@ -37,9 +39,7 @@ fn puts_per_second(writers: usize, per_writer: usize) -> f64 {
     rate
 }
 
-#[test]
-#[ignore = "a measurement, not a check: run with --ignored --nocapture"]
-fn sled_put_throughput() {
+fn main() {
     for (writers, per_writer) in [(1, 400), (8, 100), (32, 50)] {
         let rate = puts_per_second(writers, per_writer);
         eprintln!("sled put throughput: {writers:>2} writer(s): {rate:>7.0} puts/s");
