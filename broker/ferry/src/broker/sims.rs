@@ -10,10 +10,13 @@ use ferry_policies::model::{Cluster, Workload};
 use ferry_policies::resources::ResourceSet;
 use ferry_ports::{Claim, Resources, WorkloadKey};
 
-/// Node size: a simulated member's capacity is cut into nodes of this size.
+/// Node size, about: a simulated member's capacity is cut into nodes of about this size.
+/// Large, so that a demo cluster's room is not lost to fragmentation the planner, which
+/// counts a cluster's room as a whole, cannot see (a 4-core replica found no node on a
+/// dc1 of 8-core nodes with 23 cores free).
 const NODE: Resources = Resources {
-    cpu_millis: 8_000,
-    memory_bytes: 32 << 30,
+    cpu_millis: 48_000,
+    memory_bytes: 192 << 30,
 };
 /// A large cloud quota becomes many nodes; this keeps a simulated member light.
 const MAX_NODES: u64 = 256;
@@ -28,10 +31,25 @@ pub fn from_definition(
         cpu_millis: c.cpu_millis.saturating_sub(cluster.reserved.cpu_millis),
         memory_bytes: c.memory_bytes.saturating_sub(cluster.reserved.memory_bytes),
     });
-    let nodes =
-        u32::try_from((capacity.cpu_millis / NODE.cpu_millis).clamp(1, MAX_NODES)).unwrap_or(1);
+    // Whole nodes of about NODE's cpu that together hold the file's capacity, so that
+    // the room the planner counts (the file's) is the room the simulated scheduler has: a
+    // floor of capacity / NODE lost up to a node's worth, and the plan recommended moves
+    // the cluster could not take.
+    let count = capacity
+        .cpu_millis
+        .div_ceil(NODE.cpu_millis)
+        .clamp(1, MAX_NODES);
+    let node = if cluster.capacity.is_some() {
+        Resources {
+            cpu_millis: capacity.cpu_millis / count,
+            memory_bytes: capacity.memory_bytes / count,
+        }
+    } else {
+        NODE
+    };
+    let nodes = u32::try_from(count).unwrap_or(1);
     SimCluster::new(
-        SimClusterSpec::new(cluster.name.clone(), nodes, NODE, rollout_time)
+        SimClusterSpec::new(cluster.name.clone(), nodes, node, rollout_time)
             .with_api_latency(api_latency),
     )
 }

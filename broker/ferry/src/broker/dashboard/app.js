@@ -544,7 +544,7 @@ function updateRecommendation(node, move) {
   if (r.button && !node.acting) {
     const busy = running(move.workload);
     r.button.disabled = Boolean(busy);
-    setText(r.button, busy ? "Migration running" : "Start migration");
+    setText(r.button, busy ? "Migration running" : node.acceptEmptyVolumes ? EMPTY_VOLUMES_LABEL : "Start migration");
   }
 }
 
@@ -566,15 +566,25 @@ async function act(node, button, busy, request, ok) {
     setText(node.refs.status, `Refused: ${error.message}`);
     button.disabled = false;
     setText(button, label);
+    // Claims that would stay behind: the operator may accept that, explicitly, with the
+    // next click (the broker refuses until the request says so).
+    if (error instanceof HttpError && error.code === "uses_claims") {
+      node.acceptEmptyVolumes = true;
+      setText(button, EMPTY_VOLUMES_LABEL);
+    }
   } finally {
     node.acting = false;
     if (s === session) renderRecommendations();
   }
 }
 
+const EMPTY_VOLUMES_LABEL = "Move with empty volumes";
+
 function startMigration(move, node) {
+  const body = { workload: move.workload, to: move.to };
+  if (node.acceptEmptyVolumes) body.acceptEmptyVolumes = true;
   act(node, node.refs.button, "Starting…",
-    (token) => api(token, "POST", "/api/v1/migrations", { workload: move.workload, to: move.to }),
+    (token) => api(token, "POST", "/api/v1/migrations", body),
     (migration) => {
       data.migrations = [migration, ...data.migrations.filter((m) => m.id !== migration.id)];
       renderMigrations();
