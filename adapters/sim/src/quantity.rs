@@ -11,20 +11,22 @@ pub fn format_cpu(millis: u64) -> String {
     }
 }
 
+/// The binary suffixes, largest first, with the power of two each stands for.
+const SUFFIXES: [(&str, u32); 6] = [
+    ("Ei", 60),
+    ("Pi", 50),
+    ("Ti", 40),
+    ("Gi", 30),
+    ("Mi", 20),
+    ("Ki", 10),
+];
+
 /// Bytes as a memory quantity with the largest binary suffix that divides it exactly
 /// (`"256Mi"`, `"1Gi"`, `"1536Mi"`), or plain bytes when none does.
 pub fn format_memory(bytes: u64) -> String {
     if bytes == 0 {
         return "0".to_owned();
     }
-    const SUFFIXES: [(&str, u32); 6] = [
-        ("Ei", 60),
-        ("Pi", 50),
-        ("Ti", 40),
-        ("Gi", 30),
-        ("Mi", 20),
-        ("Ki", 10),
-    ];
     for (suffix, shift) in SUFFIXES {
         if bytes.trailing_zeros() >= shift {
             return format!("{}{suffix}", bytes >> shift);
@@ -36,14 +38,6 @@ pub fn format_memory(bytes: u64) -> String {
 /// The inverse of [`format_memory`]: plain bytes or a binary suffix (what the sim
 /// writes); `None` for any other form.
 pub fn parse_memory(text: &str) -> Option<u64> {
-    const SUFFIXES: [(&str, u32); 6] = [
-        ("Ei", 60),
-        ("Pi", 50),
-        ("Ti", 40),
-        ("Gi", 30),
-        ("Mi", 20),
-        ("Ki", 10),
-    ];
     for (suffix, shift) in SUFFIXES {
         if let Some(number) = text.strip_suffix(suffix) {
             return number.parse::<u64>().ok()?.checked_mul(1 << shift);
