@@ -587,12 +587,7 @@ impl Engine {
                     .map(|e| claims_in_objects(&e.workload.objects))
                     .unwrap_or_default()
             } else {
-                census
-                    .copies(key)
-                    .into_iter()
-                    .find(|(cluster, _)| *cluster == from)
-                    .map(|(_, w)| w.claims.iter().map(ToString::to_string).collect())
-                    .unwrap_or_default()
+                census.claims_on(key, from)
             };
             if !claims.is_empty() {
                 return Err(SubmitError::UsesClaims {
@@ -654,10 +649,8 @@ impl Engine {
     /// The data `key`'s claims on `from` hold, in GiB.
     fn data_gib(&self, census: &Census, key: &WorkloadKey, from: &str) -> f64 {
         census
-            .copies(key)
-            .into_iter()
-            .find(|(cluster, _)| *cluster == from)
-            .map_or(0.0, |(_, w)| ferry_ports::claims_gib(&w.claims))
+            .copy_on(key, from)
+            .map_or(0.0, |w| ferry_ports::claims_gib(&w.claims))
     }
 
     /// Moves `workload` off `from`, which is down, onto `to`, from the objects last read
@@ -1212,11 +1205,8 @@ impl Engine {
             (export.workload.replicas, export.workload.requests)
         } else {
             let running = census
-                .copies(key)
-                .into_iter()
-                .find(|(cluster, _)| *cluster == from)
-                .map(|(_, w)| w.clone())
-                .ok_or_else(|| StepError::Refused(format!("{key} no longer runs on {}", from)))?;
+                .copy_on(key, from)
+                .ok_or_else(|| StepError::Refused(format!("{key} no longer runs on {from}")))?;
             (running.replicas, running.requests)
         };
         let inventory = match census.inventories.get(to) {

@@ -111,16 +111,17 @@ impl Census {
         })
     }
 
-    /// Every copy of a workload, serving or drained, per cluster.
-    pub fn copies(&self, key: &WorkloadKey) -> Vec<(&str, &RunningWorkload)> {
-        self.inventories
-            .iter()
-            .filter_map(|(name, inventory)| {
-                let inventory = inventory.as_ref().ok()?;
-                let copy = inventory.workloads.iter().find(|w| &w.key == key)?;
-                Some((name.as_str(), copy))
-            })
-            .collect()
+    /// The copy of a workload on `cluster`, serving or drained.
+    pub fn copy_on(&self, key: &WorkloadKey, cluster: &str) -> Option<&RunningWorkload> {
+        let inventory = self.inventories.get(cluster)?.as_ref().ok()?;
+        inventory.workloads.iter().find(|w| &w.key == key)
+    }
+
+    /// The claims a workload's pods use on `cluster`, each as `name (size)`.
+    pub fn claims_on(&self, key: &WorkloadKey, cluster: &str) -> Vec<String> {
+        self.copy_on(key, cluster)
+            .map(|w| w.claims.iter().map(ToString::to_string).collect())
+            .unwrap_or_default()
     }
 
     /// Every distinct workload seen, in key order, with the cluster it serves on.

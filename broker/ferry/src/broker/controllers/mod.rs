@@ -247,26 +247,19 @@ impl Controllers {
                 (input, plan)
             })
             .await;
+        let planned = planned
+            .map_err(|error| format!("the planner stopped: {error}"))
+            .and_then(|(input, plan)| {
+                plan.map(|plan| (input, plan))
+                    .map_err(|error| format!("the policies cannot be planned: {error}"))
+            });
         let (input, plan) = match planned {
             Ok(planned) => planned,
             Err(error) => {
                 self.publish_report(Report {
                     at: now,
                     clusters: phases,
-                    error: Some(format!("the planner stopped: {error}")),
-                    took: began.elapsed(),
-                    ..Report::default()
-                });
-                return;
-            }
-        };
-        let plan = match plan {
-            Ok(plan) => plan,
-            Err(error) => {
-                self.publish_report(Report {
-                    at: now,
-                    clusters: phases,
-                    error: Some(format!("the policies cannot be planned: {error}")),
+                    error: Some(error),
                     took: began.elapsed(),
                     ..Report::default()
                 });
@@ -1067,10 +1060,5 @@ fn claims_on(census: &Census, workload: &str, cluster: &str) -> Vec<String> {
     let Some(key) = WorkloadKey::parse(workload) else {
         return Vec::new();
     };
-    census
-        .copies(&key)
-        .into_iter()
-        .find(|(name, _)| *name == cluster)
-        .map(|(_, w)| w.claims.iter().map(ToString::to_string).collect())
-        .unwrap_or_default()
+    census.claims_on(&key, cluster)
 }
