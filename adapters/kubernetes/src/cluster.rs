@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ferry_ports::{
-    Claim, ClusterPort, ExportedWorkload, Health, Inventory, Mark, PortError, Resources, Rollout,
-    RunningWorkload, WorkloadKey,
+    Claim, ClusterPort, Drained, ExistingClaim, ExportedWorkload, Health, Inventory, Kept, Mark,
+    ObjectRef, PortError, Removal, Resources, Rollout, RunningWorkload, WorkloadFate, WorkloadKey,
 };
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -28,18 +28,23 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use crate::connection::{self, CALL_TIMEOUT, Credentials};
 use crate::errors::{Call, port_error};
 use crate::objects::{self, MARK_ANNOTATION};
-use crate::overrides::{TargetOverrides, apply_overrides};
+use crate::overrides::{TargetOverrides, apply_overrides, apply_recorded, undo_recorded};
 use crate::quantity;
 
 /// The field manager of every write: the API server then tells Ferry's fields from a
 /// user's, and a conflict names the other manager.
 pub const FIELD_MANAGER: &str = "ferry";
+
+/// How long a delete waits for a workload's pods to stop, and then for the object to go,
+/// before it reports a transient error (the engine tries again).
+const REMOVAL_WAIT: Duration = Duration::from_secs(60);
+const REMOVAL_POLL: Duration = Duration::from_millis(250);
 
 /// How long `inventory()` waits for the first full list of every watch.
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -715,19 +720,24 @@ impl KubeCluster {
         }
     }
 
-    /// Server-side apply of one object, never forced: a field another manager holds is
+    /// Server-side apply of one object. Not forced unless `force` (an object another
+    /// migration marked, which Ferry takes over): a field another manager holds is
     /// theirs, and the conflict goes back to the engine.
     async fn server_side_apply(
         &self,
         kind: &Kind,
         namespace: Option<&str>,
         object: &Value,
+        force: bool,
     ) -> Result<(), PortError> {
         let name = object
             .pointer("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let params = PatchParams::apply(FIELD_MANAGER);
+        let mut params = PatchParams::apply(FIELD_MANAGER);
+        if force {
+            params = params.force();
+        }
         let api = self.dynamic(kind, namespace);
         let what = match namespace {
             Some(namespace) => format!("{namespace}/{name}"),
@@ -751,13 +761,105 @@ impl KubeCluster {
         match self
             .call(
                 Call::new("delete", kind.resource, format!("{namespace}/{name}")),
-                api.delete(name, &DeleteParams::foreground()),
+                // Background: a dependent has nothing of its own to wait for, and goes at
+                // once (a claim waits for its finalizer, which its pods hold).
+                api.delete(name, &DeleteParams::background()),
             )
             .await
         {
             Ok(_) | Err(PortError::NotFound { .. }) => Ok(()),
             Err(error) => Err(error),
         }
+    }
+
+    /// The Deployments and StatefulSets of `key`'s namespace other than its workload.
+    async fn other_workloads(&self, key: &WorkloadKey) -> Result<Vec<OtherWorkload>, PortError> {
+        let mut others = Vec::new();
+        let deployments = self
+            .list_values::<Deployment>(DEPLOYMENT.resource, &key.namespace)
+            .await?;
+        let stateful_sets = self
+            .list_values::<StatefulSet>(STATEFUL_SET.resource, &key.namespace)
+            .await?;
+        let workload = self.workload(key).await?.map(|w| w.kind().kind);
+        for (kind, values) in [
+            (DEPLOYMENT.kind, deployments),
+            (STATEFUL_SET.kind, stateful_sets),
+        ] {
+            for value in values {
+                let name = value.pointer("/metadata/name").and_then(Value::as_str);
+                if Some(kind) == workload && name == Some(key.name.as_str()) {
+                    continue;
+                }
+                others.extend(OtherWorkload::from_value(kind, &value));
+            }
+        }
+        Ok(others)
+    }
+
+    /// Scales the workload to zero, waits until none of its pods is left, deletes it and
+    /// waits until it is gone: "deleted" then means nothing of it can serve. A wait that
+    /// runs out (a controller manager that does not act) is a transient error, so that the
+    /// caller tries again.
+    async fn remove_workload(
+        &self,
+        key: &WorkloadKey,
+        workload: &Workload,
+    ) -> Result<(), PortError> {
+        let kind = workload.kind();
+        if workload.current_replicas() > 0 || workload.desired_replicas() > 0 {
+            self.scale(key, 0, None).await?;
+            let deadline = tokio::time::Instant::now() + REMOVAL_WAIT;
+            loop {
+                match self.workload(key).await? {
+                    Some(now) if now.kind().kind == kind.kind && now.current_replicas() > 0 => {
+                        if tokio::time::Instant::now() >= deadline {
+                            return Err(PortError::Unreachable {
+                                cluster: self.name.clone(),
+                                reason: format!(
+                                    "{key} still has {} pods {} s after it was scaled to zero (is the controller manager running?)",
+                                    now.current_replicas(),
+                                    REMOVAL_WAIT.as_secs()
+                                ),
+                            });
+                        }
+                        tokio::time::sleep(REMOVAL_POLL).await;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        // Background: with no pod left the object goes at once; its ReplicaSets (empty)
+        // are the garbage collector's.
+        let api = self.dynamic(kind, Some(&key.namespace));
+        match self
+            .call(
+                Call::new("delete", kind.resource, key.to_string()),
+                api.delete(&key.name, &DeleteParams::background()),
+            )
+            .await
+        {
+            Ok(_) | Err(PortError::NotFound { .. }) => {}
+            Err(error) => return Err(error),
+        }
+        let deadline = tokio::time::Instant::now() + REMOVAL_WAIT;
+        while let Some(now) = self.workload(key).await? {
+            if now.kind().kind != kind.kind {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PortError::Unreachable {
+                    cluster: self.name.clone(),
+                    reason: format!(
+                        "{key} is still there {} s after its deletion (finalizers: {:?})",
+                        REMOVAL_WAIT.as_secs(),
+                        now.metadata().finalizers.clone().unwrap_or_default()
+                    ),
+                });
+            }
+            tokio::time::sleep(REMOVAL_POLL).await;
+        }
+        Ok(())
     }
 
     /// The scheduler's message for the first pending pod `selector` picks.
@@ -889,6 +991,23 @@ impl Workload {
             Workload::Deployment(d) => &d.metadata,
             Workload::StatefulSet(s) => &s.metadata,
         }
+    }
+
+    /// Pods it has now (`status.replicas`), whatever their state.
+    fn current_replicas(&self) -> u32 {
+        let replicas = match self {
+            Workload::Deployment(d) => d.status.as_ref().and_then(|s| s.replicas),
+            Workload::StatefulSet(s) => s.status.as_ref().map(|s| s.replicas),
+        };
+        replicas_u32(replicas.unwrap_or(0))
+    }
+
+    fn desired_replicas(&self) -> u32 {
+        let replicas = match self {
+            Workload::Deployment(d) => d.spec.as_ref().and_then(|s| s.replicas),
+            Workload::StatefulSet(s) => s.spec.as_ref().and_then(|s| s.replicas),
+        };
+        replicas_u32(replicas.unwrap_or(1))
     }
 
     fn selector(&self) -> Option<&LabelSelector> {
@@ -1182,14 +1301,20 @@ impl ClusterPort for KubeCluster {
         objects.push(workload);
         objects.extend(after);
         for object in &mut objects {
+            // This cluster's overrides stay here: the next target gets the workload as it
+            // was before them, and its own.
+            undo_recorded(object);
             objects::clean(object);
         }
+        let dependents = dependent_refs(key, &objects, &running.claims);
         Ok(ExportedWorkload {
             key: key.clone(),
             replicas: running.replicas,
             requests: running.requests,
             labels: running.labels,
             objects,
+            dependents,
+            claims: running.claims,
         })
     }
 
@@ -1252,8 +1377,13 @@ impl ClusterPort for KubeCluster {
             {
                 spec.insert("replicas".to_owned(), Value::from(exported.replicas));
             }
-            apply_overrides(&self.overrides, &mut object);
+            apply_recorded(&self.overrides, &mut object);
             objects::set_mark(&mut object, &mark.migration);
+            if kind.kind == "StatefulSet" {
+                // The claims its controller makes here carry the mark too, so that a
+                // rollback removes them (they are billed disks on a real cloud).
+                objects::mark_claim_templates(&mut object, &mark.migration);
+            }
             plan.push((kind, object));
         }
         if !plan.iter().any(|(kind, o)| {
@@ -1266,45 +1396,78 @@ impl ClusterPort for KubeCluster {
         }
 
         // Ownership: an object of the same name that carries no mark is a user's, and
-        // Ferry never takes over a user's object (a shared ConfigMap included).
+        // Ferry never takes one over by itself (a shared ConfigMap included). Every such
+        // object is named at once, before anything is written.
         let mut namespace_exists = false;
-        for (kind, object) in &plan {
+        let mut unmarked = Vec::new();
+        // Objects another migration marked (a drained copy a move back takes over): the
+        // apply is forced on them, since every field Ferry sends is Ferry's to set there.
+        let mut taken_over = BTreeSet::new();
+        let mut as_they_are = BTreeSet::new();
+        for (index, (kind, object)) in plan.iter_mut().enumerate() {
             let name = object
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
-                .unwrap_or_default();
+                .unwrap_or_default()
+                .to_owned();
             let namespace = (kind.kind != "Namespace").then_some(key.namespace.as_str());
             let api = self.dynamic(kind, namespace);
             let what = format!("{}/{name}", namespace.unwrap_or(""));
             let existing = self
-                .call(Call::new("get", kind.resource, what), api.get_opt(name))
+                .call(Call::new("get", kind.resource, what), api.get_opt(&name))
                 .await?;
             let Some(existing) = existing else { continue };
             if kind.kind == "Namespace" {
                 namespace_exists = true;
                 continue;
             }
-            if existing.annotations().get(MARK_ANNOTATION).is_none() {
-                return Err(PortError::Conflict {
-                    cluster: self.name.clone(),
-                    reason: format!(
-                        "{} {}/{name} already exists here without a Ferry mark; it is not Ferry's to overwrite",
-                        kind.kind, key.namespace
-                    ),
-                });
+            match existing.annotations().get(MARK_ANNOTATION) {
+                // A user's ConfigMap, Secret or ServiceAccount that says the same (one a
+                // drain left because another workload uses it) is used as it is.
+                None if objects::same_content(object, &existing.data) => {
+                    as_they_are.insert(index);
+                }
+                None => unmarked.push(format!("{} {name}", kind.kind)),
+                Some(holder) if holder != &mark.migration => {
+                    taken_over.insert(index);
+                    if kind.kind == "StatefulSet" {
+                        // A StatefulSet's claim templates cannot change once it exists:
+                        // the one taken over keeps its templates' metadata (and mark).
+                        keep_template_metadata(object, &existing.data);
+                    }
+                }
+                Some(_) => {}
             }
         }
+        if !unmarked.is_empty() {
+            return Err(PortError::Conflict {
+                cluster: self.name.clone(),
+                reason: format!(
+                    "in namespace {}, {} already exist{} here without a Ferry mark: {}. Ferry does not overwrite what it does not own; delete {} on {} (or move them out of the way) and ask again",
+                    key.namespace,
+                    unmarked.len(),
+                    if unmarked.len() == 1 { "s" } else { "" },
+                    unmarked.join(", "),
+                    if unmarked.len() == 1 { "it" } else { "them" },
+                    self.name,
+                ),
+            });
+        }
 
-        for (kind, object) in &plan {
+        for (index, (kind, object)) in plan.iter().enumerate() {
             if kind.kind == "Namespace" {
                 // An existing namespace is left alone: it may hold other tenants, and it is
                 // never Ferry's to change or delete.
                 if !namespace_exists {
-                    self.server_side_apply(kind, None, object).await?;
+                    self.server_side_apply(kind, None, object, false).await?;
                 }
                 continue;
             }
-            self.server_side_apply(kind, Some(&key.namespace), object)
+            if as_they_are.contains(&index) {
+                continue;
+            }
+            let force = taken_over.contains(&index);
+            self.server_side_apply(kind, Some(&key.namespace), object, force)
                 .await?;
         }
         if !plan.iter().any(|(kind, _)| kind.kind == "Namespace") {
@@ -1324,7 +1487,8 @@ impl ClusterPort for KubeCluster {
                 apply_overrides(&self.overrides, &mut namespace);
                 objects::set_mark(&mut namespace, &mark.migration);
                 if let Some(kind) = kind_of("Namespace") {
-                    self.server_side_apply(kind, None, &namespace).await?;
+                    self.server_side_apply(kind, None, &namespace, false)
+                        .await?;
                 }
             }
         }
@@ -1408,43 +1572,307 @@ impl ClusterPort for KubeCluster {
         Err(self.not_found(key))
     }
 
-    async fn delete(&self, key: &WorkloadKey, mark: &Mark) -> Result<(), PortError> {
-        let Some(workload) = self.workload(key).await? else {
-            return Ok(());
-        };
-        let held = mark_of_meta(workload.metadata().annotations.as_ref());
-        if held.as_ref() != Some(mark) {
-            // Refused loudly, as the sim does: deleting what Ferry does not own is a bug
-            // upstream, and a silent success would hide it.
-            let holder = match held {
-                None => "it carries no Ferry mark".to_owned(),
-                Some(other) => format!("it is marked by migration {}", other.migration),
+    /// Scales to zero with the mark (as `scale`), then adopts each dependent that is
+    /// there, carries no mark of this migration, and no other workload in the namespace
+    /// uses (its pods name it, a Service or PDB selects them, an HPA scales it).
+    async fn drain(
+        &self,
+        key: &WorkloadKey,
+        dependents: &[ObjectRef],
+        mark: &Mark,
+    ) -> Result<Drained, PortError> {
+        self.scale(key, 0, Some(mark)).await?;
+        let users = self.other_workloads(key).await?;
+        let mut drained = Drained::default();
+        for object in dependents {
+            let Some(kind) = kind_of(&object.kind) else {
+                drained.kept.push(Kept {
+                    object: object.clone(),
+                    reason: "not a kind Ferry carries".to_owned(),
+                });
+                continue;
             };
-            return Err(PortError::Conflict {
-                cluster: self.name.clone(),
-                reason: format!(
-                    "{key} is not migration {}'s to delete: {holder}; left in place",
-                    mark.migration
-                ),
-            });
-        }
-        let workload_value = workload.to_value(&self.name)?;
-        let (before, after) = self.dependents(key, &workload_value).await?;
-        // The workload goes last: if this is interrupted, it still names the rest, so the
-        // repeated call finds them again.
-        for object in after.iter().rev().chain(before.iter().rev()) {
-            if objects::mark_of(object) != Some(mark.migration.as_str()) {
+            let api = self.dynamic(kind, Some(&key.namespace));
+            let what = format!("{}/{}", key.namespace, object.name);
+            let Some(existing) = self
+                .call(
+                    Call::new("get", kind.resource, what.clone()),
+                    api.get_opt(&object.name),
+                )
+                .await?
+            else {
+                drained.kept.push(Kept {
+                    object: object.clone(),
+                    reason: "not there".to_owned(),
+                });
+                continue;
+            };
+            if let Some(user) = users
+                .iter()
+                .find(|other| other.uses(kind.kind, &object.name, &existing.data))
+            {
+                drained.kept.push(Kept {
+                    object: object.clone(),
+                    reason: format!("{} also uses it", user.name),
+                });
                 continue;
             }
-            let kind = object.get("kind").and_then(Value::as_str).and_then(kind_of);
-            let name = object.pointer("/metadata/name").and_then(Value::as_str);
-            if let (Some(kind), Some(name)) = (kind, name) {
-                self.delete_object(kind, &key.namespace, name).await?;
+            if existing.annotations().get(MARK_ANNOTATION) != Some(&mark.migration) {
+                let mut patch = json!({});
+                objects::set_mark(&mut patch, &mark.migration);
+                let params = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.to_owned()),
+                    ..PatchParams::default()
+                };
+                self.call(
+                    Call::new("patch", kind.resource, what),
+                    api.patch(&object.name, &params, &Patch::Merge(&patch)),
+                )
+                .await?;
+            }
+            drained.adopted.push(object.clone());
+        }
+        Ok(drained)
+    }
+
+    async fn delete(
+        &self,
+        key: &WorkloadKey,
+        dependents: &[ObjectRef],
+        mark: &Mark,
+    ) -> Result<Removal, PortError> {
+        let mut refs: BTreeSet<ObjectRef> = dependents.iter().cloned().collect();
+        let workload = self.workload(key).await?;
+        let fate = match &workload {
+            None => WorkloadFate::Absent,
+            Some(workload) => {
+                let held = mark_of_meta(workload.metadata().annotations.as_ref());
+                if held.as_ref() == Some(mark) {
+                    // What the workload names now counts too (a record from before
+                    // migrations listed their dependents names none).
+                    let value = workload.to_value(&self.name)?;
+                    let (before, after) = self.dependents(key, &value).await?;
+                    let running = workload.running().map(|r| r.claims).unwrap_or_default();
+                    let found: Vec<Value> = before.into_iter().chain(after).collect();
+                    refs.extend(dependent_refs(key, &found, &running));
+                    self.remove_workload(key, workload).await?;
+                    WorkloadFate::Deleted
+                } else {
+                    WorkloadFate::Left { holder: held }
+                }
+            }
+        };
+        let mut removal = Removal {
+            workload: fate,
+            deleted: Vec::new(),
+            kept: Vec::new(),
+        };
+        // Claims last: they hold data, and a pod that still mounts one keeps it anyway.
+        let mut ordered: Vec<ObjectRef> = refs.into_iter().collect();
+        ordered.sort_by_key(|r| r.kind == "PersistentVolumeClaim");
+        for object in ordered {
+            let Some(kind) = kind_of(&object.kind) else {
+                removal.kept.push(Kept {
+                    object,
+                    reason: "not a kind Ferry carries".to_owned(),
+                });
+                continue;
+            };
+            let api = self.dynamic(kind, Some(&key.namespace));
+            let what = format!("{}/{}", key.namespace, object.name);
+            let existing = self
+                .call(
+                    Call::new("get", kind.resource, what),
+                    api.get_opt(&object.name),
+                )
+                .await?;
+            match existing {
+                None => removal.deleted.push(object),
+                Some(existing) => match existing.annotations().get(MARK_ANNOTATION) {
+                    Some(holder) if holder == &mark.migration => {
+                        self.delete_object(kind, &key.namespace, &object.name)
+                            .await?;
+                        removal.deleted.push(object);
+                    }
+                    Some(other) => removal.kept.push(Kept {
+                        object,
+                        reason: format!("migration {other}'s now"),
+                    }),
+                    None => removal.kept.push(Kept {
+                        object,
+                        reason: "it carries no Ferry mark".to_owned(),
+                    }),
+                },
             }
         }
-        self.delete_object(workload.kind(), &key.namespace, &key.name)
-            .await?;
-        Ok(())
+        Ok(removal)
+    }
+
+    async fn claims(
+        &self,
+        namespace: &str,
+        names: &[String],
+    ) -> Result<Vec<ExistingClaim>, PortError> {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
+        let mut existing = Vec::new();
+        for name in names {
+            let claim = self
+                .call(
+                    Call::new(
+                        "get",
+                        "persistentvolumeclaims",
+                        format!("{namespace}/{name}"),
+                    ),
+                    api.get_opt(name),
+                )
+                .await?;
+            if let Some(claim) = claim {
+                existing.push(ExistingClaim {
+                    name: name.clone(),
+                    created_at: claim.metadata.creation_timestamp.map(|t| t.0.to_string()),
+                    mark: mark_of_meta(claim.metadata.annotations.as_ref()),
+                });
+            }
+        }
+        Ok(existing)
+    }
+}
+
+/// Gives each claim template of `object` the metadata of the template of the same name in
+/// `existing` (a StatefulSet already on the cluster), whose templates cannot change.
+fn keep_template_metadata(object: &mut Value, existing: &Value) {
+    let Some(theirs) = existing
+        .pointer("/spec/volumeClaimTemplates")
+        .and_then(Value::as_array)
+    else {
+        return;
+    };
+    let Some(ours) = object
+        .pointer_mut("/spec/volumeClaimTemplates")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for template in ours {
+        let name = template.pointer("/metadata/name").and_then(Value::as_str);
+        let metadata = theirs
+            .iter()
+            .find(|t| t.pointer("/metadata/name").and_then(Value::as_str) == name)
+            .and_then(|t| t.get("metadata"))
+            .cloned();
+        if let (Some(metadata), Some(template)) = (metadata, template.as_object_mut()) {
+            template.insert("metadata".to_owned(), metadata);
+        }
+    }
+}
+
+/// The refs a migration records for a workload's graph (see
+/// [`ExportedWorkload::dependents`]): every object but the namespace and the workload
+/// itself, and its claims.
+fn dependent_refs(key: &WorkloadKey, objects: &[Value], claims: &[Claim]) -> Vec<ObjectRef> {
+    let mut refs = BTreeSet::new();
+    for object in objects {
+        let kind = object
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let is_the_workload = WORKLOAD_KINDS.iter().any(|k| k.kind == kind) && name == key.name;
+        if kind.is_empty() || name.is_empty() || kind == "Namespace" || is_the_workload {
+            continue;
+        }
+        refs.insert(ObjectRef {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+        });
+    }
+    for claim in claims {
+        refs.insert(ObjectRef {
+            kind: "PersistentVolumeClaim".to_owned(),
+            name: claim.name.clone(),
+        });
+    }
+    refs.into_iter().collect()
+}
+
+/// Another workload in a namespace, as far as whether it uses an object goes.
+struct OtherWorkload {
+    /// `Deployment shop/api`, for messages.
+    name: String,
+    kind: &'static str,
+    workload_name: String,
+    references: objects::References,
+    claims: BTreeSet<String>,
+    template_labels: BTreeMap<String, String>,
+}
+
+impl OtherWorkload {
+    fn from_value(kind: &'static str, value: &Value) -> Option<OtherWorkload> {
+        let namespace = value
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)?;
+        let name = value.pointer("/metadata/name").and_then(Value::as_str)?;
+        let pod_spec = value
+            .pointer("/spec/template/spec")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let references = objects::references(&pod_spec);
+        let mut claims: BTreeSet<String> = references.persistent_volume_claims.clone();
+        if kind == "StatefulSet" {
+            let replicas = value
+                .pointer("/spec/replicas")
+                .and_then(Value::as_u64)
+                .unwrap_or(1);
+            for template in value
+                .pointer("/spec/volumeClaimTemplates")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(t) = template.pointer("/metadata/name").and_then(Value::as_str) {
+                    claims.extend((0..replicas).map(|i| format!("{t}-{name}-{i}")));
+                }
+            }
+        }
+        Some(OtherWorkload {
+            name: format!("{kind} {namespace}/{name}"),
+            kind,
+            workload_name: name.to_owned(),
+            references,
+            claims,
+            template_labels: value
+                .pointer("/spec/template/metadata/labels")
+                .cloned()
+                .and_then(|l| serde_json::from_value(l).ok())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Whether this workload uses the object `kind` `name` (its current state `object`).
+    fn uses(&self, kind: &str, name: &str, object: &Value) -> bool {
+        match kind {
+            "ServiceAccount" => self.references.service_account.as_deref() == Some(name),
+            "ConfigMap" => self.references.config_maps.contains(name),
+            "Secret" => self.references.secrets.contains(name),
+            "PersistentVolumeClaim" => self.claims.contains(name),
+            "Service" => {
+                objects::service_selects(object.pointer("/spec/selector"), &self.template_labels)
+            }
+            "PodDisruptionBudget" => objects::label_selector_selects(
+                object.pointer("/spec/selector"),
+                &self.template_labels,
+            ),
+            "HorizontalPodAutoscaler" => {
+                let target = object.pointer("/spec/scaleTargetRef");
+                target.and_then(|t| t.get("kind")).and_then(Value::as_str) == Some(self.kind)
+                    && target.and_then(|t| t.get("name")).and_then(Value::as_str)
+                        == Some(self.workload_name.as_str())
+            }
+            _ => false,
+        }
     }
 }
 

@@ -73,7 +73,7 @@ pub mod quantity;
 pub use cluster::{FIELD_MANAGER, KubeCluster};
 pub use connection::{BearerToken, Credentials};
 pub use objects::MARK_ANNOTATION;
-pub use overrides::{TargetOverrides, apply_overrides};
+pub use overrides::{OVERRIDDEN_ANNOTATION, TargetOverrides, apply_overrides};
 
 /// The ClusterRole the adapter needs, with exactly the verbs it uses.
 pub const CLUSTER_ROLE_YAML: &str = include_str!("../../../deploy/ferry-clusterrole.yaml");

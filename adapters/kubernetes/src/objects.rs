@@ -337,6 +337,43 @@ pub fn mark_of(object: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
+/// Whether `ours` (a ConfigMap, Secret or ServiceAccount about to be applied) says what
+/// `theirs` (the object of that name on the cluster) says: the same data, type, image
+/// pull secrets and token mounting. Always false for other kinds, whose specs a
+/// cluster defaults and allocates.
+pub fn same_content(ours: &Value, theirs: &Value) -> bool {
+    let fields: &[&str] = match ours.get("kind").and_then(Value::as_str) {
+        Some("ConfigMap") => &["data", "binaryData"],
+        Some("Secret") => &["data", "type"],
+        Some("ServiceAccount") => &["imagePullSecrets", "automountServiceAccountToken"],
+        _ => return false,
+    };
+    // An empty map is no map.
+    let field = |object: &Value, name: &str| -> Option<Value> {
+        object
+            .get(name)
+            .filter(|v| !v.is_null() && v.as_object().is_none_or(|m| !m.is_empty()))
+            .filter(|v| v.as_array().is_none_or(|a| !a.is_empty()))
+            .cloned()
+    };
+    fields
+        .iter()
+        .all(|name| field(ours, name) == field(theirs, name))
+}
+
+/// Sets the mark annotation on each of a StatefulSet's claim templates: its controller
+/// copies a template's metadata into the claims it makes, so they carry the mark too.
+pub fn mark_claim_templates(stateful_set: &mut Value, migration: &str) {
+    if let Some(templates) = stateful_set
+        .pointer_mut("/spec/volumeClaimTemplates")
+        .and_then(Value::as_array_mut)
+    {
+        for template in templates {
+            set_mark(template, migration);
+        }
+    }
+}
+
 /// Sets the mark annotation on an object.
 pub fn set_mark(object: &mut Value, migration: &str) {
     let Some(object) = object.as_object_mut() else {
@@ -363,6 +400,40 @@ pub fn set_mark(object: &mut Value, migration: &str) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_configmaps_secrets_and_accounts_that_say_the_same_are_the_same() {
+        let config =
+            |data: Value| json!({"kind": "ConfigMap", "metadata": {"name": "c"}, "data": data});
+        let cases = [
+            (config(json!({"A": "1"})), config(json!({"A": "1"})), true),
+            (config(json!({"A": "1"})), config(json!({"A": "2"})), false),
+            (config(json!({})), json!({"kind": "ConfigMap"}), true),
+            (
+                json!({"kind": "Secret", "data": {"P": "aA=="}, "type": "Opaque"}),
+                json!({"kind": "Secret", "data": {"P": "aA=="}, "type": "Opaque"}),
+                true,
+            ),
+            (
+                json!({"kind": "Secret", "data": {"P": "aA=="}, "type": "Opaque"}),
+                json!({"kind": "Secret", "data": {"P": "aQ=="}, "type": "Opaque"}),
+                false,
+            ),
+            (
+                json!({"kind": "ServiceAccount", "metadata": {"name": "web"}}),
+                json!({"kind": "ServiceAccount", "secrets": [], "metadata": {"name": "web", "uid": "x"}}),
+                true,
+            ),
+            (
+                json!({"kind": "Service", "spec": {}}),
+                json!({"kind": "Service", "spec": {}}),
+                false,
+            ),
+        ];
+        for (ours, theirs, same) in cases {
+            assert_eq!(same_content(&ours, &theirs), same, "{ours} vs {theirs}");
+        }
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -4,11 +4,153 @@
 //! same export applied to two clusters gets each cluster's overrides.
 //!
 //! Pure, so that the rules are unit-tested without a cluster; [`crate::KubeCluster`] runs
-//! [`apply_overrides`] on each object of `apply` before it is sent.
+//! [`apply_recorded`] on each object of `apply` before it is sent, and
+//! [`undo_recorded`] on each object it exports: what a target's overrides changed is kept
+//! in the object itself (annotation [`OVERRIDDEN_ANNOTATION`]: the field, its value before,
+//! and the value set), so that a workload leaves a cluster in its own form and the next
+//! target's overrides apply to that, never on top of the last cluster's.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
+
+/// The annotation that records what a target's overrides changed in an object: a JSON
+/// list of `{"path": <JSON pointer>, "was": <value or null when absent>, "set": <value>}`.
+pub const OVERRIDDEN_ANNOTATION: &str = "ferry.dev/overridden";
+
+/// One field an override changed.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Change {
+    path: String,
+    was: Option<Value>,
+    set: Value,
+}
+
+/// The fields overrides may change in `object`, as JSON pointers.
+fn overridable_paths(overrides: &TargetOverrides, object: &Value) -> Vec<String> {
+    let mut paths = Vec::new();
+    for key in overrides.labels.keys() {
+        paths.push(format!("/metadata/labels/{}", escape(key)));
+    }
+    for key in overrides.annotations.keys() {
+        paths.push(format!("/metadata/annotations/{}", escape(key)));
+    }
+    for field in ["containers", "initContainers"] {
+        let count = object
+            .pointer(&format!("/spec/template/spec/{field}"))
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        for index in 0..count {
+            paths.push(format!("/spec/template/spec/{field}/{index}/image"));
+        }
+    }
+    paths.push("/spec/storageClassName".to_owned());
+    let templates = object
+        .pointer("/spec/volumeClaimTemplates")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    for index in 0..templates {
+        paths.push(format!(
+            "/spec/volumeClaimTemplates/{index}/spec/storageClassName"
+        ));
+    }
+    paths
+}
+
+/// A JSON pointer's token for a map key (RFC 6901).
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+fn unescape(token: &str) -> String {
+    token.replace("~1", "/").replace("~0", "~")
+}
+
+/// [`apply_overrides`], recording in the object what it changed (see the module's
+/// comment). An object that already carries a record (one exported without
+/// [`undo_recorded`]) is undone first.
+pub fn apply_recorded(overrides: &TargetOverrides, object: &mut Value) {
+    undo_recorded(object);
+    let before = object.clone();
+    apply_overrides(overrides, object);
+    let changes: Vec<Change> = overridable_paths(overrides, &before)
+        .into_iter()
+        .filter_map(|path| {
+            let was = before.pointer(&path).cloned();
+            let set = object.pointer(&path)?.clone();
+            (was.as_ref() != Some(&set)).then_some(Change { path, was, set })
+        })
+        .collect();
+    if changes.is_empty() {
+        return;
+    }
+    // Serializing plain strings and values cannot fail; an empty record would only lose
+    // the undo, never corrupt the object.
+    let record = serde_json::to_string(&changes).unwrap_or_default();
+    add_to_metadata(
+        object,
+        "annotations",
+        &BTreeMap::from([(OVERRIDDEN_ANNOTATION.to_owned(), record)]),
+    );
+}
+
+/// Puts back what a cluster's overrides changed in `object`, from its record, and drops
+/// the record. A field changed since (someone edited it there) keeps its new value.
+pub fn undo_recorded(object: &mut Value) {
+    let record = object
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .and_then(|a| a.get(OVERRIDDEN_ANNOTATION))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let Some(record) = record else { return };
+    if let Some(annotations) = object
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
+        annotations.remove(OVERRIDDEN_ANNOTATION);
+    }
+    let changes: Vec<Change> = serde_json::from_str(&record).unwrap_or_default();
+    for change in changes.into_iter().rev() {
+        if object.pointer(&change.path) != Some(&change.set) {
+            continue;
+        }
+        let Some((parent, token)) = change.path.rsplit_once('/') else {
+            continue;
+        };
+        let token = unescape(token);
+        match object.pointer_mut(parent) {
+            Some(Value::Object(map)) => match change.was {
+                Some(was) => {
+                    map.insert(token, was);
+                }
+                None => {
+                    map.remove(&token);
+                }
+            },
+            Some(Value::Array(items)) => {
+                if let (Ok(index), Some(was)) = (token.parse::<usize>(), change.was)
+                    && let Some(item) = items.get_mut(index)
+                {
+                    *item = was;
+                }
+            }
+            _ => {}
+        }
+    }
+    // Maps the overrides created and the undo emptied go too, so that the object is as
+    // it was.
+    for field in ["labels", "annotations"] {
+        if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut)
+            && metadata
+                .get(field)
+                .and_then(Value::as_object)
+                .is_some_and(Map::is_empty)
+        {
+            metadata.remove(field);
+        }
+    }
+}
 
 /// The registry of an image whose reference names none (`nginx:1.27`, `bitnami/redis`).
 const IMPLIED_REGISTRY: &str = "docker.io";
@@ -301,6 +443,65 @@ mod tests {
             apply_overrides(&overrides, &mut object);
             assert_eq!(object, want);
         }
+    }
+
+    #[test]
+    fn a_recorded_override_is_undone_exactly_and_a_later_edit_is_kept() {
+        let overrides = TargetOverrides {
+            image_registries: map(&[("registry.example", "mirror.b.example")]),
+            storage_classes: map(&[("fast", "b-ssd")]),
+            labels: map(&[("site", "b"), ("team", "b-ops")]),
+            annotations: map(&[("example.com/owner", "b")]),
+        };
+        let original = json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "db", "labels": {"team": "data"}},
+            "spec": {
+                "template": {"spec": {"containers": [
+                    {"name": "db", "image": "registry.example/db:1"},
+                    {"name": "sidecar", "image": "other.example/s:1"},
+                ]}},
+                "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                                          "spec": {"storageClassName": "fast"}}],
+            },
+        });
+        let mut object = original.clone();
+        apply_recorded(&overrides, &mut object);
+        assert_eq!(
+            object["spec"]["template"]["spec"]["containers"][0]["image"],
+            "mirror.b.example/db:1"
+        );
+        assert_eq!(object["metadata"]["labels"]["team"], "b-ops");
+        assert!(object["metadata"]["annotations"][OVERRIDDEN_ANNOTATION].is_string());
+        // Applied twice (a resumed apply): the record still leads back to the original.
+        apply_recorded(&overrides, &mut object);
+        let mut back = object.clone();
+        undo_recorded(&mut back);
+        assert_eq!(back, original);
+
+        // Edited on the cluster since: the edit stays, the rest is undone.
+        let mut edited = object.clone();
+        edited["spec"]["template"]["spec"]["containers"][0]["image"] = json!("mine.example/db:2");
+        undo_recorded(&mut edited);
+        assert_eq!(
+            edited["spec"]["template"]["spec"]["containers"][0]["image"],
+            "mine.example/db:2"
+        );
+        assert_eq!(edited["metadata"]["labels"], json!({"team": "data"}));
+        assert_eq!(
+            edited["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"],
+            "fast"
+        );
+
+        // Another target's overrides apply to the original, not on top of these.
+        let c = TargetOverrides {
+            labels: map(&[("site", "c")]),
+            ..TargetOverrides::default()
+        };
+        let mut on_c = object.clone();
+        apply_recorded(&c, &mut on_c);
+        undo_recorded(&mut on_c);
+        assert_eq!(on_c, original);
     }
 
     #[test]

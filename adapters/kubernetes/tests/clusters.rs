@@ -11,8 +11,12 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use ferry_adapter_kubernetes::{CLUSTER_ROLE_YAML, KubeCluster, MARK_ANNOTATION, TargetOverrides};
-use ferry_ports::{ClusterPort, Health, Mark, PortError, Resources, Rollout, WorkloadKey};
+use ferry_adapter_kubernetes::{
+    CLUSTER_ROLE_YAML, KubeCluster, MARK_ANNOTATION, OVERRIDDEN_ANNOTATION, TargetOverrides,
+};
+use ferry_ports::{
+    ClusterPort, Health, Mark, PortError, Resources, Rollout, WorkloadFate, WorkloadKey,
+};
 use ferry_testenv::{Cluster, ClusterSpec, client_from, manifest_documents, start_clusters};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -413,15 +417,31 @@ async fn migrate(clusters: &[Cluster]) -> Result<()> {
         Err(PortError::NotFound { .. })
     ));
 
-    // Delete on B: a wrong mark deletes nothing; the right one deletes the graph.
-    match b.delete(&key("web"), &mark("m2")).await {
-        Err(PortError::Conflict { .. }) => {}
-        other => bail!("delete with a wrong mark: {other:?}"),
-    }
+    // Delete on B: a wrong mark deletes nothing (and says whose the copy is); the right
+    // one deletes the graph, and only returns once the Deployment is gone.
+    let removal = b
+        .delete(&key("web"), &exported.dependents, &mark("m2"))
+        .await?;
+    assert_eq!(
+        removal.workload,
+        WorkloadFate::Left {
+            holder: Some(mark("m1"))
+        }
+    );
+    assert!(removal.deleted.is_empty(), "{removal:?}");
     assert_eq!(app_objects(&admin_b).await?.len(), APP_KINDS.len());
-    b.delete(&key("web"), &mark("m1")).await?;
+    let removal = b.delete(&key("web"), &[], &mark("m1")).await?;
+    assert_eq!(removal.workload, WorkloadFate::Deleted);
+    assert!(
+        Api::<Deployment>::namespaced(admin_b.clone(), NS)
+            .get_opt("web")
+            .await?
+            .is_none(),
+        "reported deleted while still there"
+    );
     until_gone(&admin_b, &APP_KINDS).await?;
-    b.delete(&key("web"), &mark("m1")).await?;
+    let again = b.delete(&key("web"), &[], &mark("m1")).await?;
+    assert_eq!(again.workload, WorkloadFate::Absent);
     assert!(
         Api::<Namespace>::all(admin_b.clone())
             .get_opt(NS)
@@ -456,10 +476,19 @@ async fn migrate(clusters: &[Cluster]) -> Result<()> {
         .get("web")
         .await?;
     assert!(users.annotations().get(MARK_ANNOTATION).is_none());
-    assert!(matches!(
-        b.delete(&key("web"), &mark("m3")).await,
-        Err(PortError::Conflict { .. })
-    ));
+    assert_eq!(
+        b.delete(&key("web"), &exported.dependents, &mark("m3"))
+            .await?
+            .workload,
+        WorkloadFate::Left { holder: None }
+    );
+    assert!(
+        Api::<Deployment>::namespaced(admin_b.clone(), NS)
+            .get_opt("web")
+            .await?
+            .is_some(),
+        "a user's Deployment stays"
+    );
 
     // A workload that fits no node waits with the scheduler's reason.
     create::<Deployment>(&admin_a, Some(NS), json!({
@@ -794,22 +823,38 @@ async fn migrate_stateful_set(clusters: &[Cluster]) -> Result<()> {
     );
     until_available(&a, "pg", 0).await?;
 
-    // Delete on B: a wrong mark deletes nothing; the right one deletes the graph. The
-    // claims the StatefulSet controller made stay (its retention policy is Retain).
-    match b.delete(&key("pg"), &mark("m2")).await {
-        Err(PortError::Conflict { .. }) => {}
-        other => bail!("delete with a wrong mark: {other:?}"),
-    }
-    assert_eq!(objects_on(&admin_b, &PG_KINDS).await?.len(), PG_KINDS.len());
-    b.delete(&key("pg"), &mark("m1")).await?;
-    until_gone(&admin_b, &PG_KINDS).await?;
-    assert!(
-        Api::<PersistentVolumeClaim>::namespaced(admin_b.clone(), NS)
-            .get_opt("data-pg-0")
-            .await?
-            .is_some(),
-        "the controller's claim stays"
+    // Delete on B: a wrong mark deletes nothing; the right one deletes the graph, and
+    // the claims the StatefulSet controller made from the templates applied there (they
+    // carry the mark, copied from the templates).
+    let claim_b = Api::<PersistentVolumeClaim>::namespaced(admin_b.clone(), NS)
+        .get("data-pg-0")
+        .await?;
+    assert_eq!(
+        claim_b
+            .annotations()
+            .get(MARK_ANNOTATION)
+            .map(String::as_str),
+        Some("m1")
     );
+    let removal = b
+        .delete(&key("pg"), &exported.dependents, &mark("m2"))
+        .await?;
+    assert!(matches!(removal.workload, WorkloadFate::Left { .. }));
+    assert_eq!(objects_on(&admin_b, &PG_KINDS).await?.len(), PG_KINDS.len());
+    b.delete(&key("pg"), &exported.dependents, &mark("m1"))
+        .await?;
+    until_gone(&admin_b, &PG_KINDS).await?;
+    eventually("b: the controller's claims are gone", || async {
+        let claims = Api::<PersistentVolumeClaim>::namespaced(admin_b.clone(), NS)
+            .list(&ListParams::default())
+            .await?;
+        Ok(claims
+            .items
+            .iter()
+            .all(|c| c.metadata.deletion_timestamp.is_some())
+            .then_some(()))
+    })
+    .await?;
     eventually("b: pg leaves the inventory", || async {
         let inventory = b.inventory().await?;
         Ok(inventory
@@ -939,9 +984,20 @@ async fn claims_and_overrides(clusters: &[Cluster]) -> Result<()> {
         claim_b["metadata"]["labels"],
         json!({"app": "files", "dc": "dc1"})
     );
+    let mut annotations = claim_b["metadata"]["annotations"].clone();
+    let overridden = annotations
+        .as_object_mut()
+        .and_then(|a| a.remove(OVERRIDDEN_ANNOTATION))
+        .context("what the overrides changed is recorded")?;
     assert_eq!(
-        claim_b["metadata"]["annotations"],
+        annotations,
         json!({"example.com/owner": "dc1-platform", MARK_ANNOTATION: "m1"})
+    );
+    assert!(
+        overridden
+            .as_str()
+            .is_some_and(|r| r.contains("\"was\":\"standard\"")),
+        "{overridden}"
     );
     let files_b = serde_json::to_value(
         Api::<Deployment>::namespaced(admin_b.clone(), NS)
@@ -983,12 +1039,43 @@ async fn claims_and_overrides(clusters: &[Cluster]) -> Result<()> {
         Some("dc1")
     );
 
+    // Exported from B, the objects are as they were on A: B's overrides stay with B, so
+    // that the next cluster gets its own on the original, never on top of B's.
+    let back = b.export(&key("files")).await?;
+    for (on_a, from_b) in exported.objects.iter().zip(&back.objects) {
+        let mut from_b = from_b.clone();
+        let mut on_a = on_a.clone();
+        for object in [&mut from_b, &mut on_a] {
+            // The mark (B's copy is m1's) and the namespace B kept are not the overrides'.
+            if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                if let Some(a) = metadata
+                    .get_mut("annotations")
+                    .and_then(Value::as_object_mut)
+                {
+                    a.remove(MARK_ANNOTATION);
+                }
+                if metadata
+                    .get("annotations")
+                    .and_then(Value::as_object)
+                    .is_some_and(|a| a.is_empty())
+                {
+                    metadata.remove("annotations");
+                }
+            }
+            if object["kind"] == "Namespace" {
+                *object = json!(null);
+            }
+        }
+        assert_eq!(from_b, on_a, "exported from B");
+    }
+
     // Nothing binds the claim on B (no volume of class `fast`): the pod waits, and says
     // why. Moving the data is not the adapter's to do.
     until_pending_because(&b, "files", "unbound immediate PersistentVolumeClaims").await?;
 
     // Delete on B takes the claim too (it carries the mark); the source's stays bound.
-    b.delete(&key("files"), &mark("m1")).await?;
+    b.delete(&key("files"), &exported.dependents, &mark("m1"))
+        .await?;
     until_gone(
         &admin_b,
         &["Deployment/files", "PersistentVolumeClaim/uploads"],
@@ -1197,19 +1284,23 @@ async fn least_privilege(clusters: &[Cluster]) -> Result<()> {
         }
         other => bail!("scale without patch on deployments: {other:?}"),
     }
-    a.scale(&key("web"), 0, Some(&mark("m1"))).await?;
-    b.delete(&key("web"), &mark("m1")).await?;
+    // The drain adopts what was exported (the role may patch each of those kinds),
+    // so that the source's delete takes it all: nothing of the app stays on A.
+    let drained = a
+        .drain(&key("web"), &exported.dependents, &mark("m1"))
+        .await?;
+    assert_eq!(
+        drained.adopted.len(),
+        exported.dependents.len(),
+        "{drained:?}"
+    );
+    b.delete(&key("web"), &exported.dependents, &mark("m1"))
+        .await?;
     until_gone(&admin_b, &APP_KINDS).await?;
-    // On the drained source only the Deployment carries the mark (the scale put it
-    // there): the user's ConfigMaps and Secrets stay.
-    a.delete(&key("web"), &mark("m1")).await?;
+    a.delete(&key("web"), &exported.dependents, &mark("m1"))
+        .await?;
     let admin_a = clusters[0].client().await?;
-    let left = eventually("a: the drained Deployment is gone", || async {
-        let left = app_objects(&admin_a).await?;
-        Ok((!left.contains_key("Deployment/web")).then_some(left))
-    })
-    .await?;
-    assert_eq!(left.len(), APP_KINDS.len() - 1, "{left:?}");
+    until_gone(&admin_a, &APP_KINDS).await?;
 
     // A StatefulSet moves with the same role.
     create_stateful_app(&admin_a, 1, None).await?;
@@ -1226,7 +1317,8 @@ async fn least_privilege(clusters: &[Cluster]) -> Result<()> {
     b.apply(&exported, &mark("m2")).await?;
     until_available(&b, "pg", 1).await?;
     a.scale(&key("pg"), 0, Some(&mark("m2"))).await?;
-    b.delete(&key("pg"), &mark("m2")).await?;
+    b.delete(&key("pg"), &exported.dependents, &mark("m2"))
+        .await?;
     until_gone(&admin_b, &PG_KINDS).await?;
 
     // An inventory limited by a namespace label watches namespaces, which the role allows.
@@ -1332,5 +1424,176 @@ async fn a_refreshed_token_takes_effect_without_a_new_client() -> Result<()> {
     .await?;
     assert_eq!(inventory.nodes, 2);
     assert_eq!(inventory.health, Health::Ready);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn there_and_back_leaves_nothing_behind_and_a_rollback_removes_what_it_created() -> Result<()>
+{
+    let clusters = two_clusters(["trip-a", "trip-b"]).await?;
+    let result = there_and_back(&clusters).await;
+    with_logs(result, &clusters)
+}
+
+/// A user's app on A (created as a user would, unmarked) moves to B and back to A, with
+/// each cluster's overrides; a refused apply on B is rolled back; and a neighbour on A
+/// that shares the app's ConfigMap keeps it.
+async fn there_and_back(clusters: &[Cluster]) -> Result<()> {
+    let (admin_a, admin_b) = (clusters[0].client().await?, clusters[1].client().await?);
+    create_app(&admin_a).await?;
+    // A neighbour that reads the app's ConfigMap: the drain must not take it over.
+    create::<Deployment>(&admin_a, Some(NS), json!({
+        "metadata": {"name": "api"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "api"}},
+                 "template": {"metadata": {"labels": {"app": "api"}},
+                              "spec": {"containers": [{"name": "api", "image": "registry.invalid/api:1",
+                                  "envFrom": [{"configMapRef": {"name": "web-config"}}]}]}}},
+    })).await?;
+    for cluster in clusters {
+        Api::<ClusterRole>::all(cluster.client().await?)
+            .create(
+                &PostParams::default(),
+                &cluster_role("ferry-adapter", false)?,
+            )
+            .await?;
+    }
+    let overrides = |site: &str| TargetOverrides {
+        image_registries: string_map(&[("registry.invalid", &format!("mirror-{site}.invalid"))]),
+        labels: string_map(&[("arrived-on", site)]),
+        ..TargetOverrides::default()
+    };
+    let a = as_identity(&clusters[0], "ferry", "ferry-adapter")
+        .await?
+        .with_overrides(overrides("a"));
+    let b = as_identity(&clusters[1], "ferry", "ferry-adapter")
+        .await?
+        .with_overrides(overrides("b"));
+    until_available(&a, "web", 3).await?;
+
+    // 1. A refused apply on B (the identity may not patch Deployments there) is rolled
+    //    back: the ServiceAccount, ConfigMap and Secret it had created go, although the
+    //    Deployment never existed there.
+    Api::<ClusterRole>::all(admin_b.clone())
+        .create(&PostParams::default(), &cluster_role("ferry-weak", true)?)
+        .await?;
+    let weak_b = as_identity(&clusters[1], "ferry-weak", "ferry-weak").await?;
+    let exported = a.export(&key("web")).await?;
+    let mut recorded: Vec<String> = exported
+        .dependents
+        .iter()
+        .map(|d| format!("{}/{}", d.kind, d.name))
+        .collect();
+    recorded.sort();
+    let mut expected: Vec<String> = APP_KINDS
+        .iter()
+        .filter(|k| **k != "Deployment/web")
+        .map(|k| (*k).to_owned())
+        .collect();
+    expected.sort();
+    assert_eq!(recorded, expected, "the dependents a migration records");
+    match weak_b.apply(&exported, &mark("m0")).await {
+        Err(PortError::Rejected { .. }) => {}
+        other => bail!("apply without patch on deployments: {other:?}"),
+    }
+    let half = objects_on(&admin_b, &APP_KINDS).await?;
+    ensure!(
+        half.contains_key("Secret/web-secret") && !half.contains_key("Deployment/web"),
+        "the refused apply left {half:?}"
+    );
+    let removal = weak_b
+        .delete(&key("web"), &exported.dependents, &mark("m0"))
+        .await?;
+    assert_eq!(removal.workload, WorkloadFate::Absent);
+    until_gone(&admin_b, &APP_KINDS).await?;
+
+    // 2. Objects of the same name on B that are not Ferry's are all named at once, before
+    //    anything is written.
+    create::<ConfigMap>(
+        &admin_b,
+        Some(NS),
+        json!({"metadata": {"name": "web-config"}, "data": {"MODE": "other"}}),
+    )
+    .await?;
+    create::<Secret>(
+        &admin_b,
+        Some(NS),
+        json!({"metadata": {"name": "web-secret"}, "stringData": {"PASSWORD": "other"}}),
+    )
+    .await?;
+    match b.apply(&exported, &mark("m1")).await {
+        Err(PortError::Conflict { reason, .. }) => ensure!(
+            reason.contains("ConfigMap web-config") && reason.contains("Secret web-secret"),
+            "{reason}"
+        ),
+        other => bail!("apply over two of a user's objects: {other:?}"),
+    }
+    assert_eq!(
+        objects_on(&admin_b, &APP_KINDS).await?.len(),
+        2,
+        "nothing was written"
+    );
+    for (kind, name) in [("ConfigMap", "web-config"), ("Secret", "web-secret")] {
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", kind));
+        Api::<DynamicObject>::namespaced_with(admin_b.clone(), NS, &resource)
+            .delete(name, &Default::default())
+            .await?;
+    }
+    until_gone(&admin_b, &["ConfigMap/web-config", "Secret/web-secret"]).await?;
+
+    // 3. A to B: applied with B's overrides, the source drained and its objects adopted
+    //    but the shared ConfigMap; the source's delete then leaves nothing of web on A.
+    b.apply(&exported, &mark("m1")).await?;
+    until_available(&b, "web", 3).await?;
+    let drained = a
+        .drain(&key("web"), &exported.dependents, &mark("m1"))
+        .await?;
+    let kept: Vec<String> = drained.kept.iter().map(|k| k.object.to_string()).collect();
+    assert_eq!(kept, ["ConfigMap web-config"], "{drained:?}");
+    assert!(drained.kept[0].reason.contains("api"), "{drained:?}");
+    let removal = a
+        .delete(&key("web"), &exported.dependents, &mark("m1"))
+        .await?;
+    assert_eq!(removal.workload, WorkloadFate::Deleted, "{removal:?}");
+    assert!(
+        Api::<Deployment>::namespaced(admin_a.clone(), NS)
+            .get_opt("web")
+            .await?
+            .is_none(),
+        "reported deleted while still there"
+    );
+    let left = objects_on(&admin_a, &APP_KINDS).await?;
+    assert_eq!(
+        left.keys().collect::<Vec<_>>(),
+        ["ConfigMap/web-config"],
+        "only the shared ConfigMap stays on A"
+    );
+
+    // 4. B back to A: not blocked by the shared ConfigMap (the same data), applied with
+    //    A's overrides and none of B's.
+    let back = b.export(&key("web")).await?;
+    a.apply(&back, &mark("m2")).await?;
+    until_available(&a, "web", 3).await?;
+    let web = Api::<Deployment>::namespaced(admin_a.clone(), NS)
+        .get("web")
+        .await?;
+    assert_eq!(
+        web.labels().get("arrived-on").map(String::as_str),
+        Some("a")
+    );
+    let image = web
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|p| p.containers[0].image.clone());
+    assert_eq!(image, Some(Some("mirror-a.invalid/web:1".to_owned())));
+    let shared = Api::<ConfigMap>::namespaced(admin_a.clone(), NS)
+        .get("web-config")
+        .await?;
+    assert!(
+        shared.annotations().get(MARK_ANNOTATION).is_none(),
+        "the shared ConfigMap is still the user's"
+    );
+    b.drain(&key("web"), &back.dependents, &mark("m2")).await?;
+    b.delete(&key("web"), &back.dependents, &mark("m2")).await?;
+    until_gone(&admin_b, &APP_KINDS).await?;
     Ok(())
 }

@@ -173,6 +173,76 @@ pub struct ExportedWorkload {
     pub requests: Resources,
     pub labels: std::collections::BTreeMap<String, String>,
     pub objects: Vec<serde_json::Value>,
+    /// What belongs to the workload beside its own object, in its namespace: the objects
+    /// of the graph (not the namespace) and every claim its pods use, those a
+    /// StatefulSet's controller makes from its templates included. A migration records
+    /// them, so that whatever it created can be removed, and drains and deletes them with
+    /// the workload.
+    pub dependents: Vec<ObjectRef>,
+    /// The claims its pods use, with their sizes (as in [`RunningWorkload::claims`]).
+    pub claims: Vec<Claim>,
+}
+
+/// One object in a workload's namespace, by kind and name. Names only: never values, so
+/// that a record of them may be stored.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ObjectRef {
+    pub kind: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.name)
+    }
+}
+
+/// An object a drain or a delete left as it was, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    pub object: ObjectRef,
+    pub reason: String,
+}
+
+/// What [`ClusterPort::drain`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Now carry the migration's mark, and go with the drained copy.
+    pub adopted: Vec<ObjectRef>,
+    /// Stay as they are (another workload here uses them, or they are not there).
+    pub kept: Vec<Kept>,
+}
+
+/// What became of the workload's own object in [`ClusterPort::delete`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkloadFate {
+    /// It was this migration's: scaled to zero, deleted, and gone.
+    Deleted,
+    /// There was none.
+    Absent,
+    /// It is not this migration's and stays: another migration's (it took the copy over),
+    /// or nobody's (`None`: a user's).
+    Left { holder: Option<Mark> },
+}
+
+/// What [`ClusterPort::delete`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removal {
+    pub workload: WorkloadFate,
+    /// Dependents deleted (or already gone).
+    pub deleted: Vec<ObjectRef>,
+    /// Dependents left in place: they carry no mark, or another migration's.
+    pub kept: Vec<Kept>,
+}
+
+/// A claim that exists on a cluster, as a move's plan looks for it on the target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExistingClaim {
+    pub name: String,
+    /// When it was created (RFC 3339), if the cluster says.
+    pub created_at: Option<String>,
+    pub mark: Option<Mark>,
 }
 
 /// Where a rollout stands.
@@ -250,9 +320,35 @@ pub trait ClusterPort: Send + Sync {
         mark: Option<&Mark>,
     ) -> Result<(), PortError>;
 
-    /// Deletes the workload's objects that carry `mark`; objects Ferry does not own stay.
-    /// Deleting what is not there succeeds.
-    async fn delete(&self, workload: &WorkloadKey, mark: &Mark) -> Result<(), PortError>;
+    /// Drains the serving copy here for a move away: scales it to zero, marks it `mark`'s,
+    /// and *adopts* the `dependents` (marks them too), so that they are deleted with it
+    /// later and nothing of the workload stays behind. A dependent another workload here
+    /// still uses is kept as it is. Idempotent.
+    async fn drain(
+        &self,
+        workload: &WorkloadKey,
+        dependents: &[ObjectRef],
+        mark: &Mark,
+    ) -> Result<Drained, PortError>;
+
+    /// Deletes what of the workload carries `mark`: its own object (scaled to zero first,
+    /// and only reported deleted once it is gone) and the `dependents` (with those the
+    /// adapter finds from the workload itself). What Ferry does not own, or another
+    /// migration now owns, stays and is reported. Deleting what is not there succeeds.
+    async fn delete(
+        &self,
+        workload: &WorkloadKey,
+        dependents: &[ObjectRef],
+        mark: &Mark,
+    ) -> Result<Removal, PortError>;
+
+    /// The claims of these names in `namespace` that exist here: a move's target must not
+    /// reattach one silently (it holds older data).
+    async fn claims(
+        &self,
+        namespace: &str,
+        names: &[String],
+    ) -> Result<Vec<ExistingClaim>, PortError>;
 }
 
 /// A long-running provider operation (a Heat stack update, a GKE node-pool resize).

@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{ClusterPort, ExportedWorkload, Inventory, Mark, PortError, Rollout, WorkloadKey};
+use crate::{
+    ClusterPort, Drained, ExistingClaim, ExportedWorkload, Inventory, Mark, ObjectRef, PortError,
+    Removal, Rollout, WorkloadKey,
+};
 
 /// How often and how patiently to try again.
 #[derive(Clone, Debug, PartialEq)]
@@ -130,8 +133,32 @@ impl ClusterPort for Retrying {
             .await
     }
 
-    async fn delete(&self, workload: &WorkloadKey, mark: &Mark) -> Result<(), PortError> {
-        self.with_retries("delete", || self.inner.delete(workload, mark))
+    async fn drain(
+        &self,
+        workload: &WorkloadKey,
+        dependents: &[ObjectRef],
+        mark: &Mark,
+    ) -> Result<Drained, PortError> {
+        self.with_retries("drain", || self.inner.drain(workload, dependents, mark))
+            .await
+    }
+
+    async fn delete(
+        &self,
+        workload: &WorkloadKey,
+        dependents: &[ObjectRef],
+        mark: &Mark,
+    ) -> Result<Removal, PortError> {
+        self.with_retries("delete", || self.inner.delete(workload, dependents, mark))
+            .await
+    }
+
+    async fn claims(
+        &self,
+        namespace: &str,
+        names: &[String],
+    ) -> Result<Vec<ExistingClaim>, PortError> {
+        self.with_retries("claims", || self.inner.claims(namespace, names))
             .await
     }
 }
@@ -141,7 +168,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::Resources;
+    use crate::{Resources, WorkloadFate};
 
     /// Fails `export` with the queued errors, then succeeds; counts the calls.
     struct Flaky {
@@ -175,6 +202,8 @@ mod tests {
                     requests: Resources::default(),
                     labels: Default::default(),
                     objects: Vec::new(),
+                    dependents: Vec::new(),
+                    claims: Vec::new(),
                 }),
             }
         }
@@ -187,8 +216,28 @@ mod tests {
         async fn scale(&self, _: &WorkloadKey, _: u32, _: Option<&Mark>) -> Result<(), PortError> {
             Ok(())
         }
-        async fn delete(&self, _: &WorkloadKey, _: &Mark) -> Result<(), PortError> {
-            Ok(())
+        async fn drain(
+            &self,
+            _: &WorkloadKey,
+            _: &[ObjectRef],
+            _: &Mark,
+        ) -> Result<Drained, PortError> {
+            Ok(Drained::default())
+        }
+        async fn delete(
+            &self,
+            _: &WorkloadKey,
+            _: &[ObjectRef],
+            _: &Mark,
+        ) -> Result<Removal, PortError> {
+            Ok(Removal {
+                workload: WorkloadFate::Absent,
+                deleted: Vec::new(),
+                kept: Vec::new(),
+            })
+        }
+        async fn claims(&self, _: &str, _: &[String]) -> Result<Vec<ExistingClaim>, PortError> {
+            Ok(Vec::new())
         }
     }
 

@@ -116,7 +116,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         };
         outcomes[outcome] += 1;
         clusters[from].scale(&workload, 0, Some(&mark)).await?;
-        clusters[from].delete(&workload, &mark).await?;
+        clusters[from].delete(&workload, &[], &mark).await?;
     }
     let cycles = started.elapsed();
 

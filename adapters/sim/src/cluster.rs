@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ferry_ports::{
-    Claim, ClusterPort, ExportedWorkload, Health, Inventory, Mark, PortError, Resources, Rollout,
-    RunningWorkload, WorkloadKey,
+    Claim, ClusterPort, Drained, ExistingClaim, ExportedWorkload, Health, Inventory, Kept, Mark,
+    ObjectRef, PortError, Removal, Resources, Rollout, RunningWorkload, WorkloadFate, WorkloadKey,
 };
 use serde_json::Value;
 use tokio::time::Instant;
@@ -654,28 +654,46 @@ impl State {
         Ok(())
     }
 
-    fn delete(&mut self, key: &WorkloadKey, mark: &Mark, now: Instant) -> Result<(), PortError> {
+    /// A simulated workload holds its dependents inside it: they go, or stay, with it.
+    fn delete(
+        &mut self,
+        key: &WorkloadKey,
+        dependents: &[ObjectRef],
+        mark: &Mark,
+        now: Instant,
+    ) -> Result<Removal, PortError> {
         let Some(workload) = self.workloads.get(key) else {
-            return Ok(());
+            return Ok(Removal {
+                workload: WorkloadFate::Absent,
+                deleted: dependents.to_vec(),
+                kept: Vec::new(),
+            });
         };
         if workload.mark.as_ref() != Some(mark) {
-            // Refused loudly rather than skipped: a delete of something Ferry does not own
-            // is a bug upstream, and a silent success would hide it.
-            let holder = match &workload.mark {
+            let holder = workload.mark.clone();
+            let reason = match &holder {
                 None => "it carries no Ferry mark".to_owned(),
-                Some(other) => format!("it is marked by migration {}", other.migration),
+                Some(other) => format!("it is migration {}'s", other.migration),
             };
-            return Err(PortError::Conflict {
-                cluster: self.spec.name.clone(),
-                reason: format!(
-                    "{key} is not migration {}'s to delete: {holder}; left in place",
-                    mark.migration
-                ),
+            return Ok(Removal {
+                workload: WorkloadFate::Left { holder },
+                deleted: Vec::new(),
+                kept: dependents
+                    .iter()
+                    .map(|object| Kept {
+                        object: object.clone(),
+                        reason: reason.clone(),
+                    })
+                    .collect(),
             });
         }
         self.remove(key);
         self.schedule(now);
-        Ok(())
+        Ok(Removal {
+            workload: WorkloadFate::Deleted,
+            deleted: dependents.to_vec(),
+            kept: Vec::new(),
+        })
     }
 
     fn rollout(&self, key: &WorkloadKey, now: Instant) -> Result<Rollout, PortError> {
@@ -782,13 +800,49 @@ impl State {
         let Some(workload) = self.workloads.get(key) else {
             return Err(self.not_found(key));
         };
+        let objects = workload.graph(key);
         Ok(ExportedWorkload {
             key: key.clone(),
             replicas: workload.replicas(),
             requests: workload.requests,
             labels: workload.labels.clone(),
-            objects: workload.graph(key),
+            dependents: objects::dependents(key, &objects, &workload.claims),
+            claims: workload.claims.clone(),
+            objects,
         })
+    }
+
+    /// A simulated workload holds its dependents inside it: draining it adopts them all.
+    fn drain(
+        &mut self,
+        key: &WorkloadKey,
+        dependents: &[ObjectRef],
+        mark: &Mark,
+        now: Instant,
+    ) -> Result<Drained, PortError> {
+        self.scale(key, 0, Some(mark), now)?;
+        Ok(Drained {
+            adopted: dependents.to_vec(),
+            kept: Vec::new(),
+        })
+    }
+
+    fn existing_claims(&self, namespace: &str, names: &[String]) -> Vec<ExistingClaim> {
+        self.workloads
+            .iter()
+            .filter(|(key, _)| key.namespace == namespace)
+            .flat_map(|(_, workload)| {
+                workload
+                    .claims
+                    .iter()
+                    .filter(|claim| names.contains(&claim.name))
+                    .map(|claim| ExistingClaim {
+                        name: claim.name.clone(),
+                        created_at: None,
+                        mark: workload.mark.clone(),
+                    })
+            })
+            .collect()
     }
 
     fn inventory(&self, now: Instant, health: Health) -> Inventory {
@@ -1029,9 +1083,35 @@ impl ClusterPort for SimCluster {
         state.scale(workload, replicas, mark, now)
     }
 
-    async fn delete(&self, workload: &WorkloadKey, mark: &Mark) -> Result<(), PortError> {
+    async fn drain(
+        &self,
+        workload: &WorkloadKey,
+        dependents: &[ObjectRef],
+        mark: &Mark,
+    ) -> Result<Drained, PortError> {
         self.latency().await;
         let (mut state, now) = self.enter()?;
-        state.delete(workload, mark, now)
+        state.drain(workload, dependents, mark, now)
+    }
+
+    async fn delete(
+        &self,
+        workload: &WorkloadKey,
+        dependents: &[ObjectRef],
+        mark: &Mark,
+    ) -> Result<Removal, PortError> {
+        self.latency().await;
+        let (mut state, now) = self.enter()?;
+        state.delete(workload, dependents, mark, now)
+    }
+
+    async fn claims(
+        &self,
+        namespace: &str,
+        names: &[String],
+    ) -> Result<Vec<ExistingClaim>, PortError> {
+        self.latency().await;
+        let (state, _) = self.enter()?;
+        Ok(state.existing_claims(namespace, names))
     }
 }

@@ -8,7 +8,7 @@ use ferry_adapter_sim::{
 };
 use ferry_ports::{
     ClusterPort, ExportedWorkload, Health, Mark, Operation, PortError, PriceSource, Provisioner,
-    Resources, Rollout, RunningWorkload, WorkloadKey,
+    Resources, Rollout, RunningWorkload, WorkloadFate, WorkloadKey,
 };
 use serde_json::{Value, json};
 use tokio::time::{Instant, advance};
@@ -287,7 +287,9 @@ async fn pending_replicas_are_placed_when_a_delete_frees_room() {
         rollout(&sim, "new").await,
         Rollout::Progressing { available: 0, .. }
     ));
-    sim.delete(&key("old"), &mark("m1")).await.expect("deletes");
+    sim.delete(&key("old"), &[], &mark("m1"))
+        .await
+        .expect("deletes");
     advance(ROLLOUT).await;
     assert_eq!(
         rollout(&sim, "new").await,
@@ -512,7 +514,10 @@ async fn an_unreachable_cluster_fails_every_call_until_cleared() {
         ("apply", sim.apply(&web, &mark("m1")).await),
         ("rollout", sim.rollout(&key("web")).await.map(drop)),
         ("scale", sim.scale(&key("web"), 2, None).await),
-        ("delete", sim.delete(&key("web"), &mark("m1")).await),
+        (
+            "delete",
+            sim.delete(&key("web"), &[], &mark("m1")).await.map(drop),
+        ),
     ];
     for (call, result) in results {
         let error = result.expect_err(call);
@@ -699,40 +704,26 @@ async fn delete_removes_only_what_carries_the_mark() {
         .await
         .expect("applies");
     let cases = [
-        (
-            "users",
-            "m1",
-            Some(
-                "shop/users is not migration m1's to delete: it carries no Ferry mark; left in place",
-            ),
-        ),
+        ("users", "m1", WorkloadFate::Left { holder: None }),
         (
             "web",
             "m2",
-            Some(
-                "shop/web is not migration m2's to delete: it is marked by migration m1; left in place",
-            ),
+            WorkloadFate::Left {
+                holder: Some(mark("m1")),
+            },
         ),
-        ("web", "m1", None),
-        ("web", "m1", None),
-        ("absent", "m1", None),
+        ("web", "m1", WorkloadFate::Deleted),
+        ("web", "m1", WorkloadFate::Absent),
+        ("absent", "m1", WorkloadFate::Absent),
     ];
-    for (name, migration, refusal) in cases {
-        let result = sim.delete(&key(name), &mark(migration)).await;
-        match refusal {
-            Some(expected) => {
-                let error = result.expect_err(name);
-                assert!(
-                    matches!(&error, PortError::Conflict { reason, .. } if reason == expected),
-                    "{error}"
-                );
-                assert!(running(&sim, name).is_some(), "{name} stays");
-            }
-            None => {
-                result.expect(name);
-                assert!(running(&sim, name).is_none(), "{name} is gone");
-            }
-        }
+    for (name, migration, fate) in cases {
+        let removal = sim
+            .delete(&key(name), &[], &mark(migration))
+            .await
+            .expect(name);
+        let stays = matches!(fate, WorkloadFate::Left { .. });
+        assert_eq!(removal.workload, fate, "{name} {migration}");
+        assert_eq!(running(&sim, name).is_some(), stays, "{name} {migration}");
     }
     assert_eq!(sim.snapshot().requested, res(100, MI));
 }
@@ -757,7 +748,9 @@ async fn a_drain_marks_the_workload_and_makes_it_ferrys_to_delete() {
     );
     let export = sim.export(&key("web")).await.expect("exports");
     assert_eq!(export.objects[1]["spec"]["replicas"], json!(0));
-    sim.delete(&key("web"), &mark("m1")).await.expect("deletes");
+    sim.delete(&key("web"), &[], &mark("m1"))
+        .await
+        .expect("deletes");
     assert!(running(&sim, "web").is_none());
 }
 

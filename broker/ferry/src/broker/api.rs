@@ -905,6 +905,8 @@ fn submit_error(error: SubmitError) -> ApiError {
         }
         SubmitError::UsesClaims { .. } => ApiError::Refused("uses_claims", error.to_string()),
         SubmitError::BreaksPolicy { .. } => ApiError::Refused("breaks_policy", error.to_string()),
+        SubmitError::ClaimsExist { .. } => ApiError::Refused("claims_exist", error.to_string()),
+        SubmitError::TargetUnreadable { .. } => ApiError::Upstream(error.to_string()),
         SubmitError::Busy { .. } | SubmitError::StaleCopy { .. } => {
             ApiError::Conflict(error.to_string())
         }

@@ -17,7 +17,8 @@ use async_trait::async_trait;
 use ferry_adapter_sim::SimCluster;
 use ferry_policies::resources::ResourceSet;
 use ferry_ports::{
-    ClusterPort, ExportedWorkload, Inventory, Mark, PortError, Resources, Rollout, WorkloadKey,
+    ClusterPort, Drained, ExistingClaim, ExportedWorkload, Inventory, Mark, ObjectRef, PortError,
+    Removal, Resources, Rollout, WorkloadKey,
 };
 use serde::{Deserialize, Serialize};
 
@@ -148,9 +149,34 @@ impl ClusterPort for Persisted {
         self.save().await
     }
 
-    async fn delete(&self, workload: &WorkloadKey, mark: &Mark) -> Result<(), PortError> {
-        self.sim.delete(workload, mark).await?;
-        self.save().await
+    async fn drain(
+        &self,
+        workload: &WorkloadKey,
+        dependents: &[ObjectRef],
+        mark: &Mark,
+    ) -> Result<Drained, PortError> {
+        let drained = self.sim.drain(workload, dependents, mark).await?;
+        self.save().await?;
+        Ok(drained)
+    }
+
+    async fn delete(
+        &self,
+        workload: &WorkloadKey,
+        dependents: &[ObjectRef],
+        mark: &Mark,
+    ) -> Result<Removal, PortError> {
+        let removal = self.sim.delete(workload, dependents, mark).await?;
+        self.save().await?;
+        Ok(removal)
+    }
+
+    async fn claims(
+        &self,
+        namespace: &str,
+        names: &[String],
+    ) -> Result<Vec<ExistingClaim>, PortError> {
+        self.sim.claims(namespace, names).await
     }
 }
 

@@ -29,7 +29,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_ports::{ExportedWorkload, Mark, PortError, Rollout, WorkloadKey};
+use ferry_ports::{
+    ExistingClaim, ExportedWorkload, Mark, ObjectRef, PortError, Rollout, WorkloadFate, WorkloadKey,
+};
 use ferry_store::{Store, StoreError, Versioned};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -136,6 +138,12 @@ pub struct Migration {
     /// An admin moved it although its policy's hard rules forbid the target.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forced: bool,
+    /// The workload's dependents (the objects of its graph beside itself, and its
+    /// claims), recorded before the first apply: what a rollback removes from the target,
+    /// what the drain adopts on the source and the removal deletes there with the
+    /// drained copy. Names only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<ObjectRef>,
 }
 
 /// What a request asks of a move beside its workload and target.
@@ -182,7 +190,81 @@ pub struct DryRun {
 pub struct ClaimFate {
     pub name: String,
     pub size_bytes: Option<u64>,
+    /// What becomes of it, in a sentence.
     pub fate: String,
+    /// A claim of that name the target holds already (the move is then refused), with
+    /// when it was created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_target: Option<ExistingClaim>,
+}
+
+impl ClaimFate {
+    /// `data-db-0 (1.0 GiB): new, empty claim on kube-b; ...`
+    fn line(&self) -> String {
+        let claim = ferry_ports::Claim {
+            name: self.name.clone(),
+            size_bytes: self.size_bytes,
+        };
+        format!("{claim}: {}", self.fate)
+    }
+}
+
+/// Refuses a move onto a target that holds claims of the workload's claims' names.
+fn refuse_existing_claims(
+    key: &WorkloadKey,
+    to: &str,
+    fates: &[ClaimFate],
+) -> Result<(), SubmitError> {
+    let existing: Vec<String> = fates
+        .iter()
+        .filter(|f| f.on_target.is_some())
+        .map(|f| f.name.clone())
+        .collect();
+    if existing.is_empty() {
+        return Ok(());
+    }
+    Err(SubmitError::ClaimsExist {
+        workload: key.to_string(),
+        namespace: key.namespace.clone(),
+        target: to.to_owned(),
+        them: if existing.len() == 1 { "it" } else { "them" },
+        claims: format!(
+            "claim{} {}",
+            if existing.len() == 1 { "" } else { "s" },
+            fates
+                .iter()
+                .filter_map(|f| f.on_target.as_ref().map(|t| (f, t)))
+                .map(|(f, t)| format!("{} ({})", f.name, created_ago(t)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
+}
+
+/// `created 2026-12-08T04:10:00Z, 18 min ago` (or what the cluster said).
+fn created_ago(claim: &ExistingClaim) -> String {
+    let mark = claim
+        .mark
+        .as_ref()
+        .map(|m| format!(", marked by migration {}", m.migration))
+        .unwrap_or_default();
+    let Some(created) = claim.created_at.as_deref() else {
+        return format!("creation time unknown{mark}");
+    };
+    match clock::parse(created) {
+        Some(at) => {
+            let age = clock::unix_now().saturating_sub(at);
+            let age = if age < 120 {
+                format!("{age} s")
+            } else if age < 7200 {
+                format!("{} min", age / 60)
+            } else {
+                format!("{} h", age / 3600)
+            };
+            format!("created {created}, {age} ago{mark}")
+        }
+        None => format!("created {created}{mark}"),
+    }
 }
 
 /// Why a migration was started.
@@ -281,6 +363,8 @@ pub enum SubmitError {
     AlreadyThere { workload: String, cluster: String },
     #[error("workload {workload} is being migrated by {migration}")]
     Busy { workload: String, migration: String },
+    #[error("cannot read the claims on {cluster}: {reason}")]
+    TargetUnreadable { cluster: String, reason: String },
     #[error("no copy of {workload}'s objects was read from {cluster} before it went down")]
     NothingToEvacuate { workload: String, cluster: String },
     #[error(
@@ -308,6 +392,16 @@ pub enum SubmitError {
         policy: String,
         rule: String,
     },
+    #[error(
+        "{target} already holds {claims}: the move would reattach {them} with older data and lose what {workload} wrote since. Delete {them} on {target} (kubectl delete pvc -n {namespace} ...) and ask again"
+    )]
+    ClaimsExist {
+        workload: String,
+        namespace: String,
+        target: String,
+        claims: String,
+        them: &'static str,
+    },
     #[error("store: {0}")]
     Store(#[from] StoreError),
 }
@@ -318,6 +412,7 @@ impl SubmitError {
         matches!(
             self,
             SubmitError::UsesClaims { .. }
+                | SubmitError::ClaimsExist { .. }
                 | SubmitError::BreaksPolicy { .. }
                 | SubmitError::Busy { .. }
                 | SubmitError::StaleCopy { .. }
@@ -495,6 +590,10 @@ impl Engine {
             .ok_or_else(|| SubmitError::UnknownWorkload(workload.to_string()))?;
         self.no_stale_copy_on(workload, to)?;
         self.admit(&census, workload, from, to, options, false)?;
+        let fates = self
+            .claim_fates(&census, workload, from, to, options, false)
+            .await?;
+        refuse_existing_claims(workload, to, &fates)?;
         self.start(
             workload, from, to, options, created_by, client, trigger, false,
         )
@@ -512,7 +611,7 @@ impl Engine {
             return Err(SubmitError::UnknownCluster(to.to_owned()));
         }
         let census = self.world.census().await;
-        let (from, running) = census
+        let (from, _) = census
             .locate(workload)
             .ok_or_else(|| SubmitError::UnknownWorkload(workload.to_string()))?;
         if from == to {
@@ -521,20 +620,9 @@ impl Engine {
                 cluster: to.to_owned(),
             });
         }
-        let fate = if options.accept_empty_volumes {
-            "stays behind; the target gets a new, empty claim"
-        } else {
-            "blocks the move: volume data does not move yet"
-        };
-        let claims = running
-            .claims
-            .iter()
-            .map(|c| ClaimFate {
-                name: c.name.clone(),
-                size_bytes: c.size_bytes,
-                fate: fate.to_owned(),
-            })
-            .collect();
+        let claims = self
+            .claim_fates(&census, workload, from, to, options, false)
+            .await?;
         let mut answer = DryRun {
             dry_run: true,
             workload: workload.to_string(),
@@ -548,6 +636,7 @@ impl Engine {
         };
         let admitted = self
             .admit(&census, workload, from, to, options, false)
+            .and_then(|()| refuse_existing_claims(workload, to, &answer.claims))
             .and_then(|()| self.busy_or_stale(workload, to));
         match admitted {
             Ok(()) => {}
@@ -646,6 +735,68 @@ impl Engine {
         Ok(())
     }
 
+    /// Every claim the workload's pods use, and what a move to `to` does with it: the
+    /// target gets a new, empty claim (and the source's goes with the drained copy), or
+    /// the target already holds one of that name, which refuses the move; without
+    /// `accept_empty_volumes` each blocks the move.
+    async fn claim_fates(
+        &self,
+        census: &Census,
+        key: &WorkloadKey,
+        from: &str,
+        to: &str,
+        options: &MoveOptions,
+        fenced: bool,
+    ) -> Result<Vec<ClaimFate>, SubmitError> {
+        let claims: Vec<ferry_ports::Claim> = if fenced {
+            self.remembered_export(key)
+                .map(|e| e.workload.claims)
+                .unwrap_or_default()
+        } else {
+            census
+                .copy_on(key, from)
+                .map(|w| w.claims.clone())
+                .unwrap_or_default()
+        };
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = claims.iter().map(|c| c.name.clone()).collect();
+        let existing = match self.world.member(to) {
+            Some(member) => member
+                .port
+                .claims(&key.namespace, &names)
+                .await
+                .map_err(|error| SubmitError::TargetUnreadable {
+                    cluster: to.to_owned(),
+                    reason: error.to_string(),
+                })?,
+            None => return Err(SubmitError::UnknownCluster(to.to_owned())),
+        };
+        Ok(claims
+            .into_iter()
+            .map(|claim| {
+                let on_target = existing.iter().find(|e| e.name == claim.name).cloned();
+                let fate = match &on_target {
+                    Some(held) => format!(
+                        "{to} already holds a claim of that name ({}): refused, it would be reattached with older data",
+                        created_ago(held)
+                    ),
+                    None if options.accept_empty_volumes => format!(
+                        "new, empty claim on {to}; the one on {from} is deleted with the drained copy after the rollback window"
+                    ),
+                    None => "blocks the move: volume data does not move yet".to_owned(),
+                };
+                ClaimFate {
+                    name: claim.name,
+                    size_bytes: claim.size_bytes,
+                    fate,
+                    on_target,
+                }
+            })
+            .collect())
+    }
+
     /// The data `key`'s claims on `from` hold, in GiB.
     fn data_gib(&self, census: &Census, key: &WorkloadKey, from: &str) -> f64 {
         census
@@ -676,6 +827,10 @@ impl Engine {
         }
         let census = self.world.census().await;
         self.admit(&census, workload, from, to, &MoveOptions::default(), true)?;
+        let fates = self
+            .claim_fates(&census, workload, from, to, &MoveOptions::default(), true)
+            .await?;
+        refuse_existing_claims(workload, to, &fates)?;
         self.start(
             workload,
             from,
@@ -739,6 +894,7 @@ impl Engine {
             fenced,
             accept_empty_volumes: options.accept_empty_volumes,
             forced: options.force,
+            objects: Vec::new(),
         };
         // The lock and the record in one write: a broker killed around a submit leaves
         // both or neither, never a lock naming a migration that does not exist.
@@ -1022,12 +1178,25 @@ impl Engine {
             self.publish_step(&migration, index);
         }
         self.pause_if_asked(&name, "before").await;
-        let result = match tokio::time::timeout(
-            self.config.step_deadline,
-            self.execute(&name, &mut migration),
-        )
-        .await
-        {
+        let id = migration.id.clone();
+        // A control-plane blip (an API server restarting, a dropped connection) is waited
+        // out within the step's deadline: every step is idempotent, so it runs again.
+        let attempts = async {
+            loop {
+                match self.execute(&name, &mut migration).await {
+                    Err(StepError::Port(error)) if error.is_transient() => {
+                        if let Some(by) = self.cancelled_by(&id)? {
+                            return Err(StepError::Cancelled(by));
+                        }
+                        tracing::warn!(%id, step = %name, %error, "step waits for the cluster");
+                        self.set_waiting_for(&id, Some(format!("{error} (trying again)")));
+                        tokio::time::sleep(self.config.poll.max(Duration::from_secs(1))).await;
+                    }
+                    other => return other,
+                }
+            }
+        };
+        let result = match tokio::time::timeout(self.config.step_deadline, attempts).await {
             Ok(result) => result,
             Err(_) => Err(StepError::Refused(format!(
                 "step {name} did not finish within {} s{}",
@@ -1092,6 +1261,30 @@ impl Engine {
                     migration.fenced,
                 )
                 .map_err(|refusal| StepError::Refused(refusal.to_string()))?;
+                let fates = self
+                    .claim_fates(
+                        &census,
+                        &key,
+                        &migration.from,
+                        &migration.to,
+                        &options,
+                        migration.fenced,
+                    )
+                    .await
+                    .map_err(|refusal| StepError::Refused(refusal.to_string()))?;
+                // A claim this migration's own copy made there (a resumed plan) is not
+                // an older one.
+                let others: Vec<ClaimFate> = fates
+                    .iter()
+                    .filter(|f| {
+                        f.on_target
+                            .as_ref()
+                            .is_none_or(|held| held.mark.as_ref() != Some(&mark))
+                    })
+                    .cloned()
+                    .collect();
+                refuse_existing_claims(&key, &migration.to, &others)
+                    .map_err(|refusal| StepError::Refused(refusal.to_string()))?;
                 let planned = self.plan_move(
                     &census,
                     &key,
@@ -1103,27 +1296,31 @@ impl Engine {
                 )?;
                 migration.source_replicas = Some(planned.replicas);
                 migration.monthly_savings = Some(planned.monthly_savings);
-                Ok(planned.message)
+                Ok(format!("{}{}", planned.message, claims_sentence(&fates)))
             }
             "prepare" if migration.fenced => {
                 let export = self.fenced_export(&key, migration)?;
                 target.inventory().await?;
+                record_dependents(migration, &export.workload);
                 Ok(format!(
-                    "{} is down: {} objects as read from it at {}; {} answers",
+                    "{} is down: {} objects as read from it at {}; {} answers{}",
                     migration.from,
                     export.workload.objects.len(),
                     clock::rfc3339(export.at),
-                    migration.to
+                    migration.to,
+                    claims_of_export(&export.workload)
                 ))
             }
             "prepare" => {
                 let exported = source.export(&key).await?;
                 target.inventory().await?;
+                record_dependents(migration, &exported);
                 Ok(format!(
-                    "{} objects exported from {}; {} answers",
+                    "{} objects exported from {}; {} answers{}",
                     exported.objects.len(),
                     migration.from,
-                    migration.to
+                    migration.to,
+                    claims_of_export(&exported)
                 ))
             }
             "start" => {
@@ -1135,6 +1332,11 @@ impl Engine {
                 if let Some(replicas) = migration.source_replicas {
                     // After a crash mid-drain the source may show fewer: apply what served.
                     exported.replicas = replicas;
+                }
+                // Journaled before the apply: whatever of it gets created, a rollback
+                // finds in the record.
+                if record_dependents(migration, &exported) {
+                    self.save(migration)?;
                 }
                 target.apply(&exported, &mark).await?;
                 loop {
@@ -1174,11 +1376,27 @@ impl Engine {
                 migration.from
             )),
             "drain" => {
-                source.scale(&key, 0, Some(&mark)).await?;
+                let drained = source.drain(&key, &migration.objects, &mark).await?;
+                let kept = drained
+                    .kept
+                    .iter()
+                    .filter(|k| k.reason != "not there")
+                    .map(|k| format!("{} ({})", k.object, k.reason))
+                    .collect::<Vec<_>>();
                 Ok(format!(
-                    "{} scaled to zero; kept {} s for a rollback, then deleted",
+                    "{} scaled to zero; kept {} s for a rollback, then deleted with the {} object{} it adopted{}",
                     migration.from,
-                    self.config.rollback_window.as_secs()
+                    self.config.rollback_window.as_secs(),
+                    drained.adopted.len(),
+                    if drained.adopted.len() == 1 { "" } else { "s" },
+                    if kept.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; left in place, in use by other workloads: {}",
+                            kept.join(", ")
+                        )
+                    }
                 ))
             }
             other => Err(StepError::Refused(format!("unknown step {other}"))),
@@ -1421,8 +1639,40 @@ impl Engine {
                 Ok(format!("{} scaled back to {replicas}", migration.from))
             }
             "start" => {
-                self.member(&migration.to)?.delete(&key, &mark).await?;
-                Ok(format!("copy on {} deleted", migration.to))
+                let removal = self
+                    .member(&migration.to)?
+                    .delete(&key, &migration.objects, &mark)
+                    .await?;
+                let copy = match &removal.workload {
+                    WorkloadFate::Deleted => {
+                        format!("copy on {} scaled to zero and deleted", migration.to)
+                    }
+                    WorkloadFate::Absent => format!("no copy on {} was created", migration.to),
+                    WorkloadFate::Left {
+                        holder: Some(other),
+                    } => format!(
+                        "the copy on {} is migration {}'s, left in place",
+                        migration.to, other.migration
+                    ),
+                    WorkloadFate::Left { holder: None } => format!(
+                        "the copy on {} carries no Ferry mark (not this migration's), left in place",
+                        migration.to
+                    ),
+                };
+                let kept = removal
+                    .kept
+                    .iter()
+                    .map(|k| format!("{} ({})", k.object, k.reason))
+                    .collect::<Vec<_>>();
+                Ok(format!(
+                    "{copy}; {} of its objects removed{}",
+                    removal.deleted.len(),
+                    if kept.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; left: {}", kept.join(", "))
+                    }
+                ))
             }
             other => Err(StepError::Refused(format!("nothing to undo for {other}"))),
         }
@@ -1450,14 +1700,21 @@ impl Engine {
             let Ok(port) = self.member(&migration.from) else {
                 return;
             };
-            match port.delete(&key, &mark).await {
-                Ok(()) | Err(PortError::NotFound { .. }) => break None,
-                Err(error) => {
-                    // A later migration (a move back) may have taken the drained copy
-                    // over: it is that one's now, and nothing is left for this one to do.
-                    if let Some(owner) = self.new_owner_of(&port, &key, &mark).await {
-                        break Some(owner);
+            match port.delete(&key, &migration.objects, &mark).await {
+                Ok(removal) => match removal.workload {
+                    WorkloadFate::Deleted | WorkloadFate::Absent => break None,
+                    // A later migration (a move back) took the drained copy over: it is
+                    // that one's now, and nothing is left for this one to do.
+                    WorkloadFate::Left {
+                        holder: Some(owner),
+                    } => break Some(owner.migration),
+                    WorkloadFate::Left { holder: None } => {
+                        tracing::warn!(id = %migration.id, "the drained copy lost its mark; left in place");
+                        break Some("nobody (its mark was removed)".to_owned());
                     }
+                },
+                Err(PortError::NotFound { .. }) => break None,
+                Err(error) => {
                     tracing::warn!(id = %migration.id, %error, "drained source not deleted yet");
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }
@@ -1493,22 +1750,6 @@ impl Engine {
                     }
                 }
             }
-        }
-    }
-
-    /// The migration that owns `key` on `port` now, when that is not `mark`'s (it took
-    /// the drained copy over); `None` when it is still ours, or the cluster cannot say.
-    async fn new_owner_of(
-        &self,
-        port: &Arc<dyn ferry_ports::ClusterPort>,
-        key: &WorkloadKey,
-        mark: &Mark,
-    ) -> Option<String> {
-        let inventory = port.inventory().await.ok()?;
-        let copy = inventory.workloads.iter().find(|w| &w.key == key)?;
-        match &copy.mark {
-            Some(other) if other != mark => Some(other.migration.clone()),
-            _ => None,
         }
     }
 
@@ -1555,6 +1796,39 @@ impl Engine {
             json!({"id": migration.id, "workload": migration.workload, "cluster": migration.from}),
         );
     }
+}
+
+/// Adds the export's dependents to those the migration records; whether any was new.
+fn record_dependents(migration: &mut Migration, exported: &ExportedWorkload) -> bool {
+    let before = migration.objects.len();
+    for object in &exported.dependents {
+        if !migration.objects.contains(object) {
+            migration.objects.push(object.clone());
+        }
+    }
+    migration.objects.sort();
+    migration.objects.len() != before
+}
+
+/// `; claims: data-db-0 (1.0 GiB): new, empty claim on kube-b; ...`, or nothing.
+fn claims_sentence(fates: &[ClaimFate]) -> String {
+    if fates.is_empty() {
+        return String::new();
+    }
+    let lines: Vec<String> = fates.iter().map(ClaimFate::line).collect();
+    format!("; claims: {}", lines.join("; "))
+}
+
+/// `; claims, which start empty on the target: data-db-0 (1.0 GiB)`, or nothing.
+fn claims_of_export(exported: &ExportedWorkload) -> String {
+    if exported.claims.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = exported.claims.iter().map(ToString::to_string).collect();
+    format!(
+        "; claims, which start empty on the target: {}",
+        names.join(", ")
+    )
 }
 
 /// The claims an exported graph uses, by name: its PersistentVolumeClaims, a
