@@ -578,7 +578,7 @@ async fn kube_target_apiserver_killed_during_start_rolls_back_when_it_returns() 
     let ns = "outage";
     let c = 2;
     let (a, broker) =
-        one_app_on_a(ns, "pinned", 2, "100m", true, "step-deadline = \"120s\"").await?;
+        one_app_on_a(ns, "pinned", 2, "100m", true, "step-deadline = \"20s\"").await?;
 
     // The source is looked at every 100 ms for the whole test.
     let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -606,9 +606,13 @@ async fn kube_target_apiserver_killed_during_start_rolls_back_when_it_returns() 
     })
     .await?;
     control(c, Action::Kill("kube-apiserver")).await?;
-    // Down for longer than the adapter's retries: the start step fails and the rollback
-    // waits for C, which cannot delete its copy while C is gone.
+    // A blip is waited out within the step's deadline: the migration goes on running.
     let down = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let during = broker.migration(&id).await?;
+    assert_eq!(state(&during), "running", "{during}");
+    // Down past the step's deadline: the start step fails, and the rollback waits for C,
+    // which cannot delete its copy while C is gone.
     eventually("the start step fails", || async {
         let migration = broker.migration(&id).await?;
         Ok((migration["state"] == "rollingBack").then_some(()))
@@ -979,5 +983,403 @@ async fn failover_evacuates_and_returns() -> Result<()> {
         Some("up"),
         "{status}"
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// There and back again
+// ---------------------------------------------------------------------------------------
+
+/// The objects of the trip's app, by kind and name, as a user created them.
+const WEB_OBJECTS: [(&str, &str); 7] = [
+    ("Deployment", "web"),
+    ("ConfigMap", "web-config"),
+    ("Secret", "web-secret"),
+    ("ServiceAccount", "web"),
+    ("Service", "web"),
+    ("HorizontalPodAutoscaler", "web"),
+    ("PodDisruptionBudget", "web"),
+];
+const DB_OBJECTS: [(&str, &str); 4] = [
+    ("StatefulSet", "db"),
+    ("Secret", "db-password"),
+    ("Service", "db"),
+    ("PersistentVolumeClaim", "data-db-0"),
+];
+const TRIP_CLASS: &str = "ferry-trip";
+
+fn dynamic_api(client: &Client, ns: &str, kind: &str) -> Api<kube::api::DynamicObject> {
+    let (group, version) = match kind {
+        "Deployment" | "StatefulSet" => ("apps", "v1"),
+        "HorizontalPodAutoscaler" => ("autoscaling", "v2"),
+        "PodDisruptionBudget" => ("policy", "v1"),
+        _ => ("", "v1"),
+    };
+    let resource =
+        kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(group, version, kind));
+    Api::namespaced_with(client.clone(), ns, &resource)
+}
+
+/// Which of `objects` exist in `ns` on cluster `index` (one being deleted counts).
+async fn present(index: usize, ns: &str, objects: &[(&str, &str)]) -> Result<Vec<String>> {
+    let client = admin(index).await?;
+    let mut found = Vec::new();
+    for (kind, name) in objects {
+        if dynamic_api(&client, ns, kind)
+            .get_opt(name)
+            .await?
+            .is_some()
+        {
+            found.push(format!("{kind}/{name}"));
+        }
+    }
+    Ok(found)
+}
+
+/// After a move of `name` to `home` is done: it serves there and only there, and once
+/// the rollback window has passed no object of it is left on any other cluster.
+async fn only_on(home: usize, ns: &str, name: &str, objects: &[(&str, &str)]) -> Result<()> {
+    let kind = objects[0].0;
+    eventually(
+        &format!("{name} serves on {} alone", CLUSTERS[home]),
+        || async {
+            for index in 0..CLUSTERS.len() {
+                let object = dynamic_api(&admin(index).await?, ns, kind)
+                    .get_opt(name)
+                    .await?;
+                let available = object
+                    .as_ref()
+                    .and_then(|o| o.data.pointer("/status/availableReplicas"))
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                if (index == home) != (available > 0) {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        },
+    )
+    .await?;
+    for index in (0..CLUSTERS.len()).filter(|i| *i != home) {
+        let gone = eventually(
+            &format!("nothing of {name} left on {}", CLUSTERS[index]),
+            || async { Ok(present(index, ns, objects).await?.is_empty().then_some(())) },
+        )
+        .await;
+        if let Err(error) = gone {
+            bail!("{error}; left: {:?}", present(index, ns, objects).await?);
+        }
+    }
+    Ok(())
+}
+
+/// The target's overrides and no other cluster's, on a copy's workload object.
+async fn carries_overrides_of(
+    index: usize,
+    ns: &str,
+    (kind, name): (&str, &str),
+    image_path: &str,
+) -> Result<()> {
+    let object = dynamic_api(&admin(index).await?, ns, kind)
+        .get(name)
+        .await?;
+    let object = serde_json::to_value(&object)?;
+    let arrived = object.pointer("/metadata/labels/ferry-test~1arrived-on");
+    ensure!(
+        arrived == Some(&json!(CLUSTERS[index])),
+        "{kind} {name} on {} carries arrived-on {arrived:?}",
+        CLUSTERS[index]
+    );
+    let image = object
+        .pointer("/spec/template/spec/containers/0/image")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    ensure!(
+        image == format!("mirror-{}.invalid/{image_path}", CLUSTERS[index]),
+        "{kind} {name} on {} runs {image}",
+        CLUSTERS[index]
+    );
+    Ok(())
+}
+
+async fn create_volume(index: usize, name: &str) -> Result<()> {
+    Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(admin(index).await?)
+        .create(
+            &PostParams::default(),
+            &object(json!({
+                "metadata": {"name": name},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                         "storageClassName": TRIP_CLASS,
+                         "persistentVolumeReclaimPolicy": "Retain",
+                         "hostPath": {"path": format!("/tmp/{name}")}},
+            }))?,
+        )
+        .await?;
+    Ok(())
+}
+
+/// The app, created on kube-a as a user would, none of it marked by Ferry: `web` (a
+/// Deployment with its ConfigMap, Secret, ServiceAccount, Service, HPA and PDB) and `db`
+/// (a StatefulSet with a claim template, its headless Service and its Secret).
+async fn create_trip_app(ns: &str) -> Result<()> {
+    let a = admin(0).await?;
+    create_app_objects(&a, ns).await?;
+    create_volume(0, "trip-a").await?;
+    create_volume(1, "trip-b").await?;
+    Ok(())
+}
+
+async fn create_app_objects(a: &Client, ns: &str) -> Result<()> {
+    create_realistic_app(a, ns).await?;
+    let post = |kind: &str, value: Value| {
+        let api = dynamic_api(a, ns, kind);
+        async move {
+            api.create(&PostParams::default(), &object(value)?).await?;
+            Ok::<(), anyhow::Error>(())
+        }
+    };
+    post(
+        "Secret",
+        json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "db-password"}, "stringData": {"PASSWORD": SECRET_VALUE}}),
+    )
+    .await?;
+    post(
+        "Service",
+        json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "db"},
+        "spec": {"clusterIP": "None", "selector": {"app": "db"}, "ports": [{"port": 5432}]}}),
+    )
+    .await?;
+    post("StatefulSet", json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db", "labels": {"app": "db"}},
+        "spec": {
+            "replicas": 1, "serviceName": "db",
+            "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{
+                "name": "db", "image": "registry.invalid/db:1",
+                "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db-password", "key": "PASSWORD"}}}],
+                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": TRIP_CLASS,
+                         "resources": {"requests": {"storage": "1Gi"}}}}],
+        }}))
+    .await?;
+    Ok(())
+}
+
+/// Patches the broker's ClusterRole on cluster `index`: with `allowed` false, it may not
+/// patch Deployments (the apply of one is refused with 403).
+async fn deployments_patchable(index: usize, allowed: bool) -> Result<()> {
+    let (mut role, _) = ferry_cluster_role()?;
+    if !allowed {
+        for rule in role.rules.iter_mut().flatten() {
+            if rule.resources.as_deref() == Some(&["deployments".to_owned()][..]) {
+                rule.verbs.retain(|v| v != "patch");
+            }
+        }
+    }
+    let name = role.metadata.name.clone().context("role name")?;
+    role.metadata.managed_fields = None;
+    Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(admin(index).await?)
+        .patch(
+            &name,
+            &PatchParams::apply("ferry-e2e").force(),
+            &Patch::Apply(&role),
+        )
+        .await?;
+    Ok(())
+}
+
+/// A migration's step message, by step name.
+fn step_message<'a>(migration: &'a Value, step: &str) -> &'a str {
+    migration["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == step)
+        .and_then(|s| s["message"].as_str())
+        .unwrap_or_default()
+}
+
+/// The everyday round trip on real clusters, as a platform engineer makes it: an app
+/// deployed on kube-a with plain API calls moves to kube-b and back, a refused attempt to
+/// kube-c is rolled back, a StatefulSet's move to kube-c is cancelled, and a controller
+/// then moves the app to kube-c. After each step: one serving copy, nothing of it left
+/// elsewhere (Secrets and claims included), the target's overrides and no other's, and
+/// every claim's fate said before the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_there_and_back_again() -> Result<()> {
+    let _turn = TURN.lock().await;
+    let ns = "trip";
+    create_trip_app(ns).await?;
+    until_available(&admin(0).await?, ns, "web", 3).await?;
+    let dir = broker_dir(
+        ns,
+        &[ns],
+        "rollback-window = \"3s\"\nstep-deadline = \"60s\"",
+    )?;
+    std::fs::write(
+        dir.join("resources/policies.yaml"),
+        "apiVersion: ferry.dev/v1alpha1\nkind: PlacementPolicy\nmetadata: {name: web}\nspec:\n  priority: 100\n  workloadSelector: {matchLabels: {app: web}}\n  rebalance: {cooldown: 1s, minSavingsPercent: 10}\n",
+    )?;
+    let mut config = std::fs::read_to_string(dir.join("ferry.toml"))?;
+    config.push_str(
+        "[controllers]\nmode = \"recommend\"\ninterval = \"1s\"\nstable-after = \"1s\"\nprice-memory = \"1s\"\n",
+    );
+    std::fs::write(dir.join("ferry.toml"), config)?;
+    let broker = Broker::start(&dir, &[])?;
+    broker.until_sees("trip/web", "kube-a").await?;
+    broker.until_sees("trip/db", "kube-a").await?;
+
+    // 1. web, kube-a -> kube-b. Its user-made objects go with the drained copy.
+    let id = broker.migrate("trip/web", "kube-b", false).await?;
+    let done = broker.until_final(&id).await?;
+    assert_eq!(state(&done), "done", "{done}\n{}", broker.logs());
+    assert!(
+        step_message(&done, "drain").contains("6 objects it adopted"),
+        "{done}"
+    );
+    only_on(1, ns, "web", &WEB_OBJECTS).await?;
+    carries_overrides_of(1, ns, ("Deployment", "web"), "app:1").await?;
+
+    // 2. db, kube-a -> kube-b: each claim's fate is said before the move, and the move
+    //    needs the user's word that the target starts empty.
+    let (status, refused) = broker
+        .call(
+            "POST",
+            "/api/v1/migrations",
+            Some(json!({"workload": "trip/db", "to": "kube-b"})),
+        )
+        .await?;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (409, Some("uses_claims")),
+        "{refused}"
+    );
+    let (status, dry) = broker
+        .call(
+            "POST",
+            "/api/v1/migrations",
+            Some(json!({"workload": "trip/db", "to": "kube-b", "dryRun": true, "acceptEmptyVolumes": true})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["feasible"], true, "{dry}");
+    assert_eq!(dry["claims"][0]["name"], "data-db-0", "{dry}");
+    let fate = dry["claims"][0]["fate"].as_str().unwrap_or_default();
+    assert!(
+        fate.contains("new, empty claim on kube-b")
+            && fate.contains("deleted with the drained copy"),
+        "{dry}"
+    );
+    let (status, created) = broker
+        .call(
+            "POST",
+            "/api/v1/migrations",
+            Some(json!({"workload": "trip/db", "to": "kube-b", "acceptEmptyVolumes": true})),
+        )
+        .await?;
+    assert_eq!(status, 202, "{created}");
+    let id = created["id"].as_str().context("id")?.to_owned();
+    let done = broker.until_final(&id).await?;
+    assert_eq!(state(&done), "done", "{done}\n{}", broker.logs());
+    assert!(
+        step_message(&done, "plan").contains("data-db-0 (1.0 GiB): new, empty claim on kube-b"),
+        "{done}"
+    );
+    assert!(
+        step_message(&done, "prepare").contains("data-db-0"),
+        "{done}"
+    );
+    only_on(1, ns, "db", &DB_OBJECTS).await?;
+    carries_overrides_of(1, ns, ("StatefulSet", "db"), "db:1").await?;
+
+    // 3. web back to kube-a, where it was first deployed: nothing of the first copy is
+    //    in the way, and it arrives with kube-a's overrides, none of kube-b's.
+    let id = broker.migrate("trip/web", "kube-a", false).await?;
+    let done = broker.until_final(&id).await?;
+    assert_eq!(state(&done), "done", "{done}\n{}", broker.logs());
+    only_on(0, ns, "web", &WEB_OBJECTS).await?;
+    carries_overrides_of(0, ns, ("Deployment", "web"), "app:1").await?;
+
+    // 4. A refused attempt to kube-c (the broker may not patch Deployments there): the
+    //    rollback removes the ServiceAccount, ConfigMap and Secret it had applied, though
+    //    the Deployment never existed there.
+    deployments_patchable(2, false).await?;
+    let id = broker.migrate("trip/web", "kube-c", false).await?;
+    let end = broker.until_final(&id).await?;
+    assert_eq!(state(&end), "rolledBack", "{end}\n{}", broker.logs());
+    assert!(
+        step_message(&end, "start").contains("no copy on kube-c was created"),
+        "{end}"
+    );
+    assert_eq!(present(2, ns, &WEB_OBJECTS).await?, Vec::<String>::new());
+    deployments_patchable(2, true).await?;
+    only_on(0, ns, "web", &WEB_OBJECTS).await?;
+
+    // 5. db to kube-c, where no volume binds its claim: cancelled while it waits, the
+    //    rollback removes the StatefulSet and the claim its controller made there.
+    let (status, created) = broker
+        .call(
+            "POST",
+            "/api/v1/migrations",
+            Some(json!({"workload": "trip/db", "to": "kube-c", "acceptEmptyVolumes": true})),
+        )
+        .await?;
+    assert_eq!(status, 202, "{created}");
+    let id = created["id"].as_str().context("id")?.to_owned();
+    broker.until_step_running(&id, "start").await?;
+    eventually("db's claim on kube-c", || async {
+        Ok(present(2, ns, &[("PersistentVolumeClaim", "data-db-0")])
+            .await?
+            .first()
+            .map(|_| ()))
+    })
+    .await?;
+    let (status, answer) = broker
+        .call("POST", &format!("/api/v1/migrations/{id}/cancel"), None)
+        .await?;
+    assert_eq!(status, 202, "{answer}");
+    let end = broker.until_final(&id).await?;
+    assert_eq!(state(&end), "cancelled", "{end}");
+    only_on(1, ns, "db", &DB_OBJECTS).await?;
+
+    // 6. kube-c gets cheap, and the rebalance controller moves web there by itself.
+    let (status, answer) = broker
+        .call(
+            "PUT",
+            "/api/v1/clusters/kube-c/pricing",
+            Some(json!({"cpuCoreHour": 0.001, "memoryGiBHour": 0.0001})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = broker
+        .call(
+            "PUT",
+            "/api/v1/controllers/mode",
+            Some(json!({"mode": "auto"})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{answer}");
+    let moved = eventually("the controller moves web to kube-c", || async {
+        let (_, list) = broker.call("GET", "/api/v1/migrations", None).await?;
+        Ok(list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["workload"] == "trip/web" && m["to"] == "kube-c" && m["trigger"] == "cost")
+            .cloned())
+    })
+    .await?;
+    let id = moved["id"].as_str().context("id")?.to_owned();
+    let done = broker.until_final(&id).await?;
+    assert_eq!(state(&done), "done", "{done}\n{}", broker.logs());
+    only_on(2, ns, "web", &WEB_OBJECTS).await?;
+    carries_overrides_of(2, ns, ("Deployment", "web"), "app:1").await?;
+    // db has claims: the controllers leave its move to a person, and it stays.
+    only_on(1, ns, "db", &DB_OBJECTS).await?;
+    assert!(!broker.logs().contains(SECRET_VALUE));
     Ok(())
 }
