@@ -1383,3 +1383,76 @@ async fn kube_there_and_back_again() -> Result<()> {
     assert!(!broker.logs().contains(SECRET_VALUE));
     Ok(())
 }
+
+/// A move back within the first move's rollback window takes the drained copy over; when
+/// it fails, its rollback leaves that copy (still the first migration's) in place at once
+/// instead of trying to delete it until the first migration's window ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_a_move_back_within_the_window_and_its_rollback() -> Result<()> {
+    let _turn = TURN.lock().await;
+    let ns = "back";
+    let (a, broker) = one_app_on_a(
+        ns,
+        "web",
+        2,
+        "100m",
+        false,
+        "rollback-window = \"600s\"\nstep-deadline = \"60s\"",
+    )
+    .await?;
+    let b = admin(1).await?;
+    let first = broker.migrate("back/web", "kube-b", false).await?;
+    let done = broker.until_final(&first).await?;
+    assert_eq!(state(&done), "done", "{done}");
+    assert_eq!(replicas(&a, ns, "web").await?.map(|r| r.0), Some(0));
+
+    // The move back is refused on kube-a (no patch on Deployments): rolled back at once.
+    deployments_patchable(0, false).await?;
+    let started = Instant::now();
+    let back = broker.migrate("back/web", "kube-a", false).await?;
+    let end = broker.until_final(&back).await;
+    deployments_patchable(0, true).await?;
+    let end = end?;
+    let took = started.elapsed();
+    assert_eq!(state(&end), "rolledBack", "{end}\n{}", broker.logs());
+    assert!(
+        took < Duration::from_secs(30),
+        "the rollback took {took:?}: {end}"
+    );
+    let message = step_message(&end, "start");
+    assert!(
+        message.contains(&format!("is migration {first}'s, left in place")),
+        "{end}"
+    );
+    until_available(&b, ns, "web", 2).await?;
+    let drained = Api::<Deployment>::namespaced(a.clone(), ns)
+        .get("web")
+        .await?;
+    assert_eq!(drained.spec.and_then(|s| s.replicas), Some(0));
+    assert_eq!(
+        drained
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get(ferry_adapter_kubernetes::MARK_ANNOTATION),
+        Some(&first)
+    );
+
+    // Asked again, the move back takes the drained copy over (a forced apply on the
+    // fields the user's kubectl had set), and the first migration hands it over.
+    let again = broker.migrate("back/web", "kube-a", false).await?;
+    let done = broker.until_final(&again).await?;
+    assert_eq!(state(&done), "done", "{done}\n{}", broker.logs());
+    until_available(&a, ns, "web", 2).await?;
+    let web = Api::<Deployment>::namespaced(a.clone(), ns)
+        .get("web")
+        .await?;
+    assert_eq!(
+        web.metadata
+            .annotations
+            .unwrap_or_default()
+            .get(ferry_adapter_kubernetes::MARK_ANNOTATION),
+        Some(&again)
+    );
+    Ok(())
+}
