@@ -1319,8 +1319,49 @@ async fn kube_there_and_back_again() -> Result<()> {
     deployments_patchable(2, true).await?;
     only_on(0, ns, "web", &WEB_OBJECTS).await?;
 
-    // 5. db to kube-c, where no volume binds its claim: cancelled while it waits, the
-    //    rollback removes the StatefulSet and the claim its controller made there.
+    // 5. A claim of db's claim's name already on kube-c (someone's older one) is never
+    //    reattached silently: the move is refused, naming it and its age.
+    dynamic_api(&admin(2).await?, ns, "PersistentVolumeClaim")
+        .create(
+            &PostParams::default(),
+            &object(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "data-db-0"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": TRIP_CLASS,
+                         "resources": {"requests": {"storage": "1Gi"}}}}))?,
+        )
+        .await?;
+    let (status, refused) = broker
+        .call(
+            "POST",
+            "/api/v1/migrations",
+            Some(json!({"workload": "trip/db", "to": "kube-c", "acceptEmptyVolumes": true})),
+        )
+        .await?;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (409, Some("claims_exist")),
+        "{refused}"
+    );
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("kube-c already holds claim data-db-0 (created ")
+            && message.contains(" s ago"),
+        "{refused}"
+    );
+    dynamic_api(&admin(2).await?, ns, "PersistentVolumeClaim")
+        .delete("data-db-0", &Default::default())
+        .await?;
+    eventually("the older claim on kube-c is gone", || async {
+        Ok(present(2, ns, &[("PersistentVolumeClaim", "data-db-0")])
+            .await?
+            .is_empty()
+            .then_some(()))
+    })
+    .await?;
+
+    //    Without it, db goes to kube-c, where no volume binds its claim: cancelled while
+    //    it waits, the rollback removes the StatefulSet and the claim its controller
+    //    made there.
     let (status, created) = broker
         .call(
             "POST",
