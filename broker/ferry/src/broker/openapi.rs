@@ -131,7 +131,7 @@ pub const ROUTES: &[RouteDoc] = &[
         method: "post",
         path: "/api/v1/migrations",
         role: Some("operator"),
-        summary: "Start a migration: {\"workload\": \"ns/name\", \"to\": \"cluster\", \"dryRun\": false, \"acceptEmptyVolumes\": false, \"force\": false}; 202 with the migration, or 200 with a dry run's findings (nothing stored); 409 uses_claims or breaks_policy when refused",
+        summary: "Start a migration: {\"workload\": \"ns/name\", \"to\": \"cluster\", \"dryRun\": false, \"acceptEmptyVolumes\": false, \"force\": false}; 202 with the migration, or 200 with a dry run's findings (nothing stored); 409 uses_claims, claims_exist or breaks_policy when refused",
     },
     RouteDoc {
         method: "get",
