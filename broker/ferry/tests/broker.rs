@@ -798,7 +798,8 @@ fn stateful_workloads_are_not_moved_onto_empty_volumes_unless_asked() {
     assert!(
         end["steps"][0]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("200.0 GiB, which stay behind")),
+            .is_some_and(|m| m.contains("200.0 GiB, whose data does not move")
+                && m.contains(&format!(": new, empty claim on {to}"))),
         "{end}"
     );
     assert_eq!(serving(&broker, workload), [to]);

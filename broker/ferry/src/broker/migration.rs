@@ -1472,7 +1472,7 @@ impl Engine {
         };
         let data_gib = self.data_gib(census, key, from);
         let data = if data_gib > 0.0 {
-            format!("; its claims hold {data_gib:.1} GiB, which stay behind")
+            format!("; its claims hold {data_gib:.1} GiB, whose data does not move")
         } else {
             String::new()
         };
