@@ -1753,8 +1753,8 @@ impl Engine {
         }
     }
 
-    /// Waits until a fenced source answers, then scales the stale copy to zero (marking
-    /// it Ferry's, so that it can be deleted next).
+    /// Waits until a fenced source answers, then drains the stale copy (scaled to zero
+    /// and marked Ferry's with what it uses, so that it can all be deleted next).
     async fn scale_down_stale_copy(&self, migration: &Migration) {
         let Some(key) = WorkloadKey::parse(&migration.workload) else {
             return;
@@ -1767,8 +1767,10 @@ impl Engine {
             let Ok(port) = self.member(&migration.from) else {
                 return;
             };
-            match port.scale(&key, 0, Some(&mark)).await {
-                Ok(()) => break,
+            // A drain, as a move's: scaled to zero, and its dependents adopted, so that
+            // they are deleted with it and none blocks a later move back.
+            match port.drain(&key, &migration.objects, &mark).await {
+                Ok(_) => break,
                 // Deleted there meanwhile: nothing stale remains.
                 Err(PortError::NotFound { .. }) => break,
                 Err(error) => {
