@@ -506,7 +506,22 @@ impl KubeCluster {
             }
             Ok::<(), reflector::store::WriterDropped>(())
         };
-        match tokio::time::timeout(self.ready_timeout, all).await {
+        // A watch that failed before its first list (a member that refuses connections, a
+        // permission missing) is reported at once: waiting out the timeout for it held up
+        // every census, and so every member's health and the controllers' first pass.
+        let failed = async {
+            loop {
+                if let Some(error) = self.watch_error() {
+                    return error;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let ready = tokio::select! {
+            ready = tokio::time::timeout(self.ready_timeout, all) => ready,
+            error = failed => return Err(error),
+        };
+        match ready {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(PortError::Unreachable {
                 cluster: self.name.clone(),

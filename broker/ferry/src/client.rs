@@ -171,7 +171,8 @@ impl BrokerClient {
         };
         let money = |v: &Value| {
             v.as_f64()
-                .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"))
+                // Plus zero: an older broker's -0.0 for nothing prints as 0.00.
+                .map_or_else(|| "-".to_owned(), |x| format!("{:.2}", x + 0.0))
         };
         let items = value["items"].as_array().cloned().unwrap_or_default();
         let rows: Vec<Vec<String>> = match what {

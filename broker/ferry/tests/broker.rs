@@ -444,6 +444,36 @@ fn api_end_to_end() {
             .iter()
             .any(|r| r["action"] == "migration.create" && r["who"] == "demo-admin")
     );
+    // States in the audit log as the API spells them, not as Rust names them.
+    let outcomes: Vec<(String, String)> = broker.get("/api/v1/audit?limit=1000")["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|r| r["target"].as_str().is_some_and(|t| t.starts_with(&id)))
+        .filter(|r| {
+            matches!(
+                r["action"].as_str(),
+                Some("migration.step" | "migration.end")
+            )
+        })
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap_or("").to_owned(),
+                r["outcome"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        outcomes.contains(&("migration.end".into(), "done".into())),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .filter(|(action, _)| action == "migration.step")
+            .all(|(_, outcome)| outcome.starts_with("running") || outcome.starts_with("done: ")),
+        "{outcomes:?}"
+    );
 
     // Dry run: planned and priced, nothing moves and nothing is recorded.
     let migrations_before = broker.get("/api/v1/migrations");
@@ -474,6 +504,12 @@ fn api_end_to_end() {
             && metrics.contains("ferry_api_request_duration_seconds_count")
             && metrics.contains("ferry_migration_step_seconds_count{step=\"start\"}")
             && metrics.contains("ferry_migrations{state=\"done\"} 1"),
+        "{metrics}"
+    );
+    // Nothing saved by the triggers that moved nothing, and no negative zero for it.
+    assert!(
+        metrics.contains("ferry_savings_realised_monthly{reason=\"failover\"} 0.00")
+            && !metrics.contains("-0.00"),
         "{metrics}"
     );
 }

@@ -574,7 +574,7 @@ async fn clusters(
                     .count();
                 let cost = member.monthly_run_rate(inventory);
                 (
-                    format!("{:?}", inventory.health),
+                    inventory.health.as_str().to_owned(),
                     capacity,
                     (
                         inventory.requested.cpu_millis,

@@ -145,7 +145,8 @@ fn ended_migration(state: &AppState, kind: &str, data: &Value) -> Option<String>
 }
 
 fn cents(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
+    // Plus zero: a small negative amount rounds to -0.0, which would print as `-0.00`.
+    (x * 100.0).round() / 100.0 + 0.0
 }
 
 impl Sampler {
@@ -164,7 +165,7 @@ impl Sampler {
                 Some(Ok(inventory)) => {
                     let cost = member.monthly_run_rate(inventory);
                     clusters.insert(name.clone(), cents(cost));
-                    health.insert(name, format!("{:?}", inventory.health));
+                    health.insert(name, inventory.health.as_str().to_owned());
                 }
                 _ => {
                     health.insert(name, "Unreachable".to_owned());
@@ -174,7 +175,7 @@ impl Sampler {
         self.announce_health(state, health);
         let point = CostPoint {
             at: clock::now(),
-            total: cents(clusters.values().sum()),
+            total: cents(super::world::total(clusters.values().copied())),
             clusters,
             migration,
             pricing,

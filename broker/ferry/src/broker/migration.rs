@@ -91,6 +91,21 @@ pub enum StepState {
     RolledBack,
 }
 
+impl StepState {
+    /// The name in the API (the records' serialized form), for audit lines and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running => "running",
+            StepState::Done => "done",
+            StepState::Failed => "failed",
+            StepState::Skipped => "skipped",
+            StepState::RollingBack => "rollingBack",
+            StepState::RolledBack => "rolledBack",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Step {
@@ -329,7 +344,7 @@ impl SubmitError {
 pub enum CancelError {
     #[error("no migration {0}")]
     NotFound(String),
-    #[error("migration {id} has already ended ({state:?})")]
+    #[error("migration {id} has already ended ({})", state.as_str())]
     Ended { id: String, state: State },
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -905,8 +920,8 @@ impl Engine {
             &format!("{} {}", migration.id, s.name),
             None,
             &format!(
-                "{:?}{}",
-                s.state,
+                "{}{}",
+                s.state.as_str(),
                 s.message
                     .as_ref()
                     .map(|m| format!(": {m}"))
@@ -987,7 +1002,7 @@ impl Engine {
                 "migration.end",
                 &migration.id,
                 None,
-                &format!("{state:?}"),
+                state.as_str(),
             );
         } else {
             self.save(&migration)?;
@@ -1216,8 +1231,9 @@ impl Engine {
         };
         if inventory.health != ferry_ports::Health::Ready {
             return Err(StepError::Refused(format!(
-                "{} is {:?}",
-                to, inventory.health
+                "{} is {}",
+                to,
+                inventory.health.as_str()
             )));
         }
         let replicas = source_replicas.unwrap_or(serving);
@@ -1592,4 +1608,45 @@ fn claims_in_objects(objects: &[serde_json::Value]) -> Vec<String> {
         ));
     }
     names.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_are_named_as_the_api_spells_them() {
+        let states = [
+            State::Pending,
+            State::Running,
+            State::Done,
+            State::RollingBack,
+            State::RolledBack,
+            State::Failed,
+            State::Cancelled,
+        ];
+        for state in states {
+            assert_eq!(json!(state), json!(state.as_str()));
+        }
+        let steps = [
+            StepState::Pending,
+            StepState::Running,
+            StepState::Done,
+            StepState::Failed,
+            StepState::Skipped,
+            StepState::RollingBack,
+            StepState::RolledBack,
+        ];
+        for step in steps {
+            assert_eq!(json!(step), json!(step.as_str()));
+        }
+        let ended = CancelError::Ended {
+            id: "mig-1".into(),
+            state: State::RolledBack,
+        };
+        assert_eq!(
+            ended.to_string(),
+            "migration mig-1 has already ended (rolledBack)"
+        );
+    }
 }

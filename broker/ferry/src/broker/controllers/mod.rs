@@ -1038,11 +1038,12 @@ pub fn metrics(report: &Report, migrations: &[Migration], out: &mut String) {
     );
     let _ = writeln!(out, "# TYPE ferry_savings_realised_monthly gauge");
     for trigger in Trigger::ALL {
-        let saved: f64 = migrations
-            .iter()
-            .filter(|m| !m.dry_run && m.trigger == trigger && m.state == State::Done)
-            .filter_map(|m| m.monthly_savings)
-            .sum();
+        let saved = super::world::total(
+            migrations
+                .iter()
+                .filter(|m| !m.dry_run && m.trigger == trigger && m.state == State::Done)
+                .filter_map(|m| m.monthly_savings),
+        );
         let _ = writeln!(
             out,
             "ferry_savings_realised_monthly{{reason=\"{}\"}} {saved:.2}",

@@ -725,3 +725,30 @@ async fn a_late_policy_conflict_holds_only_its_workloads_and_failover_goes_on() 
     assert_eq!(moved, ["batch/job"]);
     assert!(!serving.contains_key("shop/web"), "{serving:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_member_that_answers_slowly_does_not_hold_up_the_pass() {
+    let fed = federation(&failover_federation("1m"), auto(600), monday_noon(), None);
+    // A member whose inventory takes a minute (a Kubernetes member whose watches have
+    // not listed yet waits 30 s).
+    fed.sims["onprem"].set_fault(Fault::SlowApi(Duration::from_secs(60)));
+    let began = tokio::time::Instant::now();
+    fed.pass().await;
+    let took = began.elapsed();
+    assert!(
+        took <= crate::broker::world::CENSUS_WAIT + Duration::from_secs(1),
+        "the pass took {took:?}"
+    );
+    let phases: Vec<(String, &str)> = fed
+        .state
+        .controllers
+        .report()
+        .clusters
+        .iter()
+        .map(|(name, phase, _)| (name.clone(), phase.as_str()))
+        .collect();
+    assert_eq!(
+        phases,
+        [("gke".to_owned(), "up"), ("onprem".to_owned(), "suspect")]
+    );
+}
