@@ -676,6 +676,72 @@ impl BrokerClient {
             println!();
             print!("{}", crate::plan_output::columns(&decisions));
         }
+        let failed = status["failedMoves"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !failed.is_empty() {
+            let mut rows = vec![vec![
+                "FAILED MOVE".to_owned(),
+                "FAILURES".to_owned(),
+                "HELD".to_owned(),
+                "LAST REASON".to_owned(),
+            ]];
+            for f in &failed {
+                rows.push(vec![
+                    format!("{} -> {}", text(&f["workload"]), text(&f["to"])),
+                    f["failures"].to_string(),
+                    if f["needsOperator"] == true {
+                        format!("needs an operator since {}", text(&f["needsOperatorSince"]))
+                    } else {
+                        format!("retry at {}", text(&f["retryAt"]))
+                    },
+                    text(&f["reason"]),
+                ]);
+            }
+            println!();
+            print!("{}", crate::plan_output::columns(&rows));
+            if failed.iter().any(|f| f["needsOperator"] == true) {
+                println!(
+                    "A move that needs an operator is tried again when its policy or its clusters' prices change, or after `ferry controller clear WORKLOAD`."
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `ferry controller clear WORKLOAD [--to CLUSTER]`.
+    pub async fn controller_clear(
+        &self,
+        workload: &str,
+        to: Option<&str>,
+        json_output: bool,
+    ) -> Result<(), ClientError> {
+        let mut body = json!({"workload": workload});
+        if let Some(to) = to {
+            body["to"] = json!(to);
+        }
+        let answer = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/controllers/clear",
+                Some(body),
+            )
+            .await?;
+        if json_output {
+            print_json(&answer);
+        } else {
+            let cleared: Vec<&str> = answer["cleared"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            println!(
+                "{workload}: failures set aside for its moves to {}; the next pass may try again",
+                cleared.join(", ")
+            );
+        }
         Ok(())
     }
 

@@ -272,7 +272,10 @@ fn required_role(method: &Method, route: &str) -> Role {
     match (method.as_str(), route) {
         ("GET", "/api/v1/audit") => Role::Admin,
         ("GET", _) | ("POST", "/api/v1/plan") => Role::Viewer,
-        ("POST", "/api/v1/migrations" | "/api/v1/migrations/{id}/cancel") => Role::Operator,
+        (
+            "POST",
+            "/api/v1/migrations" | "/api/v1/migrations/{id}/cancel" | "/api/v1/controllers/clear",
+        ) => Role::Operator,
         _ => Role::Admin,
     }
 }
@@ -482,6 +485,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/clusters/{name}/pricing", put(set_pricing))
         .route("/api/v1/controllers", get(controllers))
         .route("/api/v1/controllers/mode", put(set_controller_mode))
+        .route("/api/v1/controllers/clear", post(clear_controller_failures))
         .route(
             "/api/v1/clusters/{name}/provisioning",
             get(get_provisioning),
@@ -1279,6 +1283,72 @@ async fn set_controller_mode(
     Ok(Json(json!({"mode": mode.as_str()})))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClearRequest {
+    workload: String,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+/// `POST /api/v1/controllers/clear` with `{"workload": "ns/name"[, "to": "cluster"]}`
+/// (operator): sets aside the failures of the controllers' moves of a workload (to one
+/// target, or to any), so that a move held for an operator, or waiting after a failure, is
+/// tried again by the next pass. 404 when none of its moves has failed.
+async fn clear_controller_failures(
+    State(state): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Caller(principal): Caller,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: ClearRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(
+            "bad_body",
+            format!(
+                "expected {{\"workload\": \"namespace/name\", \"to\": \"cluster\" (optional)}}: {e}"
+            ),
+        )
+    })?;
+    let key = WorkloadKey::parse(&request.workload).ok_or_else(|| {
+        ApiError::BadRequest(
+            "bad_workload",
+            format!("`{}` is not namespace/name", request.workload),
+        )
+    })?;
+    let none = || {
+        ApiError::NotFound(format!(
+            "no failed move of {key}{} by the controllers",
+            request
+                .to
+                .as_deref()
+                .map(|to| format!(" to {to}"))
+                .unwrap_or_default()
+        ))
+    };
+    // Out of scope looks the same as nothing to clear.
+    if !principal.sees_namespace(&key.namespace) {
+        return Err(none());
+    }
+    let cleared = state
+        .controllers
+        .clear(&key.to_string(), request.to.as_deref());
+    if cleared.is_empty() {
+        return Err(none());
+    }
+    for to in &cleared {
+        audit_ok(
+            &state,
+            &principal.subject,
+            "controllers.clear",
+            &format!("{key} -> {to}"),
+            client,
+        );
+    }
+    Ok(Json(
+        json!({"workload": key.to_string(), "cleared": cleared}),
+    ))
+}
+
 /// The highest hourly rate the API accepts for a core, a GiB or a GiB of egress.
 const MAX_HOURLY_RATE: f64 = 1_000_000.0;
 
@@ -1427,6 +1497,10 @@ mod tests {
         );
         assert_eq!(
             required_role(&Method::POST, "/api/v1/migrations/{id}/cancel"),
+            Role::Operator
+        );
+        assert_eq!(
+            required_role(&Method::POST, "/api/v1/controllers/clear"),
             Role::Operator
         );
         for (method, route) in [

@@ -752,3 +752,118 @@ async fn a_member_that_answers_slowly_does_not_hold_up_the_pass() {
         [("gke".to_owned(), "up"), ("onprem".to_owned(), "suspect")]
     );
 }
+
+/// The decision for `workload` as `(verdict, rule, reason)`.
+fn decision_of(fed: &Federation, workload: &str) -> (Verdict, &'static str, String) {
+    let report = fed.state.controllers.report();
+    let d = report
+        .decisions
+        .iter()
+        .find(|d| d.proposal.workload == workload)
+        .unwrap_or_else(|| panic!("no decision for {workload}: {:?}", report.decisions));
+    (d.verdict, d.rule, d.reason.clone())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_move_that_keeps_failing_backs_off_then_waits_for_an_operator_until_something_changes() {
+    let yaml = cluster("onprem", 0.03, "site: onprem", true)
+        + &cluster("gke", 0.04, "site: gke", true)
+        + &workload("shop", "a", 1, "1", "onprem")
+        + &policy(
+            "shop-cost",
+            "shop",
+            "  rebalance:\n    minSavingsPercent: 10\n    cooldown: 1h\n",
+        );
+    let fed = federation(&yaml, auto(1), monday_noon(), None);
+    fed.sims["gke"].set_fault(Fault::RejectApply("quota exceeded".into()));
+    fed.set_cpu_price("onprem", 0.06);
+    fed.pass().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let attempts = || {
+        fed.state
+            .engine
+            .list()
+            .expect("list")
+            .iter()
+            .filter(|m| m.workload == "shop/a")
+            .count()
+    };
+    // Three attempts, each failing the same way, 1 min then 2 min apart: a failed
+    // attempt does not start the policy's one-hour cooldown.
+    for (attempt, wait) in [(1, 60), (2, 120), (3, 240)] {
+        let (verdict, _, reason) = {
+            fed.pass().await;
+            decision_of(&fed, "shop/a")
+        };
+        assert_eq!(verdict, Verdict::Start, "attempt {attempt}: {reason}");
+        fed.settle().await;
+        assert_eq!(attempts(), attempt);
+        let last = fed.state.engine.list().expect("list").remove(0);
+        assert_eq!(last.state, State::RolledBack, "{last:?}");
+        fed.pass().await;
+        let (verdict, rule, reason) = decision_of(&fed, "shop/a");
+        if attempt < 3 {
+            assert_eq!((verdict, rule), (Verdict::Hold, "retry"), "{reason}");
+            assert!(reason.contains("quota exceeded"), "{reason}");
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        } else {
+            assert_eq!((verdict, rule), (Verdict::Hold, "operator"), "{reason}");
+            assert!(
+                reason.starts_with(
+                    "needs an operator: 3 attempts to move it to gke failed the same way"
+                ),
+                "{reason}"
+            );
+        }
+    }
+    // Held: an hour of passes tries nothing more, and the status says why and since when.
+    for _ in 0..360 {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        fed.pass().await;
+    }
+    assert_eq!(attempts(), 3);
+    let status = fed.state.controllers.status(&fed.state, |_| true);
+    let failed = &status["failedMoves"][0];
+    assert_eq!(failed["workload"], "shop/a", "{status}");
+    assert_eq!(failed["to"], "gke", "{status}");
+    assert_eq!(failed["failures"], 3, "{status}");
+    assert_eq!(failed["needsOperator"], true, "{status}");
+    assert!(failed["needsOperatorSince"].is_string(), "{status}");
+    assert!(
+        failed["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("quota exceeded")),
+        "{status}"
+    );
+
+    // The target's prices change: tried once more, and its failure counts afresh.
+    fed.set_cpu_price("gke", 0.041);
+    fed.pass().await;
+    let (verdict, rule, reason) = decision_of(&fed, "shop/a");
+    assert_ne!(rule, "operator", "{reason}");
+    if verdict != Verdict::Start {
+        // Held by hysteresis while the new price is younger than the price memory.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        fed.pass().await;
+    }
+    assert_eq!(decision_of(&fed, "shop/a").0, Verdict::Start);
+    fed.settle().await;
+    assert_eq!(attempts(), 4);
+    fed.pass().await;
+    assert_eq!(decision_of(&fed, "shop/a").1, "retry");
+
+    // An operator clears it: the next pass tries again, and this time it works.
+    fed.sims["gke"].clear_fault(FaultKind::RejectApply);
+    assert_eq!(fed.state.controllers.clear("shop/a", None), ["gke"]);
+    assert!(fed.state.controllers.clear("shop/b", None).is_empty());
+    fed.pass().await;
+    assert_eq!(decision_of(&fed, "shop/a").0, Verdict::Start);
+    fed.settle().await;
+    assert_eq!(fed.serving().await["shop/a"], "gke");
+    fed.pass().await;
+    assert!(
+        fed.state.controllers.report().failing.is_empty(),
+        "{:?}",
+        fed.state.controllers.report().failing
+    );
+}
