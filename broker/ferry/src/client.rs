@@ -357,9 +357,13 @@ impl BrokerClient {
                 )
                 .await?;
             progress.show(&format!(
-                "{id} {} [{}]",
+                "{id} {} [{}]{}",
                 migration["state"].as_str().unwrap_or("?"),
                 steps_line(&migration),
+                migration["waitingFor"]
+                    .as_str()
+                    .map(|w| format!(" waiting for: {w}"))
+                    .unwrap_or_default(),
             ));
             let state = migration["state"].as_str().unwrap_or_default();
             if matches!(state, "done" | "rolledBack" | "failed" | "cancelled") {
@@ -441,9 +445,11 @@ fn print_dry_run(answer: &Value, json_output: bool) -> Result<(), ClientError> {
 }
 
 /// What `--wait` shows on stderr while it waits: one line with the time waited, written
-/// again in place on a terminal (one line per change otherwise, for logs).
+/// again in place on a terminal as the time goes by; otherwise (logs) a new line only when
+/// something other than the time changed.
 struct ProgressLine {
     interactive: bool,
+    /// The text last shown, without the time.
     last: String,
     started: std::time::Instant,
 }
@@ -458,15 +464,24 @@ impl ProgressLine {
     }
 
     fn show(&mut self, text: &str) {
-        let line = format!("{text} {:.0}s", self.started.elapsed().as_secs_f64());
-        if line != self.last {
+        let elapsed = self.started.elapsed().as_secs();
+        if let Some(line) = self.next(text, elapsed) {
             if self.interactive {
                 eprint!("\r\x1b[2K{line}");
             } else {
                 eprintln!("{line}");
             }
-            self.last = line;
         }
+    }
+
+    /// The line to write for `text` after `elapsed` seconds, if any.
+    fn next(&mut self, text: &str, elapsed: u64) -> Option<String> {
+        let changed = text != self.last;
+        if !changed && !self.interactive {
+            return None;
+        }
+        self.last = text.to_owned();
+        Some(format!("{text} {elapsed}s"))
     }
 
     /// Ends the line written in place.
@@ -933,5 +948,61 @@ fn seconds(duration: Duration) -> String {
         format!("{} s", millis / 1000)
     } else {
         format!("{:.1} s", duration.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProgressLine;
+
+    fn progress(interactive: bool) -> ProgressLine {
+        ProgressLine {
+            interactive,
+            last: String::new(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_log_gets_a_line_only_when_the_progress_changes() {
+        let mut log = progress(false);
+        let shown: Vec<Option<String>> = [
+            ("m running [plan:running]", 0),
+            ("m running [plan:running]", 1),
+            ("m running [plan:running]", 2),
+            (
+                "m running [plan:done start:running] waiting for: 0 of 3 available",
+                3,
+            ),
+            (
+                "m running [plan:done start:running] waiting for: 0 of 3 available",
+                4,
+            ),
+            ("m done [plan:done start:done]", 9),
+        ]
+        .into_iter()
+        .map(|(text, at)| log.next(text, at))
+        .collect();
+        assert_eq!(
+            shown,
+            [
+                Some("m running [plan:running] 0s".to_owned()),
+                None,
+                None,
+                Some(
+                    "m running [plan:done start:running] waiting for: 0 of 3 available 3s"
+                        .to_owned()
+                ),
+                None,
+                Some("m done [plan:done start:done] 9s".to_owned()),
+            ]
+        );
+        // On a terminal the same line is written again in place, with the time.
+        let mut terminal = progress(true);
+        assert!(terminal.next("m running", 0).is_some());
+        assert_eq!(
+            terminal.next("m running", 1),
+            Some("m running 1s".to_owned())
+        );
     }
 }

@@ -45,7 +45,10 @@ impl Broker {
     /// default of 0 s).
     fn start_with(data: &Path, pause_at: Option<&str>, extra: &[&str]) -> Broker {
         let mut command = Command::new(FERRY);
-        command.args(["demo", "--listen", "127.0.0.1:0", "--rollout-time", "1s"]);
+        command.args(["demo", "--listen", "127.0.0.1:0"]);
+        if !extra.contains(&"--rollout-time") {
+            command.args(["--rollout-time", "1s"]);
+        }
         if !extra.contains(&"--rollback-window") {
             command.args(["--rollback-window", "0s"]);
         }
@@ -666,6 +669,38 @@ fn auth_matrix_and_bad_input_change_nothing() {
             400,
         ),
         (
+            "viewer cannot clear a controller's failures",
+            Some(viewer.clone()),
+            "POST",
+            "/api/v1/controllers/clear",
+            Some(json!({"workload": "shop/recommendations"})),
+            403,
+        ),
+        (
+            "clearing failures needs namespace/name",
+            Some(broker.admin.clone()),
+            "POST",
+            "/api/v1/controllers/clear",
+            Some(json!({"workload": "recommendations"})),
+            400,
+        ),
+        (
+            "clearing failures takes no unknown field",
+            Some(broker.admin.clone()),
+            "POST",
+            "/api/v1/controllers/clear",
+            Some(json!({"workload": "shop/recommendations", "force": true})),
+            400,
+        ),
+        (
+            "no failed move to clear",
+            Some(shop_operator.clone()),
+            "POST",
+            "/api/v1/controllers/clear",
+            Some(json!({"workload": "shop/recommendations"})),
+            404,
+        ),
+        (
             "unknown field",
             Some(broker.admin.clone()),
             "POST",
@@ -962,6 +997,37 @@ fn a_dry_run_answers_with_its_plan_and_changes_nothing() {
         "{stdout}"
     );
     assert_eq!(broker.get("/api/v1/migrations")["items"], json!([]));
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn migrate_wait_writes_a_line_to_a_log_only_when_the_progress_changes() {
+    let data = temp_dir("wait-lines");
+    // A rollout of some seconds: long enough for the time waited to change many times.
+    let broker = Broker::start_with(&data, None, &["--rollout-time", "4s"]);
+    let workload = "shop/recommendations";
+    let (_, to) = other_cluster(&broker, workload);
+    let output = Command::new(FERRY)
+        .args(["migrate", workload, "--to", &to, "--wait"])
+        .env("FERRY_SERVER", &broker.url)
+        .env("FERRY_TOKEN", &broker.admin)
+        .output()
+        .expect("ferry migrate");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // Each line ends with the time waited; the rest differs from the line before.
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(|line| line.rsplit_once(' ').map_or(line, |(text, _)| text))
+        .collect();
+    assert!(lines.len() >= 2, "{stderr}");
+    for pair in lines.windows(2) {
+        assert_ne!(pair[0], pair[1], "{stderr}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("start:running")),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&data);
 }
 

@@ -945,12 +945,27 @@ fn visible_migration(
     Ok(migration)
 }
 
+/// `GET /api/v1/migrations/{id}`: the record, with `waitingFor` while a step waits for
+/// something (the scheduler's reason while pods are Pending), which the record does not
+/// keep.
 async fn get_migration(
     State(state): State<Shared>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Migration>, ApiError> {
-    visible_migration(&state, &principal, &id).map(Json)
+) -> Result<Json<Value>, ApiError> {
+    let migration = visible_migration(&state, &principal, &id)?;
+    migration_body(&state, &migration).map(Json)
+}
+
+/// A migration as `GET /api/v1/migrations/{id}` shows it.
+pub fn migration_body(state: &AppState, migration: &Migration) -> Result<Value, ApiError> {
+    let waiting_for = state.engine.waiting_for(&migration.id);
+    let mut body = serde_json::to_value(migration)
+        .map_err(|e| ApiError::Internal(format!("migration {}: {e}", migration.id)))?;
+    if let (Some(waiting_for), Some(fields)) = (waiting_for, body.as_object_mut()) {
+        fields.insert("waitingFor".to_owned(), Value::String(waiting_for));
+    }
+    Ok(body)
 }
 
 async fn cancel_migration(

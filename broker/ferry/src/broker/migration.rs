@@ -1152,6 +1152,8 @@ impl Engine {
                     exported.replicas = replicas;
                 }
                 target.apply(&exported, &mark).await?;
+                // Published when it changes, not on every poll.
+                let mut last_progress = None;
                 loop {
                     if let Some(by) = self.cancelled_by(&migration.id)? {
                         return Err(StepError::Cancelled(by));
@@ -1173,12 +1175,17 @@ impl Engine {
                                 &migration.id,
                                 Some(format!("{available} of {desired} available; {message}")),
                             );
-                            self.events.publish(
-                                "migration.progress",
-                                Some(&migration.namespace),
-                                json!({"id": migration.id, "step": "start", "desired": desired,
-                                       "available": available, "message": message}),
-                            );
+                            let progress = json!({"id": migration.id, "step": "start",
+                                                  "desired": desired, "available": available,
+                                                  "message": message});
+                            if last_progress.as_ref() != Some(&progress) {
+                                self.events.publish(
+                                    "migration.progress",
+                                    Some(&migration.namespace),
+                                    progress.clone(),
+                                );
+                                last_progress = Some(progress);
+                            }
                         }
                     }
                     tokio::time::sleep(self.config.poll).await;
@@ -1324,7 +1331,9 @@ impl Engine {
             .remove(id);
     }
 
-    fn waiting_for(&self, id: &str) -> Option<String> {
+    /// What migration `id`'s running step waits for now (e.g. the scheduler's reason for
+    /// pods left Pending), if it waits. In memory only: not part of the record.
+    pub fn waiting_for(&self, id: &str) -> Option<String> {
         self.waiting_for
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -867,3 +867,67 @@ async fn a_move_that_keeps_failing_backs_off_then_waits_for_an_operator_until_so
         fed.state.controllers.report().failing
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn pods_left_pending_are_shown_as_the_current_wait_and_progress_is_published_on_change() {
+    // Three 5-core replicas fit the target's 16 free cores, but only one per 8-core node.
+    let yaml = cluster("onprem", 0.04, "site: onprem", true)
+        + &cluster("small", 0.04, "site: small", false)
+        + &workload("shop", "big", 3, "5", "onprem");
+    let fed = federation(
+        &yaml,
+        ControllerConfig::default(),
+        monday_noon(),
+        Some("small"),
+    );
+    let mut events = fed.state.events.subscribe();
+    let migration = fed
+        .state
+        .engine
+        .submit(
+            &WorkloadKey::new("shop", "big"),
+            "small",
+            &crate::broker::migration::MoveOptions::default(),
+            "test",
+            None,
+        )
+        .await
+        .expect("submitted");
+    // Twenty polls of the rollout (one a second) while a replica stays Pending.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let waiting = fed
+        .state
+        .engine
+        .waiting_for(&migration.id)
+        .expect("the start step waits");
+    assert!(
+        waiting.contains("2 of 3 available") && waiting.contains("1 of 3 replicas pending"),
+        "{waiting}"
+    );
+    let record = fed
+        .state
+        .engine
+        .get(&migration.id)
+        .expect("get")
+        .expect("there");
+    let body = crate::broker::api::migration_body(&fed.state, &record).expect("body");
+    assert_eq!(body["waitingFor"], waiting.as_str(), "{body}");
+    assert_eq!(body["state"], "running", "{body}");
+    // Not in the stored record.
+    assert!(
+        !serde_json::to_string(&record)
+            .expect("json")
+            .contains("waitingFor")
+    );
+    let mut progress = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if event.kind == "migration.progress" {
+            progress.push(event.data);
+        }
+    }
+    assert!(!progress.is_empty());
+    for pair in progress.windows(2) {
+        assert_ne!(pair[0], pair[1], "published twice unchanged: {progress:?}");
+    }
+    assert!(progress.len() <= 4, "{progress:#?}");
+}
