@@ -831,6 +831,15 @@ fn node_ready(node: &Node) -> bool {
         })
 }
 
+/// Not cordoned (`kubectl cordon` sets `spec.unschedulable`).
+fn node_schedulable(node: &Node) -> bool {
+    !node
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.unschedulable)
+        .unwrap_or(false)
+}
+
 fn node_allocatable(node: &Node) -> Resources {
     let allocatable = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
     let read = |key: &str, parse: fn(&str) -> Result<u64, quantity::QuantityError>| {
@@ -1118,8 +1127,11 @@ impl ClusterPort for KubeCluster {
         }
         let nodes = self.nodes.state();
         let ready: Vec<_> = nodes.iter().filter(|n| node_ready(n)).collect();
+        // A cordoned node takes no new pods: it is no room for a workload moving here
+        // (though it still counts as healthy).
         let allocatable = ready
             .iter()
+            .filter(|n| node_schedulable(n))
             .map(|n| node_allocatable(n))
             .fold(Resources::default(), Resources::plus);
         let requested = self
