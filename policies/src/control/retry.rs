@@ -165,8 +165,9 @@ mod tests {
     fn failures_count_back_to_the_last_success_and_the_same_way_from_the_latest() {
         let start = "start: cluster b rejected apply of shop/web: ConfigMap web already exists here without a Ferry mark";
         let timeout = "start: step start did not finish within 600 s; it was waiting for: 0 of 3 available; 3 of 3 replicas pending: 0/2 nodes are available";
-        // (attempts, expected (count, identical, reason, last_at) or None)
-        let cases: Vec<(Vec<Attempt>, Option<(u32, u32, &str, u64)>)> = vec![
+        // Expected: (count, identical, reason, last_at), or None.
+        type Expected<'a> = Option<(u32, u32, &'a str, u64)>;
+        let cases: Vec<(Vec<Attempt>, Expected)> = vec![
             (vec![], None),
             (vec![succeeded(10)], None),
             (vec![failed(10, start), succeeded(20)], None),
