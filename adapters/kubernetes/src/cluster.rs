@@ -43,6 +43,9 @@ pub const FIELD_MANAGER: &str = "ferry";
 
 /// How long `inventory()` waits for the first full list of every watch.
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a watch may fail before its first list, its own retries included, before
+/// `inventory()` reports that failure rather than waiting on.
+const FAILING_BEFORE_LISTED: Duration = Duration::from_secs(2);
 
 /// A kind Ferry carries, with the names RBAC and the REST paths use.
 struct Kind {
@@ -506,13 +509,23 @@ impl KubeCluster {
             }
             Ok::<(), reflector::store::WriterDropped>(())
         };
-        // A watch that failed before its first list (a member that refuses connections, a
-        // permission missing) is reported at once: waiting out the timeout for it held up
-        // every census, and so every member's health and the controllers' first pass.
+        // A watch that fails before its first list (a member that refuses connections, a
+        // permission missing) is reported without waiting out the timeout, which held up
+        // every census, and so every member's health and the controllers' first pass: a
+        // missing permission at once, anything else once the watch's own retry has not
+        // cured it within FAILING_BEFORE_LISTED (a blip at start is ridden out).
         let failed = async {
+            let mut failing_since = None;
             loop {
                 if let Some(error) = self.watch_error() {
-                    return error;
+                    let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                    if matches!(error, PortError::Rejected { .. })
+                        || since.elapsed() >= FAILING_BEFORE_LISTED
+                    {
+                        return error;
+                    }
+                } else {
+                    failing_since = None;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -149,7 +149,7 @@ pub const ROUTES: &[RouteDoc] = &[
         method: "get",
         path: "/api/v1/migrations/{id}",
         role: Some("viewer"),
-        summary: "One migration",
+        summary: "One migration, with waitingFor while its running step waits (the scheduler's reason while pods are Pending; not stored)",
     },
     RouteDoc {
         method: "post",
