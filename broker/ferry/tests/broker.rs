@@ -1024,8 +1024,24 @@ fn migrate_wait_writes_a_line_to_a_log_only_when_the_progress_changes() {
     for pair in lines.windows(2) {
         assert_ne!(pair[0], pair[1], "{stderr}");
     }
+    // While the rollout runs, what the start step waits for.
     assert!(
-        lines.iter().any(|l| l.contains("start:running")),
+        lines
+            .iter()
+            .any(|l| l.contains("start:running") && l.contains(" waiting for: ")),
+        "{stderr}"
+    );
+    // Nothing failed: nothing to clear, and the CLI says so.
+    let output = Command::new(FERRY)
+        .args(["controller", "clear", workload])
+        .env("FERRY_SERVER", &broker.url)
+        .env("FERRY_TOKEN", &broker.admin)
+        .output()
+        .expect("ferry controller clear");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no failed move of shop/recommendations by the controllers"),
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&data);
