@@ -435,8 +435,9 @@ impl Controllers {
                 let last = last_move.entry(m.workload.clone()).or_insert(at);
                 *last = (*last).max(at);
             }
-            // The controllers' attempts, for the retry rule (a person's are their own).
-            if m.trigger != Trigger::Manual {
+            // The controllers' attempts, for the retry rule; a person's failures are
+            // their own, but a person's move that succeeded shows the move can work.
+            if m.trigger != Trigger::Manual || m.state == State::Done {
                 let at = if m.state.is_final() {
                     *memory.ended_seen.entry(m.id.clone()).or_insert(now)
                 } else {

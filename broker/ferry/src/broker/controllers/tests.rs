@@ -931,3 +931,43 @@ async fn pods_left_pending_are_shown_as_the_current_wait_and_progress_is_publish
     }
     assert!(progress.len() <= 4, "{progress:#?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_persons_move_that_succeeds_ends_a_run_of_failures() {
+    let yaml = cluster("onprem", 0.03, "site: onprem", true)
+        + &cluster("gke", 0.04, "site: gke", true)
+        + &workload("shop", "a", 1, "1", "onprem")
+        + &policy(
+            "shop-cost",
+            "shop",
+            "  rebalance:\n    minSavingsPercent: 10\n    cooldown: 1m\n",
+        );
+    let fed = federation(&yaml, auto(1), monday_noon(), None);
+    fed.sims["gke"].set_fault(Fault::RejectApply("quota exceeded".into()));
+    fed.set_cpu_price("onprem", 0.06);
+    fed.pass().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fed.pass().await;
+    fed.settle().await;
+    fed.pass().await;
+    assert_eq!(decision_of(&fed, "shop/a").1, "retry");
+    // A person moves it there once the quota allows, and back.
+    fed.sims["gke"].clear_fault(FaultKind::RejectApply);
+    let key = WorkloadKey::new("shop", "a");
+    let options = crate::broker::migration::MoveOptions::default();
+    for to in ["gke", "onprem"] {
+        fed.state
+            .engine
+            .submit(&key, to, &options, "test", None)
+            .await
+            .expect("submitted");
+        fed.settle().await;
+    }
+    assert_eq!(fed.serving().await["shop/a"], "onprem");
+    fed.pass().await;
+    assert!(
+        fed.state.controllers.report().failing.is_empty(),
+        "{:?}",
+        fed.state.controllers.report().failing
+    );
+}
