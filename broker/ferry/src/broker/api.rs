@@ -35,7 +35,7 @@ use tokio::sync::Semaphore;
 
 use super::events::Events;
 use super::migration::{CancelError, Engine, Migration, MoveOptions, SubmitError};
-use super::world::World;
+use super::world::{World, cents};
 use super::{audit, history, policies};
 
 /// Largest request body: policies and what-if resources are text, a few hundred KiB at
@@ -548,10 +548,6 @@ fn quantities(cpu_millis: u64, memory_bytes: u64) -> Value {
         "cpu": Cpu(cpu_millis).to_string(), "memory": Memory(memory_bytes).to_string(),
         "cpuMillis": cpu_millis, "memoryBytes": memory_bytes,
     })
-}
-
-fn cents(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 async fn clusters(

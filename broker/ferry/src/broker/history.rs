@@ -19,6 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::api::AppState;
 use super::clock;
 use super::migration::State;
+use super::world::cents;
 
 pub const PREFIX: &str = "history/";
 /// Points kept when the config names no other bound: 5.5 hours at the demo's 10 s, 33
@@ -142,11 +143,6 @@ fn ended_migration(state: &AppState, kind: &str, data: &Value) -> Option<String>
         Ok(Some(migration)) if migration.dry_run => None,
         _ => Some(id.to_owned()),
     }
-}
-
-fn cents(x: f64) -> f64 {
-    // Plus zero: a small negative amount rounds to -0.0, which would print as `-0.00`.
-    (x * 100.0).round() / 100.0 + 0.0
 }
 
 impl Sampler {

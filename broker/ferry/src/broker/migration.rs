@@ -1272,7 +1272,7 @@ impl Engine {
             })
         };
         let savings = match (cost(from), cost(to)) {
-            (Some(from), Some(to)) => ((from - to) * 100.0).round() / 100.0,
+            (Some(from), Some(to)) => super::world::cents(from - to),
             _ => 0.0,
         };
         let data_gib = self.data_gib(census, key, from);

@@ -76,6 +76,12 @@ pub fn total(amounts: impl IntoIterator<Item = f64>) -> f64 {
     amounts.into_iter().fold(0.0, |sum, amount| sum + amount)
 }
 
+/// An amount rounded to cents. Plus zero: a small negative amount rounds to -0.0, which
+/// would print as `-0.00` (and serialize as `-0.0`).
+pub fn cents(amount: f64) -> f64 {
+    (amount * 100.0).round() / 100.0 + 0.0
+}
+
 pub struct World {
     /// Members from the Cluster files, replaced as a whole on reload.
     members: RwLock<BTreeMap<String, Arc<Member>>>,
@@ -416,5 +422,8 @@ mod tests {
         let empty = std::iter::empty::<f64>();
         assert_eq!(format!("{:.2}", super::total(empty)), "0.00");
         assert_eq!(format!("{:.2}", super::total([1.5, 2.25])), "3.75");
+        assert_eq!(format!("{:.2}", super::cents(-0.001)), "0.00");
+        assert_eq!(serde_json::json!(super::cents(-0.001)).to_string(), "0.0");
+        assert_eq!(super::cents(-1.234), -1.23);
     }
 }

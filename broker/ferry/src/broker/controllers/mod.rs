@@ -1059,7 +1059,7 @@ pub fn decision_json(decision: &Decision, migration: Option<&String>) -> Value {
         "to": p.to,
         "kind": p.kind.as_str(),
         "replicas": p.replicas,
-        "monthlySavings": (p.monthly_savings * 100.0).round() / 100.0,
+        "monthlySavings": super::world::cents(p.monthly_savings),
         "verdict": decision.verdict.as_str(),
         "reason": decision.reason,
         "notBefore": decision.not_before.map(clock::rfc3339),
