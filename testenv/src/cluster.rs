@@ -409,6 +409,14 @@ impl Cluster {
         self.processes.iter().filter_map(Supervised::pid).collect()
     }
 
+    /// Each component (`etcd`, `kube-apiserver`, ...) with its PID (`None` once killed).
+    pub fn components(&self) -> Vec<(String, Option<u32>)> {
+        self.processes
+            .iter()
+            .map(|p| (p.name().to_owned(), p.pid()))
+            .collect()
+    }
+
     /// A client for the admin identity, built from the kubeconfig file.
     pub async fn client(&self) -> Result<Client, Error> {
         client_from(&self.kubeconfig).await

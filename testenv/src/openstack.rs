@@ -597,6 +597,14 @@ impl OpenStack {
         self.processes.iter().filter_map(Supervised::pid).collect()
     }
 
+    /// Each service with its PID (`None` once stopped).
+    pub fn components(&self) -> Vec<(String, Option<u32>)> {
+        self.processes
+            .iter()
+            .map(|p| (p.name().to_owned(), p.pid()))
+            .collect()
+    }
+
     /// The tail of every service's log (the services' own log files included).
     pub fn logs(&self) -> String {
         let mut out: Vec<String> = self

@@ -48,6 +48,9 @@ const REMOVAL_POLL: Duration = Duration::from_millis(250);
 
 /// How long `inventory()` waits for the first full list of every watch.
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a watch may fail before its first list, its own retries included, before
+/// `inventory()` reports that failure rather than waiting on.
+const FAILING_BEFORE_LISTED: Duration = Duration::from_secs(2);
 
 /// A kind Ferry carries, with the names RBAC and the REST paths use.
 struct Kind {
@@ -511,7 +514,32 @@ impl KubeCluster {
             }
             Ok::<(), reflector::store::WriterDropped>(())
         };
-        match tokio::time::timeout(self.ready_timeout, all).await {
+        // A watch that fails before its first list (a member that refuses connections, a
+        // permission missing) is reported without waiting out the timeout, which held up
+        // every census, and so every member's health and the controllers' first pass: a
+        // missing permission at once, anything else once the watch's own retry has not
+        // cured it within FAILING_BEFORE_LISTED (a blip at start is ridden out).
+        let failed = async {
+            let mut failing_since = None;
+            loop {
+                if let Some(error) = self.watch_error() {
+                    let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                    if matches!(error, PortError::Rejected { .. })
+                        || since.elapsed() >= FAILING_BEFORE_LISTED
+                    {
+                        return error;
+                    }
+                } else {
+                    failing_since = None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let ready = tokio::select! {
+            ready = tokio::time::timeout(self.ready_timeout, all) => ready,
+            error = failed => return Err(error),
+        };
+        match ready {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(PortError::Unreachable {
                 cluster: self.name.clone(),
@@ -918,6 +946,15 @@ fn node_ready(node: &Node) -> bool {
         })
 }
 
+/// Not cordoned (`kubectl cordon` sets `spec.unschedulable`).
+fn node_schedulable(node: &Node) -> bool {
+    !node
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.unschedulable)
+        .unwrap_or(false)
+}
+
 fn node_allocatable(node: &Node) -> Resources {
     let allocatable = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
     let read = |key: &str, parse: fn(&str) -> Result<u64, quantity::QuantityError>| {
@@ -1222,8 +1259,11 @@ impl ClusterPort for KubeCluster {
         }
         let nodes = self.nodes.state();
         let ready: Vec<_> = nodes.iter().filter(|n| node_ready(n)).collect();
+        // A cordoned node takes no new pods: it is no room for a workload moving here
+        // (though it still counts as healthy).
         let allocatable = ready
             .iter()
+            .filter(|n| node_schedulable(n))
             .map(|n| node_allocatable(n))
             .fold(Resources::default(), Resources::plus);
         let requested = self

@@ -1346,14 +1346,21 @@ async fn an_api_that_does_not_answer_is_unreachable() -> Result<()> {
          users: [{name: u, user: {token: t}}]\n\
          contexts: [{name: gone, context: {cluster: gone, user: u}}]\n",
     )?;
-    let port = KubeCluster::from_kubeconfig("gone", &path, None, vec![])
-        .await?
-        .with_ready_timeout(Duration::from_secs(3));
+    // With the default wait for the watches' first lists (30 s): a watch that failed is
+    // reported at once, rather than holding up every census for 30 s.
+    let port = KubeCluster::from_kubeconfig("gone", &path, None, vec![]).await?;
+    let asked = Instant::now();
     let error = port.inventory().await.expect_err("nothing answers");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "answered after {:?}",
+        asked.elapsed()
+    );
     assert!(
         matches!(error, PortError::Unreachable { .. }) && error.is_transient(),
         "{error}"
     );
+    let port = port.with_ready_timeout(Duration::from_secs(3));
     let error = port.export(&key("web")).await.expect_err("nothing answers");
     assert!(error.is_transient(), "{error}");
     let missing = KubeCluster::from_kubeconfig("x", &dir.join("absent"), None, vec![]).await;
@@ -1596,4 +1603,70 @@ async fn there_and_back(clusters: &[Cluster]) -> Result<()> {
     b.delete(&key("web"), &back.dependents, &mark("m2")).await?;
     until_gone(&admin_b, &APP_KINDS).await?;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cordoned_nodes_are_no_room() -> Result<()> {
+    let clusters = start_clusters(&[ClusterSpec::named("cordon").with_nodes(2, "4", "16Gi")])
+        .await
+        .context("start a cluster")?;
+    let result = cordoned(&clusters).await;
+    with_logs(result, &clusters)
+}
+
+async fn cordoned(clusters: &[Cluster]) -> Result<()> {
+    let admin = clusters[0].client().await?;
+    let port = KubeCluster::from_client("cordon", admin.clone(), vec![]);
+    let nodes: Api<Node> = Api::all(admin);
+    let names: Vec<String> = nodes
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    ensure!(names.len() == 2, "nodes: {names:?}");
+    let whole = eventually("both nodes counted", || async {
+        let inventory = port.inventory().await?;
+        Ok((inventory.allocatable.cpu_millis == 8_000).then_some(inventory.allocatable))
+    })
+    .await?;
+    // `kubectl cordon` on each node in turn.
+    let cordon = |name: String, unschedulable: bool| {
+        let nodes = nodes.clone();
+        async move {
+            nodes
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"unschedulable": unschedulable}})),
+                )
+                .await
+                .with_context(|| format!("cordon {name}"))
+        }
+    };
+    cordon(names[0].clone(), true).await?;
+    let half = eventually("one cordoned node no longer counted", || async {
+        let inventory = port.inventory().await?;
+        Ok((inventory.allocatable.cpu_millis == 4_000).then_some(inventory))
+    })
+    .await?;
+    ensure!(
+        half.allocatable.memory_bytes * 2 == whole.memory_bytes,
+        "{half:?} of {whole:?}"
+    );
+    cordon(names[1].clone(), true).await?;
+    let none = eventually("no room with every node cordoned", || async {
+        let inventory = port.inventory().await?;
+        Ok((inventory.allocatable == Resources::default()).then_some(inventory))
+    })
+    .await?;
+    // Cordoned nodes are still Ready: the member is healthy, it only has no room.
+    ensure!(none.health == Health::Ready && none.nodes == 2, "{none:?}");
+    cordon(names[0].clone(), false).await?;
+    eventually("an uncordoned node counted again", || async {
+        let inventory = port.inventory().await?;
+        Ok((inventory.allocatable.cpu_millis == 4_000).then_some(()))
+    })
+    .await
 }

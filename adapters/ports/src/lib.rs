@@ -99,6 +99,17 @@ pub enum Health {
     Unreachable,
 }
 
+impl Health {
+    /// The name in the API (the serialized form), for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Ready => "Ready",
+            Health::Degraded => "Degraded",
+            Health::Unreachable => "Unreachable",
+        }
+    }
+}
+
 /// The mark Ferry puts on what it creates or takes over, so that it only ever deletes
 /// objects it owns.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -157,7 +168,8 @@ pub fn claims_gib(claims: &[Claim]) -> f64 {
 pub struct Inventory {
     pub health: Health,
     pub nodes: u32,
-    /// Sum over Ready nodes of their allocatable.
+    /// Sum over the nodes that are Ready and schedulable (not cordoned:
+    /// `spec.unschedulable` unset) of their allocatable: the room new pods can have.
     pub allocatable: Resources,
     /// Sum of the requests of the pods placed on them.
     pub requested: Resources,
@@ -398,6 +410,16 @@ pub trait PriceSource: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_names_are_the_serialized_ones() {
+        for health in [Health::Ready, Health::Degraded, Health::Unreachable] {
+            assert_eq!(
+                serde_json::to_value(health).expect("serializes"),
+                serde_json::Value::from(health.as_str())
+            );
+        }
+    }
 
     #[test]
     fn workload_keys_parse_strictly() {

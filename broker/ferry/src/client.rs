@@ -171,7 +171,8 @@ impl BrokerClient {
         };
         let money = |v: &Value| {
             v.as_f64()
-                .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"))
+                // Plus zero: an older broker's -0.0 for nothing prints as 0.00.
+                .map_or_else(|| "-".to_owned(), |x| format!("{:.2}", x + 0.0))
         };
         let items = value["items"].as_array().cloned().unwrap_or_default();
         let rows: Vec<Vec<String>> = match what {
@@ -356,9 +357,13 @@ impl BrokerClient {
                 )
                 .await?;
             progress.show(&format!(
-                "{id} {} [{}]",
+                "{id} {} [{}]{}",
                 migration["state"].as_str().unwrap_or("?"),
                 steps_line(&migration),
+                migration["waitingFor"]
+                    .as_str()
+                    .map(|w| format!(" waiting for: {w}"))
+                    .unwrap_or_default(),
             ));
             let state = migration["state"].as_str().unwrap_or_default();
             if matches!(state, "done" | "rolledBack" | "failed" | "cancelled") {
@@ -440,9 +445,11 @@ fn print_dry_run(answer: &Value, json_output: bool) -> Result<(), ClientError> {
 }
 
 /// What `--wait` shows on stderr while it waits: one line with the time waited, written
-/// again in place on a terminal (one line per change otherwise, for logs).
+/// again in place on a terminal as the time goes by; otherwise (logs) a new line only when
+/// something other than the time changed.
 struct ProgressLine {
     interactive: bool,
+    /// The text last shown, without the time.
     last: String,
     started: std::time::Instant,
 }
@@ -457,15 +464,24 @@ impl ProgressLine {
     }
 
     fn show(&mut self, text: &str) {
-        let line = format!("{text} {:.0}s", self.started.elapsed().as_secs_f64());
-        if line != self.last {
+        let elapsed = self.started.elapsed().as_secs();
+        if let Some(line) = self.next(text, elapsed) {
             if self.interactive {
                 eprint!("\r\x1b[2K{line}");
             } else {
                 eprintln!("{line}");
             }
-            self.last = line;
         }
+    }
+
+    /// The line to write for `text` after `elapsed` seconds, if any.
+    fn next(&mut self, text: &str, elapsed: u64) -> Option<String> {
+        let changed = text != self.last;
+        if !changed && !self.interactive {
+            return None;
+        }
+        self.last = text.to_owned();
+        Some(format!("{text} {elapsed}s"))
     }
 
     /// Ends the line written in place.
@@ -675,6 +691,72 @@ impl BrokerClient {
             println!();
             print!("{}", crate::plan_output::columns(&decisions));
         }
+        let failed = status["failedMoves"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !failed.is_empty() {
+            let mut rows = vec![vec![
+                "FAILED MOVE".to_owned(),
+                "FAILURES".to_owned(),
+                "HELD".to_owned(),
+                "LAST REASON".to_owned(),
+            ]];
+            for f in &failed {
+                rows.push(vec![
+                    format!("{} -> {}", text(&f["workload"]), text(&f["to"])),
+                    f["failures"].to_string(),
+                    if f["needsOperator"] == true {
+                        format!("needs an operator since {}", text(&f["needsOperatorSince"]))
+                    } else {
+                        format!("retry at {}", text(&f["retryAt"]))
+                    },
+                    text(&f["reason"]),
+                ]);
+            }
+            println!();
+            print!("{}", crate::plan_output::columns(&rows));
+            if failed.iter().any(|f| f["needsOperator"] == true) {
+                println!(
+                    "A move that needs an operator is tried again when its policy or its clusters' prices change, or after `ferry controller clear WORKLOAD`."
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `ferry controller clear WORKLOAD [--to CLUSTER]`.
+    pub async fn controller_clear(
+        &self,
+        workload: &str,
+        to: Option<&str>,
+        json_output: bool,
+    ) -> Result<(), ClientError> {
+        let mut body = json!({"workload": workload});
+        if let Some(to) = to {
+            body["to"] = json!(to);
+        }
+        let answer = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/controllers/clear",
+                Some(body),
+            )
+            .await?;
+        if json_output {
+            print_json(&answer);
+        } else {
+            let cleared: Vec<&str> = answer["cleared"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            println!(
+                "{workload}: failures set aside for its moves to {}; the next pass may try again",
+                cleared.join(", ")
+            );
+        }
         Ok(())
     }
 
@@ -866,5 +948,61 @@ fn seconds(duration: Duration) -> String {
         format!("{} s", millis / 1000)
     } else {
         format!("{:.1} s", duration.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProgressLine;
+
+    fn progress(interactive: bool) -> ProgressLine {
+        ProgressLine {
+            interactive,
+            last: String::new(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_log_gets_a_line_only_when_the_progress_changes() {
+        let mut log = progress(false);
+        let shown: Vec<Option<String>> = [
+            ("m running [plan:running]", 0),
+            ("m running [plan:running]", 1),
+            ("m running [plan:running]", 2),
+            (
+                "m running [plan:done start:running] waiting for: 0 of 3 available",
+                3,
+            ),
+            (
+                "m running [plan:done start:running] waiting for: 0 of 3 available",
+                4,
+            ),
+            ("m done [plan:done start:done]", 9),
+        ]
+        .into_iter()
+        .map(|(text, at)| log.next(text, at))
+        .collect();
+        assert_eq!(
+            shown,
+            [
+                Some("m running [plan:running] 0s".to_owned()),
+                None,
+                None,
+                Some(
+                    "m running [plan:done start:running] waiting for: 0 of 3 available 3s"
+                        .to_owned()
+                ),
+                None,
+                Some("m done [plan:done start:done] 9s".to_owned()),
+            ]
+        );
+        // On a terminal the same line is written again in place, with the time.
+        let mut terminal = progress(true);
+        assert!(terminal.next("m running", 0).is_some());
+        assert_eq!(
+            terminal.next("m running", 1),
+            Some("m running 1s".to_owned())
+        );
     }
 }

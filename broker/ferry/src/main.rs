@@ -232,6 +232,14 @@ enum ControllerCommand {
         #[arg(value_parser = parse_mode)]
         mode: ferry_policies::control::Mode,
     },
+    /// Sets aside the failures of the controllers' moves of a workload (`namespace/name`),
+    /// so that a move held for an operator is tried again (operator).
+    Clear {
+        workload: String,
+        /// Only its move to this cluster.
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -434,6 +442,11 @@ fn main() -> ExitCode {
                 ControllerCommand::Status => client.controller_status(json_output).await,
                 ControllerCommand::Mode { mode } => {
                     client.controller_mode(mode.as_str(), json_output).await
+                }
+                ControllerCommand::Clear { workload, to } => {
+                    client
+                        .controller_clear(&workload, to.as_deref(), json_output)
+                        .await
                 }
             }
         }),

@@ -211,7 +211,7 @@ pub fn table(plan: &Plan, clusters: &[Cluster]) -> String {
             .iter()
             .filter(|p| p.cluster == cluster.name)
             .collect();
-        let cost: f64 = here.iter().map(|p| p.monthly_cost).sum();
+        let cost = crate::broker::world::total(here.iter().map(|p| p.monthly_cost));
         rows.push(vec![
             cluster.name.clone(),
             here.len().to_string(),

@@ -45,7 +45,10 @@ impl Broker {
     /// default of 0 s).
     fn start_with(data: &Path, pause_at: Option<&str>, extra: &[&str]) -> Broker {
         let mut command = Command::new(FERRY);
-        command.args(["demo", "--listen", "127.0.0.1:0", "--rollout-time", "1s"]);
+        command.args(["demo", "--listen", "127.0.0.1:0"]);
+        if !extra.contains(&"--rollout-time") {
+            command.args(["--rollout-time", "1s"]);
+        }
         if !extra.contains(&"--rollback-window") {
             command.args(["--rollback-window", "0s"]);
         }
@@ -444,6 +447,36 @@ fn api_end_to_end() {
             .iter()
             .any(|r| r["action"] == "migration.create" && r["who"] == "demo-admin")
     );
+    // States in the audit log as the API spells them, not as Rust names them.
+    let outcomes: Vec<(String, String)> = broker.get("/api/v1/audit?limit=1000")["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|r| r["target"].as_str().is_some_and(|t| t.starts_with(&id)))
+        .filter(|r| {
+            matches!(
+                r["action"].as_str(),
+                Some("migration.step" | "migration.end")
+            )
+        })
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap_or("").to_owned(),
+                r["outcome"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        outcomes.contains(&("migration.end".into(), "done".into())),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .filter(|(action, _)| action == "migration.step")
+            .all(|(_, outcome)| outcome.starts_with("running") || outcome.starts_with("done: ")),
+        "{outcomes:?}"
+    );
 
     // Dry run: planned and priced, nothing moves and nothing is recorded.
     let migrations_before = broker.get("/api/v1/migrations");
@@ -474,6 +507,12 @@ fn api_end_to_end() {
             && metrics.contains("ferry_api_request_duration_seconds_count")
             && metrics.contains("ferry_migration_step_seconds_count{step=\"start\"}")
             && metrics.contains("ferry_migrations{state=\"done\"} 1"),
+        "{metrics}"
+    );
+    // Nothing saved by the triggers that moved nothing, and no negative zero for it.
+    assert!(
+        metrics.contains("ferry_savings_realised_monthly{reason=\"failover\"} 0.00")
+            && !metrics.contains("-0.00"),
         "{metrics}"
     );
 }
@@ -628,6 +667,38 @@ fn auth_matrix_and_bad_input_change_nothing() {
             "/api/v1/migrations",
             Some(json!({"workload": 5})),
             400,
+        ),
+        (
+            "viewer cannot clear a controller's failures",
+            Some(viewer.clone()),
+            "POST",
+            "/api/v1/controllers/clear",
+            Some(json!({"workload": "shop/recommendations"})),
+            403,
+        ),
+        (
+            "clearing failures needs namespace/name",
+            Some(broker.admin.clone()),
+            "POST",
+            "/api/v1/controllers/clear",
+            Some(json!({"workload": "recommendations"})),
+            400,
+        ),
+        (
+            "clearing failures takes no unknown field",
+            Some(broker.admin.clone()),
+            "POST",
+            "/api/v1/controllers/clear",
+            Some(json!({"workload": "shop/recommendations", "force": true})),
+            400,
+        ),
+        (
+            "no failed move to clear",
+            Some(shop_operator.clone()),
+            "POST",
+            "/api/v1/controllers/clear",
+            Some(json!({"workload": "shop/recommendations"})),
+            404,
         ),
         (
             "unknown field",
@@ -927,6 +998,53 @@ fn a_dry_run_answers_with_its_plan_and_changes_nothing() {
         "{stdout}"
     );
     assert_eq!(broker.get("/api/v1/migrations")["items"], json!([]));
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn migrate_wait_writes_a_line_to_a_log_only_when_the_progress_changes() {
+    let data = temp_dir("wait-lines");
+    // A rollout of some seconds: long enough for the time waited to change many times.
+    let broker = Broker::start_with(&data, None, &["--rollout-time", "4s"]);
+    let workload = "shop/recommendations";
+    let (_, to) = other_cluster(&broker, workload);
+    let output = Command::new(FERRY)
+        .args(["migrate", workload, "--to", &to, "--wait"])
+        .env("FERRY_SERVER", &broker.url)
+        .env("FERRY_TOKEN", &broker.admin)
+        .output()
+        .expect("ferry migrate");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // Each line ends with the time waited; the rest differs from the line before.
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(|line| line.rsplit_once(' ').map_or(line, |(text, _)| text))
+        .collect();
+    assert!(lines.len() >= 2, "{stderr}");
+    for pair in lines.windows(2) {
+        assert_ne!(pair[0], pair[1], "{stderr}");
+    }
+    // While the rollout runs, what the start step waits for.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("start:running") && l.contains(" waiting for: ")),
+        "{stderr}"
+    );
+    // Nothing failed: nothing to clear, and the CLI says so.
+    let output = Command::new(FERRY)
+        .args(["controller", "clear", workload])
+        .env("FERRY_SERVER", &broker.url)
+        .env("FERRY_TOKEN", &broker.admin)
+        .output()
+        .expect("ferry controller clear");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no failed move of shop/recommendations by the controllers"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&data);
 }
 

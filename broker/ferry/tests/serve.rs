@@ -378,3 +378,89 @@ fn an_identity_providers_rs256_key_replaces_the_brokers_own() {
     // The broker's own HS256 tokens are not accepted when a provider signs them.
     assert_eq!(status(&admin_token(&dir.join("data"))), 401);
 }
+
+/// A Cluster file for a Kubernetes member reached through `kubeconfig` (relative to the
+/// config's folder).
+fn kube_cluster(name: &str, kubeconfig: &str) -> String {
+    format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: {name}\nspec:\n  provider: kubernetes\n  kubernetes: {{kubeconfig: {kubeconfig}}}\n  pricing: {{currency: USD, cpuCoreHour: 0.03, memoryGiBHour: 0.004, egressGiB: 0.01}}\n---\n"
+    )
+}
+
+#[test]
+fn a_member_that_cannot_be_reached_is_named_once_in_the_error() {
+    let dir = temp_dir("kube-9");
+    std::fs::write(
+        dir.join("resources").join("clusters.yaml"),
+        kube_cluster("kube-9", "missing-kubeconfig.yaml"),
+    )
+    .expect("write");
+    let config = write_config(&dir);
+    let output = Command::new(FERRY)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cluster kube-9 rejected"), "{stderr}");
+    assert!(!stderr.contains("kube-9: cluster kube-9"), "{stderr}");
+}
+
+/// A member whose API server does not answer must not hold up the others: the first
+/// pass of the controllers, with every other member's health, comes at once rather than
+/// after the adapter's 30 s wait for its watches' first lists.
+#[test]
+fn the_first_controller_pass_does_not_wait_for_a_member_that_does_not_answer() {
+    let dir = temp_dir("first-pass");
+    // Port 1 on the loopback: nothing listens there, every connection is refused.
+    std::fs::write(
+        dir.join("kube-9.yaml"),
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-9\n  cluster: {server: \"https://127.0.0.1:1\", insecure-skip-tls-verify: true}\nusers:\n- name: ferry\n  user: {token: not-a-token}\ncontexts:\n- name: kube-9\n  context: {cluster: kube-9, user: ferry}\ncurrent-context: kube-9\n",
+    )
+    .expect("kubeconfig");
+    std::fs::write(
+        dir.join("resources").join("clusters.yaml"),
+        format!(
+            "{}{}",
+            cluster("one", 0.02),
+            kube_cluster("kube-9", "kube-9.yaml")
+        ),
+    )
+    .expect("write");
+    std::fs::write(dir.join("resources").join("workloads.yaml"), WORKLOAD).expect("write");
+    let config = write_config(&dir);
+    let started = Instant::now();
+    let served = serve(&config);
+    let token = admin_token(&dir.join("data"));
+    let status = loop {
+        let status = get(&served, &token, "/api/v1/controllers");
+        if !status["lastPass"].is_null() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no controller pass within 15 s of the start: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let phases: Vec<(String, String)> = status["clusters"]
+        .as_array()
+        .expect("clusters")
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or("").to_owned(),
+                c["phase"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("kube-9".to_owned(), "suspect".to_owned()),
+            ("one".to_owned(), "up".to_owned())
+        ],
+        "{status}"
+    );
+}

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use super::health::{HealthTracker, Phase};
 use super::human_duration;
 use super::prices::PriceMemory;
+use super::retry::{self, Failures};
 use crate::model::{PlacementPolicy, RebalanceRules};
 use crate::quantity::Resources;
 use crate::window;
@@ -157,9 +158,11 @@ pub struct Situation<'a> {
     /// Migrations running now, in all and per policy.
     pub running: u32,
     pub running_by_policy: &'a BTreeMap<String, u32>,
-    /// Workloads whose last controller move failed or was refused, and when to try again
-    /// (so that a failing evacuation is not retried on every pass).
-    pub retry_at: &'a BTreeMap<String, u64>,
+    /// The failures of the controllers' moves since each last succeeded, by workload
+    /// and target: a failed move waits before it is tried again (so that a failing
+    /// evacuation is not retried on every pass), and one that keeps failing the same way
+    /// waits for an operator.
+    pub failures: &'a BTreeMap<(String, String), Failures>,
 }
 
 /// Decides every proposal: evacuations first, then returns, moves a policy requires and
@@ -224,17 +227,31 @@ fn judge(
 ) -> Judgement {
     use Judgement::{Go, Manual, Wait};
     let now = s.now;
-    if let Some(&when) = s.retry_at.get(&p.workload)
-        && now < when
-    {
-        return Wait(
-            "retry",
-            format!(
-                "its last move by the controllers did not complete; trying again in {}",
-                human_duration(when - now)
-            ),
-            Some(when),
-        );
+    if let Some(failures) = s.failures.get(&(p.workload.clone(), p.to.clone())) {
+        if failures.needs_operator() {
+            return Wait(
+                "operator",
+                retry::needs_operator_reason(failures, &p.to, &p.workload, now),
+                None,
+            );
+        }
+        let when = failures.retry_at();
+        if now < when {
+            let attempts = match failures.count {
+                1 => "its last move by the controllers".to_owned(),
+                n => format!("{n} moves by the controllers in a row"),
+            };
+            return Wait(
+                "retry",
+                format!(
+                    "{attempts} to {} did not complete ({}); trying again in {}",
+                    p.to,
+                    failures.reason,
+                    human_duration(when - now)
+                ),
+                Some(when),
+            );
+        }
     }
     if let Err((why, when)) = s.health.ready_as_target(&p.to, now) {
         return Wait("target", why, when);
@@ -445,7 +462,7 @@ mod tests {
         running_by_policy: BTreeMap<String, u32>,
         running: u32,
         limits: Limits,
-        retry_at: BTreeMap<String, u64>,
+        failures: BTreeMap<(String, String), Failures>,
     }
 
     impl World {
@@ -463,7 +480,7 @@ mod tests {
                 last_move: BTreeMap::new(),
                 running_by_policy: BTreeMap::new(),
                 running: 0,
-                retry_at: BTreeMap::new(),
+                failures: BTreeMap::new(),
                 limits: Limits {
                     mode: Mode::Auto,
                     max_concurrent_moves: 10,
@@ -484,7 +501,7 @@ mod tests {
                 last_move: &self.last_move,
                 running: self.running,
                 running_by_policy: &self.running_by_policy,
-                retry_at: &self.retry_at,
+                failures: &self.failures,
             };
             decide(proposals, &situation)
                 .into_iter()
@@ -669,20 +686,93 @@ mod tests {
             [("shop/db", Verdict::Hold), ("shop/web", Verdict::Start)]
         );
         assert_eq!(decided[1].2, "a has been down for 1m40s");
-        // An evacuation that failed a moment ago waits before it is tried again.
-        world.retry_at.insert("shop/web".into(), NOON + 60);
+        // An evacuation that failed a moment ago waits before it is tried again; to
+        // another target it does not.
+        world.failures.insert(
+            ("shop/web".into(), "b".into()),
+            Failures {
+                count: 1,
+                identical: 1,
+                reason: "start: b rejected it".into(),
+                last_at: NOON,
+            },
+        );
         let decided = world.decide(vec![evacuate("shop/web", "b")], NOON);
         assert_eq!(
             (decided[0].1, decided[0].3),
             (Verdict::Hold, Some(NOON + 60))
         );
         assert!(
-            decided[0].2.contains("trying again in 1m"),
+            decided[0]
+                .2
+                .contains("(start: b rejected it); trying again in 1m"),
             "{}",
             decided[0].2
         );
+        let decided = world.decide(vec![evacuate("shop/web", "d")], NOON);
+        assert_eq!(decided[0].1, Verdict::Start, "{}", decided[0].2);
         // A cost move from a down source waits.
         let decided = world.decide(vec![cost("shop/api", 36.5, &rules())], NOON);
         assert_eq!(decided[0].1, Verdict::Hold);
+    }
+
+    #[test]
+    fn a_move_that_keeps_failing_backs_off_then_waits_for_an_operator() {
+        let mut world = World::new();
+        let key = ("shop/web".to_owned(), "b".to_owned());
+        let failing = |count, identical| Failures {
+            count,
+            identical,
+            reason: "start: cluster b rejected apply of shop/web: forbidden".into(),
+            last_at: NOON,
+        };
+        // (failures in a row, of which identical, now) -> (verdict, rule, not before)
+        let cases = [
+            ((1, 1), NOON + 59, (Verdict::Hold, "retry", Some(NOON + 60))),
+            ((1, 1), NOON + 60, (Verdict::Start, "cost", None)),
+            (
+                (2, 2),
+                NOON + 60,
+                (Verdict::Hold, "retry", Some(NOON + 120)),
+            ),
+            ((2, 1), NOON + 120, (Verdict::Start, "cost", None)),
+            (
+                (5, 2),
+                NOON + 900,
+                (Verdict::Hold, "retry", Some(NOON + 960)),
+            ),
+            ((3, 3), NOON + 86_400, (Verdict::Hold, "operator", None)),
+        ];
+        for ((count, identical), now, expected) in cases {
+            world
+                .failures
+                .insert(key.clone(), failing(count, identical));
+            let situation = Situation {
+                now,
+                limits: world.limits,
+                health: &world.health,
+                prices: &world.prices,
+                last_move: &world.last_move,
+                running: 0,
+                running_by_policy: &world.running_by_policy,
+                failures: &world.failures,
+            };
+            let decided = decide(vec![cost("shop/web", 36.5, &rules())], &situation);
+            let d = &decided[0];
+            assert_eq!(
+                (d.verdict, d.rule, d.not_before),
+                expected,
+                "{count} {identical}: {}",
+                d.reason
+            );
+            if d.rule == "operator" {
+                assert!(
+                    d.reason.starts_with("needs an operator: 3 attempts to move it to b failed the same way, the last 24h ago: start: cluster b rejected")
+                        && d.reason.ends_with("(ferry controller clear shop/web)"),
+                    "{}",
+                    d.reason
+                );
+            }
+        }
     }
 }

@@ -7,6 +7,8 @@
 //! - [`prices`]: the prices seen recently, for hysteresis (a move must pay at the least
 //!   favourable of them);
 //! - [`decide`]: which proposed moves start now, and why the others wait;
+//! - [`retry`]: when a move that failed is tried again, and when it waits for an
+//!   operator;
 //! - [`capacity`]: which clusters to grow, and by how many nodes, for workloads that fit
 //!   nowhere.
 
@@ -14,6 +16,7 @@ pub mod capacity;
 pub mod decide;
 pub mod health;
 pub mod prices;
+pub mod retry;
 
 pub use decide::{Decision, Kind, Limits, Mode, Proposal, Situation, Verdict, decide};
 pub use health::{HealthSettings, HealthTracker, Phase, Transition};

@@ -35,7 +35,7 @@ use tokio::sync::Semaphore;
 
 use super::events::Events;
 use super::migration::{CancelError, Engine, Migration, MoveOptions, SubmitError};
-use super::world::World;
+use super::world::{World, cents};
 use super::{audit, history, policies};
 
 /// Largest request body: policies and what-if resources are text, a few hundred KiB at
@@ -272,7 +272,10 @@ fn required_role(method: &Method, route: &str) -> Role {
     match (method.as_str(), route) {
         ("GET", "/api/v1/audit") => Role::Admin,
         ("GET", _) | ("POST", "/api/v1/plan") => Role::Viewer,
-        ("POST", "/api/v1/migrations" | "/api/v1/migrations/{id}/cancel") => Role::Operator,
+        (
+            "POST",
+            "/api/v1/migrations" | "/api/v1/migrations/{id}/cancel" | "/api/v1/controllers/clear",
+        ) => Role::Operator,
         _ => Role::Admin,
     }
 }
@@ -482,6 +485,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/clusters/{name}/pricing", put(set_pricing))
         .route("/api/v1/controllers", get(controllers))
         .route("/api/v1/controllers/mode", put(set_controller_mode))
+        .route("/api/v1/controllers/clear", post(clear_controller_failures))
         .route(
             "/api/v1/clusters/{name}/provisioning",
             get(get_provisioning),
@@ -546,10 +550,6 @@ fn quantities(cpu_millis: u64, memory_bytes: u64) -> Value {
     })
 }
 
-fn cents(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
-
 async fn clusters(
     State(state): State<Shared>,
     Caller(_principal): Caller,
@@ -574,7 +574,7 @@ async fn clusters(
                     .count();
                 let cost = member.monthly_run_rate(inventory);
                 (
-                    format!("{:?}", inventory.health),
+                    inventory.health.as_str().to_owned(),
                     capacity,
                     (
                         inventory.requested.cpu_millis,
@@ -943,12 +943,27 @@ fn visible_migration(
     Ok(migration)
 }
 
+/// `GET /api/v1/migrations/{id}`: the record, with `waitingFor` while a step waits for
+/// something (the scheduler's reason while pods are Pending), which the record does not
+/// keep.
 async fn get_migration(
     State(state): State<Shared>,
     Caller(principal): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Migration>, ApiError> {
-    visible_migration(&state, &principal, &id).map(Json)
+) -> Result<Json<Value>, ApiError> {
+    let migration = visible_migration(&state, &principal, &id)?;
+    migration_body(&state, &migration).map(Json)
+}
+
+/// A migration as `GET /api/v1/migrations/{id}` shows it.
+pub fn migration_body(state: &AppState, migration: &Migration) -> Result<Value, ApiError> {
+    let waiting_for = state.engine.waiting_for(&migration.id);
+    let mut body = serde_json::to_value(migration)
+        .map_err(|e| ApiError::Internal(format!("migration {}: {e}", migration.id)))?;
+    if let (Some(waiting_for), Some(fields)) = (waiting_for, body.as_object_mut()) {
+        fields.insert("waitingFor".to_owned(), Value::String(waiting_for));
+    }
+    Ok(body)
 }
 
 async fn cancel_migration(
@@ -1281,6 +1296,72 @@ async fn set_controller_mode(
     Ok(Json(json!({"mode": mode.as_str()})))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClearRequest {
+    workload: String,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+/// `POST /api/v1/controllers/clear` with `{"workload": "ns/name"[, "to": "cluster"]}`
+/// (operator): sets aside the failures of the controllers' moves of a workload (to one
+/// target, or to any), so that a move held for an operator, or waiting after a failure, is
+/// tried again by the next pass. 404 when none of its moves has failed.
+async fn clear_controller_failures(
+    State(state): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Caller(principal): Caller,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: ClearRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(
+            "bad_body",
+            format!(
+                "expected {{\"workload\": \"namespace/name\", \"to\": \"cluster\" (optional)}}: {e}"
+            ),
+        )
+    })?;
+    let key = WorkloadKey::parse(&request.workload).ok_or_else(|| {
+        ApiError::BadRequest(
+            "bad_workload",
+            format!("`{}` is not namespace/name", request.workload),
+        )
+    })?;
+    let none = || {
+        ApiError::NotFound(format!(
+            "no failed move of {key}{} by the controllers",
+            request
+                .to
+                .as_deref()
+                .map(|to| format!(" to {to}"))
+                .unwrap_or_default()
+        ))
+    };
+    // Out of scope looks the same as nothing to clear.
+    if !principal.sees_namespace(&key.namespace) {
+        return Err(none());
+    }
+    let cleared = state
+        .controllers
+        .clear(&key.to_string(), request.to.as_deref());
+    if cleared.is_empty() {
+        return Err(none());
+    }
+    for to in &cleared {
+        audit_ok(
+            &state,
+            &principal.subject,
+            "controllers.clear",
+            &format!("{key} -> {to}"),
+            client,
+        );
+    }
+    Ok(Json(
+        json!({"workload": key.to_string(), "cleared": cleared}),
+    ))
+}
+
 /// The highest hourly rate the API accepts for a core, a GiB or a GiB of egress.
 const MAX_HOURLY_RATE: f64 = 1_000_000.0;
 
@@ -1429,6 +1510,10 @@ mod tests {
         );
         assert_eq!(
             required_role(&Method::POST, "/api/v1/migrations/{id}/cancel"),
+            Role::Operator
+        );
+        assert_eq!(
+            required_role(&Method::POST, "/api/v1/controllers/clear"),
             Role::Operator
         );
         for (method, route) in [

@@ -107,9 +107,8 @@ pub async fn members(
                 cluster.name, cluster.status
             )
         })?;
-        let kube = KubeCluster::connect(&name, &credentials, file.scope.namespaces.clone())
-            .await
-            .with_context(|| format!("cluster {name}"))?;
+        // The port's error names the cluster already.
+        let kube = KubeCluster::connect(&name, &credentials, file.scope.namespaces.clone()).await?;
         prices.add_cluster(
             &name,
             &cluster,

@@ -19,6 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::api::AppState;
 use super::clock;
 use super::migration::State;
+use super::world::cents;
 
 pub const PREFIX: &str = "history/";
 /// Points kept when the config names no other bound: 5.5 hours at the demo's 10 s, 33
@@ -144,10 +145,6 @@ fn ended_migration(state: &AppState, kind: &str, data: &Value) -> Option<String>
     }
 }
 
-fn cents(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
-
 impl Sampler {
     async fn record(
         &mut self,
@@ -164,7 +161,7 @@ impl Sampler {
                 Some(Ok(inventory)) => {
                     let cost = member.monthly_run_rate(inventory);
                     clusters.insert(name.clone(), cents(cost));
-                    health.insert(name, format!("{:?}", inventory.health));
+                    health.insert(name, inventory.health.as_str().to_owned());
                 }
                 _ => {
                     health.insert(name, "Unreachable".to_owned());
@@ -174,7 +171,7 @@ impl Sampler {
         self.announce_health(state, health);
         let point = CostPoint {
             at: clock::now(),
-            total: cents(clusters.values().sum()),
+            total: cents(super::world::total(clusters.values().copied())),
             clusters,
             migration,
             pricing,

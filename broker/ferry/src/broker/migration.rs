@@ -93,6 +93,21 @@ pub enum StepState {
     RolledBack,
 }
 
+impl StepState {
+    /// The name in the API (the records' serialized form), for audit lines and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running => "running",
+            StepState::Done => "done",
+            StepState::Failed => "failed",
+            StepState::Skipped => "skipped",
+            StepState::RollingBack => "rollingBack",
+            StepState::RolledBack => "rolledBack",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Step {
@@ -424,7 +439,7 @@ impl SubmitError {
 pub enum CancelError {
     #[error("no migration {0}")]
     NotFound(String),
-    #[error("migration {id} has already ended ({state:?})")]
+    #[error("migration {id} has already ended ({})", state.as_str())]
     Ended { id: String, state: State },
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -1061,8 +1076,8 @@ impl Engine {
             &format!("{} {}", migration.id, s.name),
             None,
             &format!(
-                "{:?}{}",
-                s.state,
+                "{}{}",
+                s.state.as_str(),
                 s.message
                     .as_ref()
                     .map(|m| format!(": {m}"))
@@ -1143,7 +1158,7 @@ impl Engine {
                 "migration.end",
                 &migration.id,
                 None,
-                &format!("{state:?}"),
+                state.as_str(),
             );
         } else {
             self.save(&migration)?;
@@ -1339,6 +1354,8 @@ impl Engine {
                     self.save(migration)?;
                 }
                 target.apply(&exported, &mark).await?;
+                // Published when it changes, not on every poll.
+                let mut last_progress = None;
                 loop {
                     if let Some(by) = self.cancelled_by(&migration.id)? {
                         return Err(StepError::Cancelled(by));
@@ -1360,12 +1377,17 @@ impl Engine {
                                 &migration.id,
                                 Some(format!("{available} of {desired} available; {message}")),
                             );
-                            self.events.publish(
-                                "migration.progress",
-                                Some(&migration.namespace),
-                                json!({"id": migration.id, "step": "start", "desired": desired,
-                                       "available": available, "message": message}),
-                            );
+                            let progress = json!({"id": migration.id, "step": "start",
+                                                  "desired": desired, "available": available,
+                                                  "message": message});
+                            if last_progress.as_ref() != Some(&progress) {
+                                self.events.publish(
+                                    "migration.progress",
+                                    Some(&migration.namespace),
+                                    progress.clone(),
+                                );
+                                last_progress = Some(progress);
+                            }
                         }
                     }
                     tokio::time::sleep(self.config.poll).await;
@@ -1434,8 +1456,9 @@ impl Engine {
         };
         if inventory.health != ferry_ports::Health::Ready {
             return Err(StepError::Refused(format!(
-                "{} is {:?}",
-                to, inventory.health
+                "{} is {}",
+                to,
+                inventory.health.as_str()
             )));
         }
         let replicas = source_replicas.unwrap_or(serving);
@@ -1467,7 +1490,7 @@ impl Engine {
             })
         };
         let savings = match (cost(from), cost(to)) {
-            (Some(from), Some(to)) => ((from - to) * 100.0).round() / 100.0,
+            (Some(from), Some(to)) => super::world::cents(from - to),
             _ => 0.0,
         };
         let data_gib = self.data_gib(census, key, from);
@@ -1526,7 +1549,9 @@ impl Engine {
             .remove(id);
     }
 
-    fn waiting_for(&self, id: &str) -> Option<String> {
+    /// What migration `id`'s running step waits for now (e.g. the scheduler's reason for
+    /// pods left Pending), if it waits. In memory only: not part of the record.
+    pub fn waiting_for(&self, id: &str) -> Option<String> {
         self.waiting_for
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -1868,4 +1893,45 @@ fn claims_in_objects(objects: &[serde_json::Value]) -> Vec<String> {
         ));
     }
     names.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_are_named_as_the_api_spells_them() {
+        let states = [
+            State::Pending,
+            State::Running,
+            State::Done,
+            State::RollingBack,
+            State::RolledBack,
+            State::Failed,
+            State::Cancelled,
+        ];
+        for state in states {
+            assert_eq!(json!(state), json!(state.as_str()));
+        }
+        let steps = [
+            StepState::Pending,
+            StepState::Running,
+            StepState::Done,
+            StepState::Failed,
+            StepState::Skipped,
+            StepState::RollingBack,
+            StepState::RolledBack,
+        ];
+        for step in steps {
+            assert_eq!(json!(step), json!(step.as_str()));
+        }
+        let ended = CancelError::Ended {
+            id: "mig-1".into(),
+            state: State::RolledBack,
+        };
+        assert_eq!(
+            ended.to_string(),
+            "migration mig-1 has already ended (rolledBack)"
+        );
+    }
 }

@@ -65,7 +65,13 @@ pub const ROUTES: &[RouteDoc] = &[
         method: "get",
         path: "/api/v1/controllers",
         role: Some("viewer"),
-        summary: "The controllers: mode, settings, each member's health phase, the last pass's decisions and why",
+        summary: "The controllers: mode, settings, each member's health phase, the last pass's decisions and why, and the moves that failed (waiting to be tried again, or for an operator)",
+    },
+    RouteDoc {
+        method: "post",
+        path: "/api/v1/controllers/clear",
+        role: Some("operator"),
+        summary: "Sets aside the failures of the controllers' moves of a workload so that the next pass tries again: {\"workload\": \"ns/name\"[, \"to\": \"cluster\"]}; 404 when none failed",
     },
     RouteDoc {
         method: "put",
@@ -143,7 +149,7 @@ pub const ROUTES: &[RouteDoc] = &[
         method: "get",
         path: "/api/v1/migrations/{id}",
         role: Some("viewer"),
-        summary: "One migration",
+        summary: "One migration, with waitingFor while its running step waits (the scheduler's reason while pods are Pending; not stored)",
     },
     RouteDoc {
         method: "post",

@@ -52,6 +52,19 @@ pub enum Phase {
     Failed,
 }
 
+impl Phase {
+    /// The name in the API (the journal's serialized form), for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Creating => "creating",
+            Phase::Ready => "ready",
+            Phase::Resizing => "resizing",
+            Phase::Deleting => "deleting",
+            Phase::Failed => "failed",
+        }
+    }
+}
+
 /// A provisioned cluster's journal record.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -771,8 +784,8 @@ pub async fn resize(state: &Arc<AppState>, name: &str, workers: u32) -> Result<V
         .filter(|_| matches!(record.phase, Phase::Ready | Phase::Failed))
     else {
         return Err(ApiError::Conflict(format!(
-            "cluster {name} is {:?}; it can be resized once it is ready",
-            record.phase
+            "cluster {name} is {}; it can be resized once it is ready",
+            record.phase.as_str()
         )));
     };
     let (_, backend) = backend_of(state, &record).await?;
@@ -1117,7 +1130,7 @@ impl Provisioner for RecordedResizes {
                 id: id.to_owned(),
                 reason: record
                     .reason
-                    .unwrap_or_else(|| format!("the cluster is {:?}", record.phase)),
+                    .unwrap_or_else(|| format!("the cluster is {}", record.phase.as_str())),
             },
         })
     }
@@ -1143,6 +1156,27 @@ async fn reconnect(state: &Arc<AppState>, cluster: &Cluster, backend: &Backend) 
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(60));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Phase;
+
+    #[test]
+    fn phases_are_named_as_the_api_spells_them() {
+        for phase in [
+            Phase::Creating,
+            Phase::Ready,
+            Phase::Resizing,
+            Phase::Deleting,
+            Phase::Failed,
+        ] {
+            assert_eq!(
+                serde_json::to_value(phase).expect("serializes"),
+                serde_json::Value::from(phase.as_str())
+            );
         }
     }
 }

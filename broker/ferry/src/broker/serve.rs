@@ -443,14 +443,15 @@ async fn members(
                     } else {
                         base.join(path)
                     };
+                    // The port's error names the cluster already ("cluster kube-9
+                    // rejected ..."): no second prefix.
                     let kube = KubeCluster::from_kubeconfig(
                         &cluster.name,
                         &path,
                         reference.context.as_deref(),
                         cluster.scope.namespaces.clone(),
                     )
-                    .await
-                    .with_context(|| format!("cluster {}", cluster.name))?;
+                    .await?;
                     kube_port(kube, cluster)
                 }
                 None => {

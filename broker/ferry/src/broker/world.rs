@@ -14,6 +14,11 @@ use ferry_ports::{
     Backoff, ClusterPort, Inventory, PortError, Retrying, RunningWorkload, WorkloadKey,
 };
 
+/// How long a census waits for one member's inventory. Reading it is a read of the
+/// member's watched state once its watches have listed; only a member that is starting or
+/// does not answer takes longer.
+pub const CENSUS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One member: what its file says, and how to reach it.
 pub struct Member {
     pub definition: Cluster,
@@ -55,13 +60,26 @@ impl Member {
 
     /// What everything serving here costs a month (drained copies cost nothing).
     pub fn monthly_run_rate(&self, inventory: &ferry_ports::Inventory) -> f64 {
-        inventory
-            .workloads
-            .iter()
-            .filter(|w| w.replicas > 0)
-            .map(|w| self.monthly_cost(w))
-            .sum()
+        total(
+            inventory
+                .workloads
+                .iter()
+                .filter(|w| w.replicas > 0)
+                .map(|w| self.monthly_cost(w)),
+        )
     }
+}
+
+/// A sum of amounts of money. Not `Iterator::sum`: `f64`'s sum starts from -0.0, so that
+/// nothing (an empty cluster's cost) would print as `-0.00`.
+pub fn total(amounts: impl IntoIterator<Item = f64>) -> f64 {
+    amounts.into_iter().fold(0.0, |sum, amount| sum + amount)
+}
+
+/// An amount rounded to cents. Plus zero: a small negative amount rounds to -0.0, which
+/// would print as `-0.00` (and serialize as `-0.0`).
+pub fn cents(amount: f64) -> f64 {
+    (amount * 100.0).round() / 100.0 + 0.0
 }
 
 pub struct World {
@@ -245,12 +263,25 @@ impl World {
         write(&self.policies, policies);
     }
 
-    /// Every member's inventory, asked concurrently.
+    /// Every member's inventory, asked concurrently; a member that has not answered
+    /// within [`CENSUS_WAIT`] is unreachable for this census, so that one slow member (a
+    /// Kubernetes member whose watches have not listed yet waits up to 30 s) does not
+    /// hold up what every other member says.
     pub async fn census(&self) -> Census {
         let asks = self.members().into_iter().map(|member| {
             let port = member.port.clone();
             let name = member.definition.name.clone();
-            async move { (name, port.inventory().await) }
+            async move {
+                let inventory = tokio::time::timeout(CENSUS_WAIT, port.inventory())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(PortError::Unreachable {
+                            cluster: name.clone(),
+                            reason: format!("no inventory within {} s", CENSUS_WAIT.as_secs()),
+                        })
+                    });
+                (name, inventory)
+            }
         });
         Census {
             inventories: futures::future::join_all(asks).await.into_iter().collect(),
@@ -381,5 +412,18 @@ impl PlanInput {
     /// The rebalance plan from where things run.
     pub fn plan(&self) -> Result<Plan, engine::PlanError> {
         engine::plan(&self.snapshot(), Mode::Rebalance)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nothing_costs_zero_not_negative_zero() {
+        let empty = std::iter::empty::<f64>();
+        assert_eq!(format!("{:.2}", super::total(empty)), "0.00");
+        assert_eq!(format!("{:.2}", super::total([1.5, 2.25])), "3.75");
+        assert_eq!(format!("{:.2}", super::cents(-0.001)), "0.00");
+        assert_eq!(serde_json::json!(super::cents(-0.001)).to_string(), "0.0");
+        assert_eq!(super::cents(-1.234), -1.23);
     }
 }

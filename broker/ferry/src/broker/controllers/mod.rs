@@ -22,12 +22,13 @@ use std::time::Duration;
 
 use ferry_policies::control::capacity::{self, Growable, Need};
 use ferry_policies::control::decide::policy_rules;
+use ferry_policies::control::retry::{self, Attempt, Failures, Outcome};
 use ferry_policies::control::{
     Decision, HealthSettings, HealthTracker, Kind, Limits, Mode, Phase, PriceMemory, Proposal,
     Situation, Verdict, decide, human_duration,
 };
 use ferry_policies::engine;
-use ferry_policies::model::{PlacementPolicy, RebalanceRules, Workload};
+use ferry_policies::model::{Cluster, PlacementPolicy, RebalanceRules, Workload};
 use ferry_policies::quantity::Resources as PlanResources;
 use ferry_ports::{ExportedWorkload, Health, Inventory, Operation, PortError, WorkloadKey};
 use futures::StreamExt;
@@ -107,8 +108,8 @@ struct Memory {
     prices: PriceMemory,
     /// Each member's last inventory: what a down member ran.
     last_seen: BTreeMap<String, Inventory>,
-    /// When this broker's controllers last started a move of each workload.
-    started: BTreeMap<String, u64>,
+    /// When this broker's controllers last started a move of each workload, and its id.
+    started: BTreeMap<String, (u64, String)>,
     /// Each move's last verdict and deciding rule, to record only changes.
     announced: BTreeMap<(String, String), (Verdict, &'static str)>,
     /// Capacity requests in flight: member → (operation id, its node count then).
@@ -118,12 +119,21 @@ struct Memory {
     /// more nodes show or [`Controllers::settle`] passes, lest the same shortage be asked
     /// for twice.
     settling: BTreeMap<String, (u32, u64)>,
-    /// Workloads whose move the engine refused, and when to try again.
-    refused: BTreeMap<String, u64>,
+    /// The controllers' moves the engine refused to start (no migration records them),
+    /// by workload and target: failed attempts, as the retry rule counts them.
+    refused: BTreeMap<(String, String), Vec<Attempt>>,
+    /// Moves held for an operator, by workload and target, with what their situation
+    /// was (prices, policy) when the hold began: the hold lasts until that changes.
+    holds: BTreeMap<(String, String), String>,
+    /// When (by [`ControlClock`]) a pass first saw each of the controllers' migrations
+    /// end: the time the retry rule counts from. Records are stamped with the wall clock,
+    /// which a test's paused clock does not follow; after a restart, a failure counts
+    /// from when this broker first saw it.
+    ended_seen: BTreeMap<String, u64>,
 }
 
-/// How long after a controller move failed, or was refused, it is tried again.
-const RETRY_AFTER: u64 = 60;
+/// Refusals kept per move: enough to tell a run of identical ones.
+const REFUSALS_KEPT: usize = 8;
 
 /// The last pass, as the API shows it (read without waiting for a pass in progress).
 #[derive(Clone, Debug, Default)]
@@ -143,6 +153,9 @@ pub struct Report {
     pub held: Vec<engine::Held>,
     /// How long the pass took.
     pub took: Duration,
+    /// The controllers' moves that failed since they last succeeded, by workload and
+    /// target.
+    pub failing: Vec<(String, String, Failures)>,
 }
 
 pub struct Controllers {
@@ -152,6 +165,9 @@ pub struct Controllers {
     memory: tokio::sync::Mutex<Memory>,
     report: RwLock<Report>,
     wake: tokio::sync::Notify,
+    /// When the failures of each move (workload, target) were last set aside: by an
+    /// operator, or because its situation changed. Earlier failures no longer count.
+    cleared: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl Controllers {
@@ -171,12 +187,37 @@ impl Controllers {
                 growing: BTreeMap::new(),
                 settling: BTreeMap::new(),
                 refused: BTreeMap::new(),
+                holds: BTreeMap::new(),
+                ended_seen: BTreeMap::new(),
             }),
             config,
             clock,
             report: RwLock::new(Report::default()),
             wake: tokio::sync::Notify::new(),
+            cleared: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Sets aside the failures of `workload`'s moves (to `to`, or to any target) that
+    /// the last pass counted, so that the next pass may try again; says the targets.
+    pub fn clear(&self, workload: &str, to: Option<&str>) -> Vec<String> {
+        let now = self.clock.now();
+        let targets: Vec<String> = self
+            .report()
+            .failing
+            .iter()
+            .filter(|(w, t, _)| w == workload && to.is_none_or(|to| to == t))
+            .map(|(_, t, _)| t.clone())
+            .collect();
+        let mut cleared = self.cleared.lock().unwrap_or_else(PoisonError::into_inner);
+        for target in &targets {
+            cleared.insert((workload.to_owned(), target.clone()), now);
+        }
+        drop(cleared);
+        if !targets.is_empty() {
+            self.poke();
+        }
+        targets
     }
 
     pub fn mode(&self) -> Mode {
@@ -357,31 +398,64 @@ impl Controllers {
             .max(RebalanceRules::disabled().cooldown_seconds);
         memory
             .started
-            .retain(|_, at| now.saturating_sub(*at) < longest_cooldown);
-        memory.refused.retain(|_, at| *at > now);
-        let mut last_move = memory.started.clone();
-        let mut retry_at = memory.refused.clone();
+            .retain(|_, (at, _)| now.saturating_sub(*at) < longest_cooldown);
+        let undone = |m: &Migration| {
+            matches!(
+                m.state,
+                State::RolledBack | State::Failed | State::Cancelled
+            )
+        };
+        // A move that did not complete moved nothing: it does not start the cooldown
+        // (the retry rule holds it instead).
+        let failed_ids: BTreeSet<&str> = migrations
+            .iter()
+            .filter(|m| undone(m))
+            .map(|m| m.id.as_str())
+            .collect();
+        let mut last_move: BTreeMap<String, u64> = memory
+            .started
+            .iter()
+            .filter(|(_, (_, id))| !failed_ids.contains(id.as_str()))
+            .map(|(workload, (at, _))| (workload.clone(), *at))
+            .collect();
+        let mut attempts = memory.refused.clone();
         let mut running = 0;
         let mut running_by_policy: BTreeMap<String, u32> = BTreeMap::new();
-        for m in &migrations {
+        let ids: BTreeSet<&str> = migrations.iter().map(|m| m.id.as_str()).collect();
+        memory.ended_seen.retain(|id, _| ids.contains(id.as_str()));
+        // Oldest first (the list is newest first): attempts that end up at the same
+        // second stay in the order they happened.
+        for m in migrations.iter().rev() {
             if m.dry_run {
                 continue;
             }
-            if let Some(at) = clock::parse(&m.created_at) {
+            if !undone(m)
+                && let Some(at) = clock::parse(&m.created_at)
+            {
                 let last = last_move.entry(m.workload.clone()).or_insert(at);
                 *last = (*last).max(at);
             }
-            // A controller's move that did not complete waits before it is tried again.
-            let undone = matches!(
-                m.state,
-                State::RolledBack | State::Failed | State::Cancelled
-            );
-            if undone
-                && m.trigger != Trigger::Manual
-                && let Some(ended) = m.ended_at.as_deref().and_then(clock::parse)
-            {
-                let again = retry_at.entry(m.workload.clone()).or_insert(0);
-                *again = (*again).max(ended + RETRY_AFTER);
+            // The controllers' attempts, for the retry rule; a person's failures are
+            // their own, but a person's move that succeeded shows the move can work.
+            if m.trigger != Trigger::Manual || m.state == State::Done {
+                let at = if m.state.is_final() {
+                    *memory.ended_seen.entry(m.id.clone()).or_insert(now)
+                } else {
+                    now
+                };
+                let outcome = if undone(m) {
+                    Outcome::Failed(
+                        m.reason
+                            .clone()
+                            .unwrap_or_else(|| m.state.as_str().to_owned()),
+                    )
+                } else {
+                    Outcome::Succeeded
+                };
+                attempts
+                    .entry((m.workload.clone(), m.to.clone()))
+                    .or_default()
+                    .push(Attempt { at, outcome });
             }
             if !m.state.is_final() {
                 running += 1;
@@ -390,6 +464,56 @@ impl Controllers {
                 }
             }
         }
+        let cleared = self
+            .cleared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut failures: BTreeMap<(String, String), Failures> = attempts
+            .into_iter()
+            .filter_map(|(key, attempts)| {
+                let since = cleared.get(&key).copied();
+                let counted: Vec<Attempt> = attempts
+                    .into_iter()
+                    .filter(|a| since.is_none_or(|since| a.at > since))
+                    .collect();
+                retry::failures(&counted).map(|f| (key, f))
+            })
+            .collect();
+        // A move held for an operator is tried again once its situation changed.
+        for p in &proposals {
+            let key = (p.workload.clone(), p.to.clone());
+            if !failures.get(&key).is_some_and(Failures::needs_operator) {
+                continue;
+            }
+            let situation = situation_of(p, clusters, policy_of(&p.workload));
+            match memory.holds.get(&key) {
+                None => {
+                    memory.holds.insert(key, situation);
+                }
+                Some(held) if *held != situation => {
+                    memory.holds.remove(&key);
+                    failures.remove(&key);
+                    self.cleared
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(key, now);
+                    let what = format!("{} {} -> {}", p.workload, p.from, p.to);
+                    let _ = audit::record(
+                        &state.store,
+                        "controller",
+                        "controller.released",
+                        &what,
+                        None,
+                        "its policy or its clusters' prices changed: tried again",
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+        memory
+            .holds
+            .retain(|key, _| failures.get(key).is_some_and(Failures::needs_operator));
         let mode = self.mode();
         let decisions = decide(
             proposals,
@@ -404,7 +528,7 @@ impl Controllers {
                 last_move: &last_move,
                 running,
                 running_by_policy: &running_by_policy,
-                retry_at: &retry_at,
+                failures: &failures,
             },
         );
         memory.announced.retain(|(workload, to), _| {
@@ -468,13 +592,26 @@ impl Controllers {
             };
             match result {
                 Ok(migration) => {
-                    memory.started.insert(p.workload.clone(), now);
+                    memory
+                        .started
+                        .insert(p.workload.clone(), (now, migration.id.clone()));
+                    memory.refused.remove(&(p.workload.clone(), p.to.clone()));
                     started.insert(p.workload.clone(), migration.id);
                 }
                 // Someone (or an earlier pass) moves it already.
                 Err(SubmitError::Busy { .. }) => {}
                 Err(error) => {
-                    memory.refused.insert(p.workload.clone(), now + RETRY_AFTER);
+                    let refusals = memory
+                        .refused
+                        .entry((p.workload.clone(), p.to.clone()))
+                        .or_default();
+                    refusals.push(Attempt {
+                        at: now,
+                        outcome: Outcome::Failed(error.to_string()),
+                    });
+                    if refusals.len() > REFUSALS_KEPT {
+                        refusals.remove(0);
+                    }
                     tracing::warn!(workload = %p.workload, %error, "controller move not started");
                     state.events.publish(
                         "controller.error",
@@ -498,6 +635,10 @@ impl Controllers {
             error: None,
             held: plan.held.clone(),
             took: began.elapsed(),
+            failing: failures
+                .into_iter()
+                .map(|((workload, to), f)| (workload, to, f))
+                .collect(),
         });
     }
 
@@ -874,6 +1015,18 @@ impl Controllers {
                                 "policies": [h.conflict.first, h.conflict.second]}))
                 .collect::<Vec<_>>(),
             "clusters": clusters,
+            "failedMoves": report.failing.iter()
+                .filter(|(w, _, _)| w.split_once('/').is_some_and(|(ns, _)| visible(ns)))
+                .map(|(workload, to, f)| {
+                    let needs_operator = f.needs_operator();
+                    json!({"workload": workload, "to": to, "failures": f.count,
+                           "sameWay": f.identical, "reason": f.reason,
+                           "lastFailed": clock::rfc3339(f.last_at),
+                           "retryAt": (!needs_operator).then(|| clock::rfc3339(f.retry_at())),
+                           "needsOperator": needs_operator,
+                           "needsOperatorSince": needs_operator.then(|| clock::rfc3339(f.last_at))})
+                })
+                .collect::<Vec<_>>(),
             "decisions": report.decisions.iter()
                 .filter(|d| d.proposal.workload.split_once('/').is_some_and(|(ns, _)| visible(ns)))
                 .map(|d| decision_json(d, report.started.get(&d.proposal.workload)))
@@ -890,6 +1043,13 @@ impl Controllers {
     }
 }
 
+/// What a move held for an operator waits to change: the prices of its source and
+/// target, and its governing policy.
+fn situation_of(p: &Proposal, clusters: &[Cluster], policy: Option<&PlacementPolicy>) -> String {
+    let pricing = |name: &str| clusters.iter().find(|c| c.name == name).map(|c| &c.pricing);
+    format!("{:?}", (pricing(&p.from), pricing(&p.to), policy))
+}
+
 /// A decision as the API, events and dashboard show it.
 pub fn decision_json(decision: &Decision, migration: Option<&String>) -> Value {
     let p = &decision.proposal;
@@ -899,7 +1059,7 @@ pub fn decision_json(decision: &Decision, migration: Option<&String>) -> Value {
         "to": p.to,
         "kind": p.kind.as_str(),
         "replicas": p.replicas,
-        "monthlySavings": (p.monthly_savings * 100.0).round() / 100.0,
+        "monthlySavings": super::world::cents(p.monthly_savings),
         "verdict": decision.verdict.as_str(),
         "reason": decision.reason,
         "notBefore": decision.not_before.map(clock::rfc3339),
@@ -1038,11 +1198,12 @@ pub fn metrics(report: &Report, migrations: &[Migration], out: &mut String) {
     );
     let _ = writeln!(out, "# TYPE ferry_savings_realised_monthly gauge");
     for trigger in Trigger::ALL {
-        let saved: f64 = migrations
-            .iter()
-            .filter(|m| !m.dry_run && m.trigger == trigger && m.state == State::Done)
-            .filter_map(|m| m.monthly_savings)
-            .sum();
+        let saved = super::world::total(
+            migrations
+                .iter()
+                .filter(|m| !m.dry_run && m.trigger == trigger && m.state == State::Done)
+                .filter_map(|m| m.monthly_savings),
+        );
         let _ = writeln!(
             out,
             "ferry_savings_realised_monthly{{reason=\"{}\"}} {saved:.2}",

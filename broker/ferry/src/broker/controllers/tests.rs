@@ -725,3 +725,249 @@ async fn a_late_policy_conflict_holds_only_its_workloads_and_failover_goes_on() 
     assert_eq!(moved, ["batch/job"]);
     assert!(!serving.contains_key("shop/web"), "{serving:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_member_that_answers_slowly_does_not_hold_up_the_pass() {
+    let fed = federation(&failover_federation("1m"), auto(600), monday_noon(), None);
+    // A member whose inventory takes a minute (a Kubernetes member whose watches have
+    // not listed yet waits 30 s).
+    fed.sims["onprem"].set_fault(Fault::SlowApi(Duration::from_secs(60)));
+    let began = tokio::time::Instant::now();
+    fed.pass().await;
+    let took = began.elapsed();
+    assert!(
+        took <= crate::broker::world::CENSUS_WAIT + Duration::from_secs(1),
+        "the pass took {took:?}"
+    );
+    let phases: Vec<(String, &str)> = fed
+        .state
+        .controllers
+        .report()
+        .clusters
+        .iter()
+        .map(|(name, phase, _)| (name.clone(), phase.as_str()))
+        .collect();
+    assert_eq!(
+        phases,
+        [("gke".to_owned(), "up"), ("onprem".to_owned(), "suspect")]
+    );
+}
+
+/// The decision for `workload` as `(verdict, rule, reason)`.
+fn decision_of(fed: &Federation, workload: &str) -> (Verdict, &'static str, String) {
+    let report = fed.state.controllers.report();
+    let d = report
+        .decisions
+        .iter()
+        .find(|d| d.proposal.workload == workload)
+        .unwrap_or_else(|| panic!("no decision for {workload}: {:?}", report.decisions));
+    (d.verdict, d.rule, d.reason.clone())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_move_that_keeps_failing_backs_off_then_waits_for_an_operator_until_something_changes() {
+    let yaml = cluster("onprem", 0.03, "site: onprem", true)
+        + &cluster("gke", 0.04, "site: gke", true)
+        + &workload("shop", "a", 1, "1", "onprem")
+        + &policy(
+            "shop-cost",
+            "shop",
+            "  rebalance:\n    minSavingsPercent: 10\n    cooldown: 1h\n",
+        );
+    let fed = federation(&yaml, auto(1), monday_noon(), None);
+    fed.sims["gke"].set_fault(Fault::RejectApply("quota exceeded".into()));
+    fed.set_cpu_price("onprem", 0.06);
+    fed.pass().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let attempts = || {
+        fed.state
+            .engine
+            .list()
+            .expect("list")
+            .iter()
+            .filter(|m| m.workload == "shop/a")
+            .count()
+    };
+    // Three attempts, each failing the same way, 1 min then 2 min apart: a failed
+    // attempt does not start the policy's one-hour cooldown.
+    for (attempt, wait) in [(1, 60), (2, 120), (3, 240)] {
+        let (verdict, _, reason) = {
+            fed.pass().await;
+            decision_of(&fed, "shop/a")
+        };
+        assert_eq!(verdict, Verdict::Start, "attempt {attempt}: {reason}");
+        fed.settle().await;
+        assert_eq!(attempts(), attempt);
+        let last = fed.state.engine.list().expect("list").remove(0);
+        assert_eq!(last.state, State::RolledBack, "{last:?}");
+        fed.pass().await;
+        let (verdict, rule, reason) = decision_of(&fed, "shop/a");
+        if attempt < 3 {
+            assert_eq!((verdict, rule), (Verdict::Hold, "retry"), "{reason}");
+            assert!(reason.contains("quota exceeded"), "{reason}");
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        } else {
+            assert_eq!((verdict, rule), (Verdict::Hold, "operator"), "{reason}");
+            assert!(
+                reason.starts_with(
+                    "needs an operator: 3 attempts to move it to gke failed the same way"
+                ),
+                "{reason}"
+            );
+        }
+    }
+    // Held: an hour of passes tries nothing more, and the status says why and since when.
+    for _ in 0..360 {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        fed.pass().await;
+    }
+    assert_eq!(attempts(), 3);
+    let status = fed.state.controllers.status(&fed.state, |_| true);
+    let failed = &status["failedMoves"][0];
+    assert_eq!(failed["workload"], "shop/a", "{status}");
+    assert_eq!(failed["to"], "gke", "{status}");
+    assert_eq!(failed["failures"], 3, "{status}");
+    assert_eq!(failed["needsOperator"], true, "{status}");
+    assert!(failed["needsOperatorSince"].is_string(), "{status}");
+    assert!(
+        failed["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("quota exceeded")),
+        "{status}"
+    );
+
+    // The target's prices change: tried once more, and its failure counts afresh.
+    fed.set_cpu_price("gke", 0.041);
+    fed.pass().await;
+    let (verdict, rule, reason) = decision_of(&fed, "shop/a");
+    assert_ne!(rule, "operator", "{reason}");
+    if verdict != Verdict::Start {
+        // Held by hysteresis while the new price is younger than the price memory.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        fed.pass().await;
+    }
+    assert_eq!(decision_of(&fed, "shop/a").0, Verdict::Start);
+    fed.settle().await;
+    assert_eq!(attempts(), 4);
+    fed.pass().await;
+    assert_eq!(decision_of(&fed, "shop/a").1, "retry");
+
+    // An operator clears it: the next pass tries again, and this time it works.
+    fed.sims["gke"].clear_fault(FaultKind::RejectApply);
+    assert_eq!(fed.state.controllers.clear("shop/a", None), ["gke"]);
+    assert!(fed.state.controllers.clear("shop/b", None).is_empty());
+    fed.pass().await;
+    assert_eq!(decision_of(&fed, "shop/a").0, Verdict::Start);
+    fed.settle().await;
+    assert_eq!(fed.serving().await["shop/a"], "gke");
+    fed.pass().await;
+    assert!(
+        fed.state.controllers.report().failing.is_empty(),
+        "{:?}",
+        fed.state.controllers.report().failing
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn pods_left_pending_are_shown_as_the_current_wait_and_progress_is_published_on_change() {
+    // Three 5-core replicas fit the target's 16 free cores, but only one per 8-core node.
+    let yaml = cluster("onprem", 0.04, "site: onprem", true)
+        + &cluster("small", 0.04, "site: small", false)
+        + &workload("shop", "big", 3, "5", "onprem");
+    let fed = federation(
+        &yaml,
+        ControllerConfig::default(),
+        monday_noon(),
+        Some("small"),
+    );
+    let mut events = fed.state.events.subscribe();
+    let migration = fed
+        .state
+        .engine
+        .submit(
+            &WorkloadKey::new("shop", "big"),
+            "small",
+            &crate::broker::migration::MoveOptions::default(),
+            "test",
+            None,
+        )
+        .await
+        .expect("submitted");
+    // Twenty polls of the rollout (one a second) while a replica stays Pending.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let waiting = fed
+        .state
+        .engine
+        .waiting_for(&migration.id)
+        .expect("the start step waits");
+    assert!(
+        waiting.contains("2 of 3 available") && waiting.contains("1 of 3 replicas pending"),
+        "{waiting}"
+    );
+    let record = fed
+        .state
+        .engine
+        .get(&migration.id)
+        .expect("get")
+        .expect("there");
+    let body = crate::broker::api::migration_body(&fed.state, &record).expect("body");
+    assert_eq!(body["waitingFor"], waiting.as_str(), "{body}");
+    assert_eq!(body["state"], "running", "{body}");
+    // Not in the stored record.
+    assert!(
+        !serde_json::to_string(&record)
+            .expect("json")
+            .contains("waitingFor")
+    );
+    let mut progress = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if event.kind == "migration.progress" {
+            progress.push(event.data);
+        }
+    }
+    assert!(!progress.is_empty());
+    for pair in progress.windows(2) {
+        assert_ne!(pair[0], pair[1], "published twice unchanged: {progress:?}");
+    }
+    assert!(progress.len() <= 4, "{progress:#?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_persons_move_that_succeeds_ends_a_run_of_failures() {
+    let yaml = cluster("onprem", 0.03, "site: onprem", true)
+        + &cluster("gke", 0.04, "site: gke", true)
+        + &workload("shop", "a", 1, "1", "onprem")
+        + &policy(
+            "shop-cost",
+            "shop",
+            "  rebalance:\n    minSavingsPercent: 10\n    cooldown: 1m\n",
+        );
+    let fed = federation(&yaml, auto(1), monday_noon(), None);
+    fed.sims["gke"].set_fault(Fault::RejectApply("quota exceeded".into()));
+    fed.set_cpu_price("onprem", 0.06);
+    fed.pass().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fed.pass().await;
+    fed.settle().await;
+    fed.pass().await;
+    assert_eq!(decision_of(&fed, "shop/a").1, "retry");
+    // A person moves it there once the quota allows, and back.
+    fed.sims["gke"].clear_fault(FaultKind::RejectApply);
+    let key = WorkloadKey::new("shop", "a");
+    let options = crate::broker::migration::MoveOptions::default();
+    for to in ["gke", "onprem"] {
+        fed.state
+            .engine
+            .submit(&key, to, &options, "test", None)
+            .await
+            .expect("submitted");
+        fed.settle().await;
+    }
+    assert_eq!(fed.serving().await["shop/a"], "onprem");
+    fed.pass().await;
+    assert!(
+        fed.state.controllers.report().failing.is_empty(),
+        "{:?}",
+        fed.state.controllers.report().failing
+    );
+}
