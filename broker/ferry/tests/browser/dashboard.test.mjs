@@ -128,9 +128,12 @@ test("an operator sees placement and carries a recommended move through to done"
   // The demo's recommended move is batch/render, whose cache claim would stay behind: the
   // broker refuses, the dashboard says why, and the same button then accepts empty volumes.
   assert.equal(workload, "batch/render");
+  // The refusal itself, in the action's status line (the controllers' decision text may
+  // name the claims before the request has been answered).
   await page.waitForFunction(
     (w) => [...document.querySelectorAll('[data-testid="recommendation"]')]
-      .some((r) => r.dataset.workload === w && /use claims/.test(r.textContent)),
+      .some((r) => r.dataset.workload === w
+        && /^Refused: .*use claims/.test(r.querySelector(".action-status")?.textContent ?? "")),
     workload,
     { timeout: WAIT },
   );
