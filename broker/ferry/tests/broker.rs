@@ -44,7 +44,18 @@ impl Broker {
     /// `ferry demo` with more arguments (a `--rollback-window` among them replaces the
     /// default of 0 s).
     fn start_with(data: &Path, pause_at: Option<&str>, extra: &[&str]) -> Broker {
+        Broker::start_env(data, pause_at, extra, &[])
+    }
+
+    /// [`Broker::start_with`] with extra environment (test hooks).
+    fn start_env(
+        data: &Path,
+        pause_at: Option<&str>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Broker {
         let mut command = Command::new(FERRY);
+        command.envs(env.iter().copied());
         command.args(["demo", "--listen", "127.0.0.1:0"]);
         if !extra.contains(&"--rollout-time") {
             command.args(["--rollout-time", "1s"]);
@@ -1475,7 +1486,15 @@ fn until<T>(seconds: u64, what: &str, mut probe: impl FnMut() -> Option<T>) -> T
 #[test]
 fn a_price_rise_in_the_demo_is_proposed_then_carried_out_in_auto_mode() {
     let data = temp_dir("controllers");
-    let broker = Broker::start_with(&data, None, &["--price-memory", "2s"]);
+    // The controllers' clock on a Saturday noon (2026-12-05T12:00:00Z): inside every
+    // window of the example policies, so that the test does not depend on the hour it runs
+    // at (batch/reports may move only on weeknights and weekends).
+    let broker = Broker::start_env(
+        &data,
+        None,
+        &["--price-memory", "2s"],
+        &[("FERRY_TEST_CONTROL_CLOCK", "1796472000")],
+    );
     let viewer = broker.viewer_token();
     let operator = broker.token("operator", &[]);
     until(30, "a first pass", || {
@@ -1590,8 +1609,9 @@ fn a_price_rise_in_the_demo_is_proposed_then_carried_out_in_auto_mode() {
     assert_eq!(pricing(&broker), before, "refused requests changed nothing");
     assert_eq!(broker.get("/api/v1/controllers")["mode"], "recommend");
 
-    // On-prem becomes dear: the controllers propose moving the EU personal data (whose
-    // policy allows moves at any time) to GKE, and start nothing in recommend mode.
+    // On-prem becomes dear: the controllers propose moving what it runs to GKE (the batch
+    // reports, in their policy's window; the EU personal data, which has claims, only as a
+    // recommendation), and start nothing in recommend mode.
     let (status, answer) = broker.call(
         "PUT",
         path,

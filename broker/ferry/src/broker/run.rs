@@ -187,7 +187,7 @@ pub async fn start(
         verifier,
         metrics: super::metrics::Metrics::default(),
         provisioning: Provisioning::new(config.provisioning),
-        controllers: Controllers::new(config.controllers, ControlClock::wall()),
+        controllers: Controllers::new(config.controllers, control_clock()),
         planner: Planner::new(
             config.bounds.max_concurrent_plans,
             config.bounds.max_plan_size,
@@ -299,5 +299,26 @@ pub async fn stop(
         eprintln!(
             "{who}: {unfinished} migration(s) under way are kept; the next start resumes them"
         );
+    }
+}
+
+/// The controllers' clock: the wall clock, unless the test hook
+/// `FERRY_TEST_CONTROL_CLOCK=<unix seconds>` starts it at a chosen instant, so that a test
+/// of rules that depend on the time of day (a policy's windows) does not depend on when it
+/// runs.
+fn control_clock() -> ControlClock {
+    match std::env::var("FERRY_TEST_CONTROL_CLOCK")
+        .ok()
+        .and_then(|text| text.parse::<u64>().ok())
+    {
+        Some(unix) => {
+            tracing::warn!(
+                unix,
+                "test hook: the controllers' clock starts at {}",
+                super::clock::rfc3339(unix)
+            );
+            ControlClock::starting_at(unix)
+        }
+        None => ControlClock::wall(),
     }
 }
