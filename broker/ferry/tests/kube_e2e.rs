@@ -1192,6 +1192,11 @@ async fn deployments_patchable(index: usize, allowed: bool) -> Result<()> {
     Ok(())
 }
 
+/// `POST /api/v1/migrations` with `body`: the status and the answer.
+async fn post_move(broker: &Broker, body: Value) -> Result<(u16, Value)> {
+    broker.call("POST", "/api/v1/migrations", Some(body)).await
+}
+
 /// A migration's step message, by step name.
 fn step_message<'a>(migration: &'a Value, step: &str) -> &'a str {
     migration["steps"]
@@ -1246,25 +1251,18 @@ async fn kube_there_and_back_again() -> Result<()> {
 
     // 2. db, kube-a -> kube-b: each claim's fate is said before the move, and the move
     //    needs the user's word that the target starts empty.
-    let (status, refused) = broker
-        .call(
-            "POST",
-            "/api/v1/migrations",
-            Some(json!({"workload": "trip/db", "to": "kube-b"})),
-        )
-        .await?;
+    let (status, refused) =
+        post_move(&broker, json!({"workload": "trip/db", "to": "kube-b"})).await?;
     assert_eq!(
         (status, refused["error"]["code"].as_str()),
         (409, Some("uses_claims")),
         "{refused}"
     );
-    let (status, dry) = broker
-        .call(
-            "POST",
-            "/api/v1/migrations",
-            Some(json!({"workload": "trip/db", "to": "kube-b", "dryRun": true, "acceptEmptyVolumes": true})),
-        )
-        .await?;
+    let (status, dry) = post_move(
+        &broker,
+        json!({"workload": "trip/db", "to": "kube-b", "dryRun": true, "acceptEmptyVolumes": true}),
+    )
+    .await?;
     assert_eq!(status, 200, "{dry}");
     assert_eq!(dry["feasible"], true, "{dry}");
     assert_eq!(dry["claims"][0]["name"], "data-db-0", "{dry}");
@@ -1274,13 +1272,11 @@ async fn kube_there_and_back_again() -> Result<()> {
             && fate.contains("deleted with the drained copy"),
         "{dry}"
     );
-    let (status, created) = broker
-        .call(
-            "POST",
-            "/api/v1/migrations",
-            Some(json!({"workload": "trip/db", "to": "kube-b", "acceptEmptyVolumes": true})),
-        )
-        .await?;
+    let (status, created) = post_move(
+        &broker,
+        json!({"workload": "trip/db", "to": "kube-b", "acceptEmptyVolumes": true}),
+    )
+    .await?;
     assert_eq!(status, 202, "{created}");
     let id = created["id"].as_str().context("id")?.to_owned();
     let done = broker.until_final(&id).await?;
@@ -1330,13 +1326,11 @@ async fn kube_there_and_back_again() -> Result<()> {
                          "resources": {"requests": {"storage": "1Gi"}}}}))?,
         )
         .await?;
-    let (status, refused) = broker
-        .call(
-            "POST",
-            "/api/v1/migrations",
-            Some(json!({"workload": "trip/db", "to": "kube-c", "acceptEmptyVolumes": true})),
-        )
-        .await?;
+    let (status, refused) = post_move(
+        &broker,
+        json!({"workload": "trip/db", "to": "kube-c", "acceptEmptyVolumes": true}),
+    )
+    .await?;
     assert_eq!(
         (status, refused["error"]["code"].as_str()),
         (409, Some("claims_exist")),
@@ -1362,13 +1356,11 @@ async fn kube_there_and_back_again() -> Result<()> {
     //    Without it, db goes to kube-c, where no volume binds its claim: cancelled while
     //    it waits, the rollback removes the StatefulSet and the claim its controller
     //    made there.
-    let (status, created) = broker
-        .call(
-            "POST",
-            "/api/v1/migrations",
-            Some(json!({"workload": "trip/db", "to": "kube-c", "acceptEmptyVolumes": true})),
-        )
-        .await?;
+    let (status, created) = post_move(
+        &broker,
+        json!({"workload": "trip/db", "to": "kube-c", "acceptEmptyVolumes": true}),
+    )
+    .await?;
     assert_eq!(status, 202, "{created}");
     let id = created["id"].as_str().context("id")?.to_owned();
     broker.until_step_running(&id, "start").await?;
