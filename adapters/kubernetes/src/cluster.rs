@@ -800,29 +800,42 @@ impl KubeCluster {
         }
     }
 
-    /// The Deployments and StatefulSets of `key`'s namespace other than its workload.
-    async fn other_workloads(&self, key: &WorkloadKey) -> Result<Vec<OtherWorkload>, PortError> {
-        let mut others = Vec::new();
+    /// The Deployments and StatefulSets of `key`'s namespace other than its workload
+    /// (`workload_kind`, the kind of the one `key` names).
+    async fn other_workloads(
+        &self,
+        key: &WorkloadKey,
+        workload_kind: Option<&'static str>,
+    ) -> Result<Vec<OtherWorkload>, PortError> {
+        let call = |resource: &'static str| {
+            Call::new("list", resource, format!("in namespace {}", key.namespace))
+        };
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &key.namespace);
+        let stateful_sets: Api<StatefulSet> = Api::namespaced(self.client.clone(), &key.namespace);
         let deployments = self
-            .list_values::<Deployment>(DEPLOYMENT.resource, &key.namespace)
+            .call(
+                call(DEPLOYMENT.resource),
+                deployments.list(&ListParams::default()),
+            )
             .await?;
         let stateful_sets = self
-            .list_values::<StatefulSet>(STATEFUL_SET.resource, &key.namespace)
+            .call(
+                call(STATEFUL_SET.resource),
+                stateful_sets.list(&ListParams::default()),
+            )
             .await?;
-        let workload = self.workload(key).await?.map(|w| w.kind().kind);
-        for (kind, values) in [
-            (DEPLOYMENT.kind, deployments),
-            (STATEFUL_SET.kind, stateful_sets),
-        ] {
-            for value in values {
-                let name = value.pointer("/metadata/name").and_then(Value::as_str);
-                if Some(kind) == workload && name == Some(key.name.as_str()) {
-                    continue;
-                }
-                others.extend(OtherWorkload::from_value(kind, &value));
-            }
-        }
-        Ok(others)
+        let all = deployments
+            .items
+            .into_iter()
+            .map(Workload::Deployment)
+            .chain(stateful_sets.items.into_iter().map(Workload::StatefulSet));
+        Ok(all
+            .filter(|w| {
+                !(Some(w.kind().kind) == workload_kind
+                    && w.metadata().name.as_deref() == Some(key.name.as_str()))
+            })
+            .filter_map(|w| OtherWorkload::of(&w))
+            .collect())
     }
 
     /// Scales the workload to zero, waits until none of its pods is left, deletes it and
@@ -1346,14 +1359,12 @@ impl ClusterPort for KubeCluster {
             undo_recorded(object);
             objects::clean(object);
         }
-        let dependents = dependent_refs(key, &objects, &running.claims);
         Ok(ExportedWorkload {
             key: key.clone(),
             replicas: running.replicas,
             requests: running.requests,
             labels: running.labels,
             objects,
-            dependents,
             claims: running.claims,
         })
     }
@@ -1622,7 +1633,8 @@ impl ClusterPort for KubeCluster {
         mark: &Mark,
     ) -> Result<Drained, PortError> {
         self.scale(key, 0, Some(mark)).await?;
-        let users = self.other_workloads(key).await?;
+        let kind = self.workload(key).await?.map(|w| w.kind().kind);
+        let users = self.other_workloads(key, kind).await?;
         let mut drained = Drained::default();
         for object in dependents {
             let Some(kind) = kind_of(&object.kind) else {
@@ -1641,10 +1653,6 @@ impl ClusterPort for KubeCluster {
                 )
                 .await?
             else {
-                drained.kept.push(Kept {
-                    object: object.clone(),
-                    reason: "not there".to_owned(),
-                });
                 continue;
             };
             if let Some(user) = users
@@ -1694,7 +1702,7 @@ impl ClusterPort for KubeCluster {
                     let (before, after) = self.dependents(key, &value).await?;
                     let running = workload.running().map(|r| r.claims).unwrap_or_default();
                     let found: Vec<Value> = before.into_iter().chain(after).collect();
-                    refs.extend(dependent_refs(key, &found, &running));
+                    refs.extend(ferry_ports::dependents_of(key, &found, &running));
                     self.remove_workload(key, workload).await?;
                     WorkloadFate::Deleted
                 } else {
@@ -1806,38 +1814,6 @@ fn keep_template_metadata(object: &mut Value, existing: &Value) {
     }
 }
 
-/// The refs a migration records for a workload's graph (see
-/// [`ExportedWorkload::dependents`]): every object but the namespace and the workload
-/// itself, and its claims.
-fn dependent_refs(key: &WorkloadKey, objects: &[Value], claims: &[Claim]) -> Vec<ObjectRef> {
-    let mut refs = BTreeSet::new();
-    for object in objects {
-        let kind = object
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let name = object
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let is_the_workload = WORKLOAD_KINDS.iter().any(|k| k.kind == kind) && name == key.name;
-        if kind.is_empty() || name.is_empty() || kind == "Namespace" || is_the_workload {
-            continue;
-        }
-        refs.insert(ObjectRef {
-            kind: kind.to_owned(),
-            name: name.to_owned(),
-        });
-    }
-    for claim in claims {
-        refs.insert(ObjectRef {
-            kind: "PersistentVolumeClaim".to_owned(),
-            name: claim.name.clone(),
-        });
-    }
-    refs.into_iter().collect()
-}
-
 /// Another workload in a namespace, as far as whether it uses an object goes.
 struct OtherWorkload {
     /// `Deployment shop/api`, for messages.
@@ -1850,39 +1826,21 @@ struct OtherWorkload {
 }
 
 impl OtherWorkload {
-    fn from_value(kind: &'static str, value: &Value) -> Option<OtherWorkload> {
-        let namespace = value
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)?;
-        let name = value.pointer("/metadata/name").and_then(Value::as_str)?;
+    /// What a workload read from the API uses: its pod template's references, and its
+    /// claims as the inventory names them (a StatefulSet's per replica).
+    fn of(workload: &Workload) -> Option<OtherWorkload> {
+        let running = workload.running()?;
+        let value = workload.to_value("").ok()?;
         let pod_spec = value
             .pointer("/spec/template/spec")
             .cloned()
             .unwrap_or(Value::Null);
-        let references = objects::references(&pod_spec);
-        let mut claims: BTreeSet<String> = references.persistent_volume_claims.clone();
-        if kind == "StatefulSet" {
-            let replicas = value
-                .pointer("/spec/replicas")
-                .and_then(Value::as_u64)
-                .unwrap_or(1);
-            for template in value
-                .pointer("/spec/volumeClaimTemplates")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(t) = template.pointer("/metadata/name").and_then(Value::as_str) {
-                    claims.extend((0..replicas).map(|i| format!("{t}-{name}-{i}")));
-                }
-            }
-        }
         Some(OtherWorkload {
-            name: format!("{kind} {namespace}/{name}"),
-            kind,
-            workload_name: name.to_owned(),
-            references,
-            claims,
+            name: format!("{} {}", workload.kind().kind, running.key),
+            kind: workload.kind().kind,
+            workload_name: running.key.name,
+            references: objects::references(&pod_spec),
+            claims: running.claims.into_iter().map(|c| c.name).collect(),
             template_labels: value
                 .pointer("/spec/template/metadata/labels")
                 .cloned()

@@ -420,7 +420,7 @@ async fn migrate(clusters: &[Cluster]) -> Result<()> {
     // Delete on B: a wrong mark deletes nothing (and says whose the copy is); the right
     // one deletes the graph, and only returns once the Deployment is gone.
     let removal = b
-        .delete(&key("web"), &exported.dependents, &mark("m2"))
+        .delete(&key("web"), &exported.dependents(), &mark("m2"))
         .await?;
     assert_eq!(
         removal.workload,
@@ -477,7 +477,7 @@ async fn migrate(clusters: &[Cluster]) -> Result<()> {
         .await?;
     assert!(users.annotations().get(MARK_ANNOTATION).is_none());
     assert_eq!(
-        b.delete(&key("web"), &exported.dependents, &mark("m3"))
+        b.delete(&key("web"), &exported.dependents(), &mark("m3"))
             .await?
             .workload,
         WorkloadFate::Left { holder: None }
@@ -837,11 +837,11 @@ async fn migrate_stateful_set(clusters: &[Cluster]) -> Result<()> {
         Some("m1")
     );
     let removal = b
-        .delete(&key("pg"), &exported.dependents, &mark("m2"))
+        .delete(&key("pg"), &exported.dependents(), &mark("m2"))
         .await?;
     assert!(matches!(removal.workload, WorkloadFate::Left { .. }));
     assert_eq!(objects_on(&admin_b, &PG_KINDS).await?.len(), PG_KINDS.len());
-    b.delete(&key("pg"), &exported.dependents, &mark("m1"))
+    b.delete(&key("pg"), &exported.dependents(), &mark("m1"))
         .await?;
     until_gone(&admin_b, &PG_KINDS).await?;
     eventually("b: the controller's claims are gone", || async {
@@ -1074,7 +1074,7 @@ async fn claims_and_overrides(clusters: &[Cluster]) -> Result<()> {
     until_pending_because(&b, "files", "unbound immediate PersistentVolumeClaims").await?;
 
     // Delete on B takes the claim too (it carries the mark); the source's stays bound.
-    b.delete(&key("files"), &exported.dependents, &mark("m1"))
+    b.delete(&key("files"), &exported.dependents(), &mark("m1"))
         .await?;
     until_gone(
         &admin_b,
@@ -1287,17 +1287,17 @@ async fn least_privilege(clusters: &[Cluster]) -> Result<()> {
     // The drain adopts what was exported (the role may patch each of those kinds),
     // so that the source's delete takes it all: nothing of the app stays on A.
     let drained = a
-        .drain(&key("web"), &exported.dependents, &mark("m1"))
+        .drain(&key("web"), &exported.dependents(), &mark("m1"))
         .await?;
     assert_eq!(
         drained.adopted.len(),
-        exported.dependents.len(),
+        exported.dependents().len(),
         "{drained:?}"
     );
-    b.delete(&key("web"), &exported.dependents, &mark("m1"))
+    b.delete(&key("web"), &exported.dependents(), &mark("m1"))
         .await?;
     until_gone(&admin_b, &APP_KINDS).await?;
-    a.delete(&key("web"), &exported.dependents, &mark("m1"))
+    a.delete(&key("web"), &exported.dependents(), &mark("m1"))
         .await?;
     let admin_a = clusters[0].client().await?;
     until_gone(&admin_a, &APP_KINDS).await?;
@@ -1317,7 +1317,7 @@ async fn least_privilege(clusters: &[Cluster]) -> Result<()> {
     b.apply(&exported, &mark("m2")).await?;
     until_available(&b, "pg", 1).await?;
     a.scale(&key("pg"), 0, Some(&mark("m2"))).await?;
-    b.delete(&key("pg"), &exported.dependents, &mark("m2"))
+    b.delete(&key("pg"), &exported.dependents(), &mark("m2"))
         .await?;
     until_gone(&admin_b, &PG_KINDS).await?;
 
@@ -1486,7 +1486,7 @@ async fn there_and_back(clusters: &[Cluster]) -> Result<()> {
     let weak_b = as_identity(&clusters[1], "ferry-weak", "ferry-weak").await?;
     let exported = a.export(&key("web")).await?;
     let mut recorded: Vec<String> = exported
-        .dependents
+        .dependents()
         .iter()
         .map(|d| format!("{}/{}", d.kind, d.name))
         .collect();
@@ -1508,7 +1508,7 @@ async fn there_and_back(clusters: &[Cluster]) -> Result<()> {
         "the refused apply left {half:?}"
     );
     let removal = weak_b
-        .delete(&key("web"), &exported.dependents, &mark("m0"))
+        .delete(&key("web"), &exported.dependents(), &mark("m0"))
         .await?;
     assert_eq!(removal.workload, WorkloadFate::Absent);
     until_gone(&admin_b, &APP_KINDS).await?;
@@ -1552,13 +1552,13 @@ async fn there_and_back(clusters: &[Cluster]) -> Result<()> {
     b.apply(&exported, &mark("m1")).await?;
     until_available(&b, "web", 3).await?;
     let drained = a
-        .drain(&key("web"), &exported.dependents, &mark("m1"))
+        .drain(&key("web"), &exported.dependents(), &mark("m1"))
         .await?;
     let kept: Vec<String> = drained.kept.iter().map(|k| k.object.to_string()).collect();
     assert_eq!(kept, ["ConfigMap web-config"], "{drained:?}");
     assert!(drained.kept[0].reason.contains("api"), "{drained:?}");
     let removal = a
-        .delete(&key("web"), &exported.dependents, &mark("m1"))
+        .delete(&key("web"), &exported.dependents(), &mark("m1"))
         .await?;
     assert_eq!(removal.workload, WorkloadFate::Deleted, "{removal:?}");
     assert!(
@@ -1599,8 +1599,10 @@ async fn there_and_back(clusters: &[Cluster]) -> Result<()> {
         shared.annotations().get(MARK_ANNOTATION).is_none(),
         "the shared ConfigMap is still the user's"
     );
-    b.drain(&key("web"), &back.dependents, &mark("m2")).await?;
-    b.delete(&key("web"), &back.dependents, &mark("m2")).await?;
+    b.drain(&key("web"), &back.dependents(), &mark("m2"))
+        .await?;
+    b.delete(&key("web"), &back.dependents(), &mark("m2"))
+        .await?;
     until_gone(&admin_b, &APP_KINDS).await?;
     Ok(())
 }

@@ -185,14 +185,51 @@ pub struct ExportedWorkload {
     pub requests: Resources,
     pub labels: std::collections::BTreeMap<String, String>,
     pub objects: Vec<serde_json::Value>,
-    /// What belongs to the workload beside its own object, in its namespace: the objects
-    /// of the graph (not the namespace) and every claim its pods use, those a
-    /// StatefulSet's controller makes from its templates included. A migration records
-    /// them, so that whatever it created can be removed, and drains and deletes them with
-    /// the workload.
-    pub dependents: Vec<ObjectRef>,
-    /// The claims its pods use, with their sizes (as in [`RunningWorkload::claims`]).
+    /// The claims its pods use, with their sizes (as in [`RunningWorkload::claims`]),
+    /// those a StatefulSet's controller makes from its templates included.
     pub claims: Vec<Claim>,
+}
+
+impl ExportedWorkload {
+    /// What belongs to the workload beside its own object, in its namespace (see
+    /// [`dependents_of`]). A migration records them, so that whatever it created can be
+    /// removed, and drains and deletes them with the workload.
+    pub fn dependents(&self) -> Vec<ObjectRef> {
+        dependents_of(&self.key, &self.objects, &self.claims)
+    }
+}
+
+/// The objects of a graph other than its namespace and the workload's own Deployment or
+/// StatefulSet, and every claim in `claims`, by kind and name, sorted and without repeats.
+pub fn dependents_of(
+    key: &WorkloadKey,
+    objects: &[serde_json::Value],
+    claims: &[Claim],
+) -> Vec<ObjectRef> {
+    let mut refs = std::collections::BTreeSet::new();
+    for object in objects {
+        let kind = object
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default();
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default();
+        let is_the_workload = matches!(kind, "Deployment" | "StatefulSet") && name == key.name;
+        if kind.is_empty() || name.is_empty() || kind == "Namespace" || is_the_workload {
+            continue;
+        }
+        refs.insert(ObjectRef {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+        });
+    }
+    refs.extend(claims.iter().map(|claim| ObjectRef {
+        kind: "PersistentVolumeClaim".to_owned(),
+        name: claim.name.clone(),
+    }));
+    refs.into_iter().collect()
 }
 
 /// One object in a workload's namespace, by kind and name. Names only: never values, so
@@ -221,7 +258,8 @@ pub struct Kept {
 pub struct Drained {
     /// Now carry the migration's mark, and go with the drained copy.
     pub adopted: Vec<ObjectRef>,
-    /// Stay as they are (another workload here uses them, or they are not there).
+    /// Stay as they are: another workload here uses them. (Those not there are in
+    /// neither list.)
     pub kept: Vec<Kept>,
 }
 

@@ -202,7 +202,6 @@ mod tests {
                     requests: Resources::default(),
                     labels: Default::default(),
                     objects: Vec::new(),
-                    dependents: Vec::new(),
                     claims: Vec::new(),
                 }),
             }

@@ -806,7 +806,6 @@ impl State {
             replicas: workload.replicas(),
             requests: workload.requests,
             labels: workload.labels.clone(),
-            dependents: objects::dependents(key, &objects, &workload.claims),
             claims: workload.claims.clone(),
             objects,
         })

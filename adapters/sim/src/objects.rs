@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use ferry_ports::{Claim, ObjectRef, Resources, WorkloadKey};
+use ferry_ports::{Claim, Resources, WorkloadKey};
 use serde_json::{Value, json};
 
 use crate::quantity::{format_cpu, format_memory, parse_memory};
@@ -131,30 +131,6 @@ pub(crate) fn claims(key: &WorkloadKey, objects: &[Value]) -> Vec<Claim> {
     claims.sort();
     claims.dedup();
     claims
-}
-
-/// The objects of the graph beside the namespace and the workload's Deployment, and the
-/// claims its pods use, as a migration records them.
-pub(crate) fn dependents(key: &WorkloadKey, objects: &[Value], claims: &[Claim]) -> Vec<ObjectRef> {
-    let mut refs: Vec<ObjectRef> = objects
-        .iter()
-        .filter(|object| !is_deployment(key, object))
-        .filter_map(|object| {
-            let kind = object.get("kind").and_then(Value::as_str)?;
-            let name = object.pointer("/metadata/name").and_then(Value::as_str)?;
-            (kind != "Namespace").then(|| ObjectRef {
-                kind: kind.to_owned(),
-                name: name.to_owned(),
-            })
-        })
-        .chain(claims.iter().map(|claim| ObjectRef {
-            kind: "PersistentVolumeClaim".to_owned(),
-            name: claim.name.clone(),
-        }))
-        .collect();
-    refs.sort();
-    refs.dedup();
-    refs
 }
 
 /// What an API server would refuse, and what the sim cannot represent: a document that

@@ -606,7 +606,7 @@ impl Engine {
         self.no_stale_copy_on(workload, to)?;
         self.admit(&census, workload, from, to, options, false)?;
         let fates = self
-            .claim_fates(&census, workload, from, to, options, false)
+            .claim_fates(&census, workload, (from, to), options, false, None)
             .await?;
         refuse_existing_claims(workload, to, &fates)?;
         self.start(
@@ -636,7 +636,7 @@ impl Engine {
             });
         }
         let claims = self
-            .claim_fates(&census, workload, from, to, options, false)
+            .claim_fates(&census, workload, (from, to), options, false, None)
             .await?;
         let mut answer = DryRun {
             dry_run: true,
@@ -687,8 +687,9 @@ impl Engine {
     ) -> Result<(), SubmitError> {
         if !options.accept_empty_volumes {
             let claims: Vec<String> = if fenced {
+                // Named as the census names them (with their sizes).
                 self.remembered_export(key)
-                    .map(|e| claims_in_objects(&e.workload.objects))
+                    .map(|e| e.workload.claims.iter().map(ToString::to_string).collect())
                     .unwrap_or_default()
             } else {
                 census.claims_on(key, from)
@@ -753,15 +754,16 @@ impl Engine {
     /// Every claim the workload's pods use, and what a move to `to` does with it: the
     /// target gets a new, empty claim (and the source's goes with the drained copy), or
     /// the target already holds one of that name, which refuses the move; without
-    /// `accept_empty_volumes` each blocks the move.
+    /// `accept_empty_volumes` each blocks the move. A claim on the target that carries
+    /// `ours` (the migration's own copy made it: a resumed plan) is not an older one.
     async fn claim_fates(
         &self,
         census: &Census,
         key: &WorkloadKey,
-        from: &str,
-        to: &str,
+        (from, to): (&str, &str),
         options: &MoveOptions,
         fenced: bool,
+        ours: Option<&Mark>,
     ) -> Result<Vec<ClaimFate>, SubmitError> {
         let claims: Vec<ferry_ports::Claim> = if fenced {
             self.remembered_export(key)
@@ -791,7 +793,10 @@ impl Engine {
         Ok(claims
             .into_iter()
             .map(|claim| {
-                let on_target = existing.iter().find(|e| e.name == claim.name).cloned();
+                let on_target = existing
+                    .iter()
+                    .find(|e| e.name == claim.name && (ours.is_none() || e.mark.as_ref() != ours))
+                    .cloned();
                 let fate = match &on_target {
                     Some(held) => format!(
                         "{to} already holds a claim of that name ({}): refused, it would be reattached with older data",
@@ -843,7 +848,14 @@ impl Engine {
         let census = self.world.census().await;
         self.admit(&census, workload, from, to, &MoveOptions::default(), true)?;
         let fates = self
-            .claim_fates(&census, workload, from, to, &MoveOptions::default(), true)
+            .claim_fates(
+                &census,
+                workload,
+                (from, to),
+                &MoveOptions::default(),
+                true,
+                None,
+            )
             .await?;
         refuse_existing_claims(workload, to, &fates)?;
         self.start(
@@ -1280,25 +1292,14 @@ impl Engine {
                     .claim_fates(
                         &census,
                         &key,
-                        &migration.from,
-                        &migration.to,
+                        (&migration.from, &migration.to),
                         &options,
                         migration.fenced,
+                        Some(&mark),
                     )
                     .await
                     .map_err(|refusal| StepError::Refused(refusal.to_string()))?;
-                // A claim this migration's own copy made there (a resumed plan) is not
-                // an older one.
-                let others: Vec<ClaimFate> = fates
-                    .iter()
-                    .filter(|f| {
-                        f.on_target
-                            .as_ref()
-                            .is_none_or(|held| held.mark.as_ref() != Some(&mark))
-                    })
-                    .cloned()
-                    .collect();
-                refuse_existing_claims(&key, &migration.to, &others)
+                refuse_existing_claims(&key, &migration.to, &fates)
                     .map_err(|refusal| StepError::Refused(refusal.to_string()))?;
                 let planned = self.plan_move(
                     &census,
@@ -1402,7 +1403,6 @@ impl Engine {
                 let kept = drained
                     .kept
                     .iter()
-                    .filter(|k| k.reason != "not there")
                     .map(|k| format!("{} ({})", k.object, k.reason))
                     .collect::<Vec<_>>();
                 Ok(format!(
@@ -1828,9 +1828,9 @@ impl Engine {
 /// Adds the export's dependents to those the migration records; whether any was new.
 fn record_dependents(migration: &mut Migration, exported: &ExportedWorkload) -> bool {
     let before = migration.objects.len();
-    for object in &exported.dependents {
-        if !migration.objects.contains(object) {
-            migration.objects.push(object.clone());
+    for object in exported.dependents() {
+        if !migration.objects.contains(&object) {
+            migration.objects.push(object);
         }
     }
     migration.objects.sort();
@@ -1856,43 +1856,6 @@ fn claims_of_export(exported: &ExportedWorkload) -> String {
         "; claims, which start empty on the target: {}",
         names.join(", ")
     )
-}
-
-/// The claims an exported graph uses, by name: its PersistentVolumeClaims, a
-/// StatefulSet's claim templates, and claims its pod templates mount.
-fn claims_in_objects(objects: &[serde_json::Value]) -> Vec<String> {
-    use serde_json::Value;
-    let mut names = std::collections::BTreeSet::new();
-    let texts = |value: Option<&Value>, pointer: &str| -> Vec<String> {
-        value
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.pointer(pointer).and_then(Value::as_str))
-            .map(str::to_owned)
-            .collect()
-    };
-    for object in objects {
-        match object.get("kind").and_then(Value::as_str) {
-            Some("PersistentVolumeClaim") => {
-                if let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str) {
-                    names.insert(name.to_owned());
-                }
-            }
-            Some("StatefulSet") => {
-                names.extend(texts(
-                    object.pointer("/spec/volumeClaimTemplates"),
-                    "/metadata/name",
-                ));
-            }
-            _ => {}
-        }
-        names.extend(texts(
-            object.pointer("/spec/template/spec/volumes"),
-            "/persistentVolumeClaim/claimName",
-        ));
-    }
-    names.into_iter().collect()
 }
 
 #[cfg(test)]
