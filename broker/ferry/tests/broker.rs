@@ -704,6 +704,22 @@ fn auth_matrix_and_bad_input_change_nothing() {
             400,
         ),
         (
+            "clearing failures needs a token",
+            None,
+            "POST",
+            "/api/v1/controllers/clear",
+            Some(json!({"workload": "shop/recommendations"})),
+            401,
+        ),
+        (
+            "a token scoped to shop clears nothing in batch",
+            Some(shop_operator.clone()),
+            "POST",
+            "/api/v1/controllers/clear",
+            Some(json!({"workload": "batch/render"})),
+            404,
+        ),
+        (
             "no failed move to clear",
             Some(shop_operator.clone()),
             "POST",
@@ -2072,6 +2088,9 @@ fn bodies_are_not_read_before_the_token_and_limits_answer_in_the_api_shape() {
     let answer = raw(&broker.url, request.as_bytes(), Duration::from_secs(10));
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
 
+    // reqwest has rustls (the default `https` feature): it needs a provider, which no
+    // other test may have installed yet when this one runs alone.
+    ferry_testenv::install_crypto_provider();
     let client = reqwest::blocking::Client::new();
     let admin = format!("Bearer {}", broker.admin);
     let check = |response: reqwest::blocking::Response, status: u16, code: &str| {
@@ -2085,6 +2104,13 @@ fn bodies_are_not_read_before_the_token_and_limits_answer_in_the_api_shape() {
         .post(format!("{}/api/v1/plan", broker.url))
         .header("Authorization", &admin)
         .body(vec![b'#'; 1024 * 1024 + 10])
+        .send()
+        .expect("answer");
+    check(response, 413, "body_too_large");
+    let response = client
+        .post(format!("{}/api/v1/controllers/clear", broker.url))
+        .header("Authorization", &admin)
+        .body(vec![b'{'; 1024 * 1024 + 10])
         .send()
         .expect("answer");
     check(response, 413, "body_too_large");
